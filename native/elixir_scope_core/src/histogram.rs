@@ -1,0 +1,162 @@
+//! Histogram: a lock-free, log-bucketed latency histogram (HDR-lite).
+//!
+//! A value v (ns) falls in bucket `(e, m)` where `e = floor(log2 v)` and `m`
+//! is the next [`SUB_BITS`] bits below the leading one: 8 sub-buckets per
+//! power of two, so a reported percentile is within 12.5% of the true value.
+//! Recording is one relaxed `fetch_add`; each worker owns a histogram, so
+//! there is no shared cache line on the hot path. Snapshots merge them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const SUB_BITS: u32 = 3;
+const SUBS: usize = 1 << SUB_BITS;
+const BUCKETS: usize = 64 * SUBS;
+
+pub struct Histogram {
+    counts: Box<[AtomicU64]>,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+fn bucket_of(v: u64) -> usize {
+    if v < SUBS as u64 {
+        return v as usize;
+    }
+    let e = 63 - v.leading_zeros();
+    let m = (v >> (e - SUB_BITS)) as usize & (SUBS - 1);
+    (e as usize - SUB_BITS as usize + 1) * SUBS + m
+}
+
+/// Upper bound of a bucket's values.
+fn bucket_high(b: usize) -> u64 {
+    if b < SUBS {
+        return b as u64;
+    }
+    let e = (b / SUBS) as u32 + SUB_BITS - 1;
+    let m = (b % SUBS) as u128;
+    let high = ((SUBS as u128 + m + 1) << (e - SUB_BITS)) - 1;
+    high.min(u64::MAX as u128) as u64
+}
+
+impl Histogram {
+    pub fn record(&self, v: u64) {
+        self.counts[bucket_of(v)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_n(&self, v: u64, n: u64) {
+        self.counts[bucket_of(v)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds this histogram's counts into `into`.
+    pub fn merge_into(&self, into: &mut Snapshot) {
+        for (acc, c) in into.counts.iter_mut().zip(self.counts.iter()) {
+            *acc += c.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// Plain counts, for percentiles.
+#[derive(Clone)]
+pub struct Snapshot {
+    counts: Vec<u64>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            counts: vec![0; BUCKETS],
+        }
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Snapshot {{ n: {}, p50: {}, p99: {} }}",
+            self.total(),
+            self.quantile(0.5),
+            self.quantile(0.99)
+        )
+    }
+}
+
+impl Snapshot {
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Value at quantile `q` in [0, 1] (upper bound of its bucket); 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let total = self.total();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return bucket_high(b);
+            }
+        }
+        bucket_high(BUCKETS - 1)
+    }
+
+    /// Mean from bucket upper bounds (an overestimate within 12.5%).
+    pub fn mean(&self) -> f64 {
+        let total = self.total();
+        if total == 0 {
+            return 0.0;
+        }
+        let sum: f64 = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| c as f64 * bucket_high(b) as f64)
+            .sum();
+        sum / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_tight() {
+        let mut last = 0;
+        for v in (0..1_000_000u64)
+            .step_by(37)
+            .chain([u64::MAX / 2, u64::MAX])
+        {
+            let b = bucket_of(v);
+            assert!(b >= last);
+            last = b;
+            let high = bucket_high(b);
+            assert!(high >= v, "{v} above its bucket {high}");
+            assert!(high as f64 <= v as f64 * 1.125 + 1.0, "{v} -> {high}");
+        }
+    }
+
+    #[test]
+    fn quantiles_are_within_bucket_error() {
+        let h = Histogram::default();
+        for v in 1..=10_000u64 {
+            h.record(v * 1000);
+        }
+        let mut s = Snapshot::default();
+        h.merge_into(&mut s);
+        for (q, expect) in [(0.5, 5_000_000.0), (0.99, 9_900_000.0)] {
+            let got = s.quantile(q) as f64;
+            assert!(got >= expect && got <= expect * 1.13, "q{q}: {got}");
+        }
+        assert_eq!(Snapshot::default().quantile(0.5), 0);
+    }
+}

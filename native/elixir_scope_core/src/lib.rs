@@ -1,0 +1,16 @@
+//! elixir_scope_core: the native side of elixir_scope without the BEAM.
+//!
+//! Data flow: producers push [`event::Event`]s into [`ring::Ring`] shards;
+//! [`pool`] worker threads lease a shard at a time, drain it in batches and
+//! write the batch into a [`store::Store`], which indexes events by id, time,
+//! pid, {module, function} and correlation id within fixed bounds.
+//! [`pipeline::Pipeline`] ties rings, workers and a store together.
+
+pub mod event;
+pub mod hash;
+pub mod histogram;
+pub mod payload;
+pub mod pipeline;
+pub mod pool;
+pub mod ring;
+pub mod store;

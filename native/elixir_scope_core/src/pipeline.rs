@@ -1,0 +1,434 @@
+//! Pipeline: ring shards + worker pool + a store, and their accounting.
+//!
+//! Routing: an ingested event goes to ingest shard `mix(pid) % shards`, so
+//! all events of one pid share a shard and keep their order. Rings handed in
+//! by the user (`attach`) are extra shards written directly by their owner.
+//!
+//! Leases: a shard is drained only by the worker holding its `lease`
+//! (`try_lock`, never waited on), and the lease is held until the batch is
+//! in the store; so per shard, batches reach the store in ring order, and an
+//! idle worker simply drains whichever shard is free.
+//!
+//! Flush: `completed` is the ring position below which every event is either
+//! stored or counted as dropped. `flush_targets` samples the write positions;
+//! the pipeline is flushed up to them once every `completed` reaches them.
+//!
+//! Accounting invariant (exact when quiescent, checked by tests):
+//! `ingested = stored + dropped + queued`, where `ingested = invalid +
+//! Σ ring writes + Σ ring rejections`, `dropped = invalid + rejected +
+//! overwritten + lost_in_panic` and `queued = Σ ring len + in_flight`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::event::{Event, StoredEvent};
+use crate::hash::mix;
+use crate::histogram::Snapshot;
+use crate::pool::{Pool, PoolError, WorkerStats, WorkerStatsSnapshot};
+use crate::ring::{check_size, Overflow, Pushed, Ring, RingError, RingStats};
+use crate::store::SharedStore;
+
+/// Monotonic clock in ns, the BEAM's in production.
+pub type Clock = fn() -> i64;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineConfig {
+    /// Ingest shards (rings owned by the pipeline).
+    pub shards: usize,
+    /// Slots per ingest ring (power of 2).
+    pub ring_size: usize,
+    pub overflow: Overflow,
+    /// Most events a worker takes from a shard per batch.
+    pub batch_size: usize,
+    pub min_workers: usize,
+    pub max_workers: usize,
+    /// Workers started with the pipeline.
+    pub workers: usize,
+    /// Longest sleep of an idle worker.
+    pub max_idle_sleep: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            shards: 8,
+            ring_size: 16_384,
+            overflow: Overflow::DropNewest,
+            batch_size: 1000,
+            min_workers: 2,
+            max_workers: 16,
+            workers: 2,
+            max_idle_sleep: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Why a pipeline could not be built or changed.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum ConfigError {
+    Ring(RingError),
+    NoShards,
+    BadWorkerBounds,
+    BadBatchSize,
+    /// Shard count, ring size and overflow policy cannot change while running.
+    FixedAtStart,
+}
+
+pub(crate) struct Shard {
+    ring: Arc<Ring<Event>>,
+    lease: Mutex<()>,
+    completed: AtomicU64,
+}
+
+pub(crate) struct Core {
+    shards: Vec<Shard>,
+    ingest_shards: usize,
+    store: Arc<SharedStore>,
+    clock: Clock,
+    batch_size: AtomicUsize,
+    max_idle_sleep_us: AtomicU64,
+    invalid: AtomicU64,
+    stored: AtomicU64,
+    in_flight: AtomicU64,
+    lost_in_panic: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// Counts an in-flight batch back out, as lost, if the worker unwinds.
+struct InFlight<'a> {
+    core: &'a Core,
+    n: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            self.core.in_flight.fetch_sub(self.n, Ordering::Relaxed);
+            self.core.lost_in_panic.fetch_add(self.n, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Core {
+    /// One pass over all shards from `start`; returns events stored.
+    pub(crate) fn sweep(&self, start: usize, batch: &mut Vec<Event>, stats: &WorkerStats) -> u64 {
+        let n = self.shards.len();
+        (0..n)
+            .map(|i| self.drain(&self.shards[(start + i) % n], batch, stats))
+            .sum()
+    }
+
+    fn drain(&self, shard: &Shard, batch: &mut Vec<Event>, stats: &WorkerStats) -> u64 {
+        let Some(_lease) = shard.lease.try_lock() else {
+            return 0;
+        };
+        batch.clear();
+        let position = shard
+            .ring
+            .pop_batch(self.batch_size.load(Ordering::Relaxed), batch);
+        let n = batch.len() as u64;
+        if n > 0 {
+            let started = Instant::now();
+            self.in_flight.fetch_add(n, Ordering::Relaxed);
+            let mut guard = InFlight { core: self, n };
+            let stamped: Vec<i64> = batch
+                .iter()
+                .filter(|e| e.ingest_stamped)
+                .map(|e| e.timestamp)
+                .collect();
+            self.store
+                .write(batch.drain(..).map(StoredEvent::uncorrelated));
+            self.stored.fetch_add(n, Ordering::Relaxed);
+            self.in_flight.fetch_sub(n, Ordering::Relaxed);
+            guard.n = 0;
+            let now = (self.clock)();
+            for ts in stamped {
+                stats.latency.record((now - ts).max(0) as u64);
+            }
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            stats.record_batch(n, started.elapsed());
+        }
+        shard.completed.fetch_max(position, Ordering::Release);
+        n
+    }
+
+    pub(crate) fn max_idle_sleep(&self) -> Duration {
+        Duration::from_micros(self.max_idle_sleep_us.load(Ordering::Relaxed))
+    }
+}
+
+/// A running pipeline. Dropping it stops its workers.
+pub struct Pipeline {
+    core: Arc<Core>,
+    pool: Pool,
+    config: Mutex<PipelineConfig>,
+}
+
+/// Outcome of an ingest call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Events now queued.
+    pub accepted: u64,
+    /// Events rejected because their shard was full (drop-newest).
+    pub rejected: u64,
+    /// Older events displaced to make room (drop-oldest).
+    pub overwritten: u64,
+}
+
+/// Counters and gauges of a pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineStats {
+    pub ingested: u64,
+    pub stored: u64,
+    pub queued: u64,
+    pub in_flight: u64,
+    pub invalid: u64,
+    pub rejected: u64,
+    pub overwritten: u64,
+    pub lost_in_panic: u64,
+    pub batches: u64,
+    pub workers: usize,
+    pub worker_panics: u64,
+    /// Fullest shard's utilization (0..=1).
+    pub buffer_utilization: f64,
+    pub shard_utilization: Vec<f64>,
+    pub ring_memory_bytes: u64,
+    /// Ring-to-store latency (ns) of events stamped at ingest.
+    pub latency: Snapshot,
+}
+
+impl PipelineStats {
+    pub fn dropped(&self) -> u64 {
+        self.invalid + self.rejected + self.overwritten + self.lost_in_panic
+    }
+}
+
+impl Pipeline {
+    /// Builds the pipeline and starts `config.workers` workers. `attached`
+    /// rings are drained too (their owners write to them directly).
+    pub fn start(
+        config: PipelineConfig,
+        store: Arc<SharedStore>,
+        attached: Vec<Arc<Ring<Event>>>,
+        clock: Clock,
+    ) -> Result<Pipeline, ConfigError> {
+        validate(&config)?;
+        let mut rings = Vec::with_capacity(config.shards + attached.len());
+        for _ in 0..config.shards {
+            rings.push(Arc::new(
+                Ring::new(config.ring_size, config.overflow).map_err(ConfigError::Ring)?,
+            ));
+        }
+        rings.extend(attached);
+        let shards = rings
+            .into_iter()
+            .map(|ring| Shard {
+                completed: AtomicU64::new(ring.read_position()),
+                ring,
+                lease: Mutex::new(()),
+            })
+            .collect();
+        let core = Arc::new(Core {
+            shards,
+            ingest_shards: config.shards,
+            store,
+            clock,
+            batch_size: AtomicUsize::new(config.batch_size),
+            max_idle_sleep_us: AtomicU64::new(config.max_idle_sleep.as_micros() as u64),
+            invalid: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            lost_in_panic: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+        });
+        let pool = Pool::new(config.max_workers);
+        for _ in 0..config.workers {
+            pool.spawn(&core)
+                .expect("workers <= max_workers was validated");
+        }
+        Ok(Pipeline {
+            core,
+            pool,
+            config: Mutex::new(config),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<SharedStore> {
+        &self.core.store
+    }
+
+    pub fn config(&self) -> PipelineConfig {
+        self.config.lock().clone()
+    }
+
+    fn shard_for(&self, pid: u64) -> &Shard {
+        &self.core.shards[(mix(pid) % self.core.ingest_shards as u64) as usize]
+    }
+
+    /// Assigns ids (in order) and queues the events on their pid's shard.
+    pub fn ingest(&self, events: Vec<Event>) -> Ingested {
+        let mut out = Ingested::default();
+        let first = self.core.store.next_ids(events.len() as u64);
+        for (i, mut event) in events.into_iter().enumerate() {
+            event.id = first + i as u64;
+            match self.shard_for(event.pid).ring.push(event) {
+                Pushed::Stored { overwritten, .. } => {
+                    out.accepted += 1;
+                    out.overwritten += overwritten;
+                }
+                Pushed::Rejected => out.rejected += 1,
+            }
+        }
+        out
+    }
+
+    /// Queues one event; returns its id, or `None` if its shard was full.
+    pub fn ingest_one(&self, mut event: Event) -> Option<u64> {
+        let id = self.core.store.next_ids(1);
+        event.id = id;
+        match self.shard_for(event.pid).ring.push(event) {
+            Pushed::Stored { .. } => Some(id),
+            Pushed::Rejected => None,
+        }
+    }
+
+    /// Counts events refused at ingest for being malformed.
+    pub fn count_invalid(&self, n: u64) {
+        self.core.invalid.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Write positions of every shard now; see [`Pipeline::is_flushed`].
+    pub fn flush_targets(&self) -> Vec<u64> {
+        self.pool.wake_all();
+        self.core
+            .shards
+            .iter()
+            .map(|s| s.ring.write_position())
+            .collect()
+    }
+
+    /// True once every event queued before `targets` was taken is stored
+    /// (or counted as dropped).
+    pub fn is_flushed(&self, targets: &[u64]) -> bool {
+        let done = self
+            .core
+            .shards
+            .iter()
+            .zip(targets)
+            .all(|(s, &t)| s.completed.load(Ordering::Acquire) >= t);
+        if !done {
+            self.pool.wake_all();
+        }
+        done
+    }
+
+    pub fn spawn_worker(&self) -> Result<u64, PoolError> {
+        self.pool.spawn(&self.core)
+    }
+
+    pub fn remove_worker(&self, id: u64) -> Result<(), PoolError> {
+        self.pool.remove(id)
+    }
+
+    /// Starts or stops workers until there are `n`.
+    pub fn scale_workers(&self, n: usize) -> Result<(), PoolError> {
+        let config = self.config.lock();
+        if n < 1 || n > config.max_workers {
+            return Err(PoolError::OutOfBounds);
+        }
+        self.pool.scale_to(&self.core, n)
+    }
+
+    pub fn worker_ids(&self) -> Vec<u64> {
+        self.pool.ids()
+    }
+
+    pub fn worker_stats(&self, id: u64) -> Option<WorkerStatsSnapshot> {
+        self.pool.stats(id)
+    }
+
+    /// Applies the live-changeable settings: batch size, idle sleep, worker
+    /// bounds (shard count, ring size and overflow are fixed at start).
+    pub fn update(&self, change: impl FnOnce(&mut PipelineConfig)) -> Result<(), ConfigError> {
+        let mut config = self.config.lock();
+        let mut next = config.clone();
+        change(&mut next);
+        validate(&next)?;
+        if (next.shards, next.ring_size, next.overflow)
+            != (config.shards, config.ring_size, config.overflow)
+        {
+            return Err(ConfigError::FixedAtStart);
+        }
+        self.core
+            .batch_size
+            .store(next.batch_size, Ordering::Relaxed);
+        self.core
+            .max_idle_sleep_us
+            .store(next.max_idle_sleep.as_micros() as u64, Ordering::Relaxed);
+        self.pool.set_max_workers(next.max_workers);
+        *config = next;
+        Ok(())
+    }
+
+    pub fn ring_stats(&self) -> Vec<RingStats> {
+        self.core.shards.iter().map(|s| s.ring.stats()).collect()
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        let c = &self.core;
+        // Read what comes later in the flow first, so a concurrent batch is
+        // never counted twice.
+        let stored = c.stored.load(Ordering::SeqCst);
+        let in_flight = c.in_flight.load(Ordering::SeqCst);
+        let rings = self.ring_stats();
+        let mut s = PipelineStats {
+            stored,
+            in_flight,
+            invalid: c.invalid.load(Ordering::Relaxed),
+            lost_in_panic: c.lost_in_panic.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            workers: self.pool.len(),
+            ..Default::default()
+        };
+        for r in &rings {
+            s.rejected += r.rejected;
+            s.overwritten += r.overwritten;
+            s.queued += r.available;
+            s.ingested += r.total_writes + r.rejected;
+            s.shard_utilization.push(r.utilization());
+            s.ring_memory_bytes += r.size * std::mem::size_of::<Event>() as u64;
+        }
+        s.ingested += s.invalid;
+        s.queued += in_flight;
+        s.buffer_utilization = s.shard_utilization.iter().cloned().fold(0.0, f64::max);
+        let (latency, panics) = self.pool.latency_and_panics();
+        s.latency = latency;
+        s.worker_panics = panics;
+        s
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.pool.stop_all();
+    }
+}
+
+fn validate(config: &PipelineConfig) -> Result<(), ConfigError> {
+    if config.shards == 0 {
+        return Err(ConfigError::NoShards);
+    }
+    if config.min_workers == 0
+        || config.min_workers > config.max_workers
+        || config.workers > config.max_workers
+    {
+        return Err(ConfigError::BadWorkerBounds);
+    }
+    if config.batch_size == 0 {
+        return Err(ConfigError::BadBatchSize);
+    }
+    check_size(config.ring_size).map_err(ConfigError::Ring)
+}

@@ -1,0 +1,226 @@
+//! Pool: the native worker threads of a pipeline.
+//!
+//! Each worker loops: sweep every shard once (starting at a shard of its own
+//! so workers spread out), taking any free shard's lease; if the sweep found
+//! nothing, sleep with exponential backoff (20 µs doubling up to the
+//! pipeline's `max_idle_sleep`), else sweep again at once. An idle pipeline
+//! therefore costs a wake-up per worker every `max_idle_sleep`, not a spin.
+//! `wake_all` cuts a sleep short (used by flush).
+//!
+//! A panic inside a sweep is caught; the worker counts it, drops its batch
+//! buffer and carries on (a fresh start of its loop), so a bad batch never
+//! kills the pool. Stopping is cooperative: a stop flag plus an unpark; the
+//! thread ends after its current sweep and owns nothing the pool still needs.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::histogram::{Histogram, Snapshot};
+use crate::pipeline::Core;
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum PoolError {
+    MaxWorkersReached,
+    NotFound,
+    /// A worker count outside `1..=max_workers`.
+    OutOfBounds,
+    /// The OS refused a thread.
+    SpawnFailed,
+}
+
+/// Per-worker counters (written by the worker only).
+#[derive(Default)]
+pub struct WorkerStats {
+    events_processed: AtomicU64,
+    batches: AtomicU64,
+    current_batch_size: AtomicU64,
+    processing_time_ns: AtomicU64,
+    panics: AtomicU64,
+    pub(crate) latency: Histogram,
+}
+
+impl WorkerStats {
+    pub(crate) fn record_batch(&self, n: u64, took: Duration) {
+        self.events_processed.fetch_add(n, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.current_batch_size.store(n, Ordering::Relaxed);
+        self.processing_time_ns
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerStatsSnapshot {
+    pub id: u64,
+    pub events_processed: u64,
+    pub batches: u64,
+    pub current_batch_size: u64,
+    pub processing_time_us: u64,
+    pub panics: u64,
+}
+
+struct Worker {
+    id: u64,
+    stop: AtomicBool,
+    thread: OnceLock<Thread>,
+    stats: WorkerStats,
+}
+
+impl Worker {
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+pub struct Pool {
+    workers: Mutex<Vec<Arc<Worker>>>,
+    next_id: AtomicU64,
+    max_workers: AtomicUsize,
+    /// Panics of workers that have since been removed.
+    retired_panics: AtomicU64,
+}
+
+impl Pool {
+    pub(crate) fn new(max_workers: usize) -> Pool {
+        Pool {
+            workers: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            max_workers: AtomicUsize::new(max_workers),
+            retired_panics: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn set_max_workers(&self, max: usize) {
+        self.max_workers.store(max, Ordering::Relaxed);
+    }
+
+    pub(crate) fn spawn(&self, core: &Arc<Core>) -> Result<u64, PoolError> {
+        let mut workers = self.workers.lock();
+        if workers.len() >= self.max_workers.load(Ordering::Relaxed) {
+            return Err(PoolError::MaxWorkersReached);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let worker = Arc::new(Worker {
+            id,
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            stats: WorkerStats::default(),
+        });
+        let (core, me) = (core.clone(), worker.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("elixir_scope_worker_{id}"))
+            .spawn(move || run(core, me))
+            .map_err(|_| PoolError::SpawnFailed)?;
+        let _ = worker.thread.set(handle.thread().clone());
+        workers.push(worker);
+        Ok(id)
+    }
+
+    pub(crate) fn remove(&self, id: u64) -> Result<(), PoolError> {
+        let mut workers = self.workers.lock();
+        let at = workers
+            .iter()
+            .position(|w| w.id == id)
+            .ok_or(PoolError::NotFound)?;
+        let worker = workers.remove(at);
+        self.retire(&worker);
+        Ok(())
+    }
+
+    fn retire(&self, worker: &Worker) {
+        worker.stop.store(true, Ordering::Release);
+        worker.wake();
+        self.retired_panics.fetch_add(
+            worker.stats.panics.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn scale_to(&self, core: &Arc<Core>, n: usize) -> Result<(), PoolError> {
+        while self.len() < n {
+            self.spawn(core)?;
+        }
+        while self.len() > n {
+            let newest = self.workers.lock().last().map(|w| w.id);
+            if let Some(id) = newest {
+                self.remove(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn stop_all(&self) {
+        for worker in self.workers.lock().drain(..) {
+            self.retire(&worker);
+        }
+    }
+
+    pub(crate) fn wake_all(&self) {
+        for worker in self.workers.lock().iter() {
+            worker.wake();
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.workers.lock().len()
+    }
+
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        self.workers.lock().iter().map(|w| w.id).collect()
+    }
+
+    pub(crate) fn stats(&self, id: u64) -> Option<WorkerStatsSnapshot> {
+        let workers = self.workers.lock();
+        let w = workers.iter().find(|w| w.id == id)?;
+        let s = &w.stats;
+        Some(WorkerStatsSnapshot {
+            id,
+            events_processed: s.events_processed.load(Ordering::Relaxed),
+            batches: s.batches.load(Ordering::Relaxed),
+            current_batch_size: s.current_batch_size.load(Ordering::Relaxed),
+            processing_time_us: s.processing_time_ns.load(Ordering::Relaxed) / 1000,
+            panics: s.panics.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Merged latency histogram of the current workers, and all panics.
+    pub(crate) fn latency_and_panics(&self) -> (Snapshot, u64) {
+        let mut snapshot = Snapshot::default();
+        let mut panics = self.retired_panics.load(Ordering::Relaxed);
+        for w in self.workers.lock().iter() {
+            w.stats.latency.merge_into(&mut snapshot);
+            panics += w.stats.panics.load(Ordering::Relaxed);
+        }
+        (snapshot, panics)
+    }
+}
+
+const FIRST_IDLE_SLEEP: Duration = Duration::from_micros(20);
+
+fn run(core: Arc<Core>, me: Arc<Worker>) {
+    let mut batch = Vec::new();
+    let mut idle = FIRST_IDLE_SLEEP;
+    let start = me.id as usize;
+    while !me.stop.load(Ordering::Acquire) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            core.sweep(start, &mut batch, &me.stats)
+        })) {
+            Ok(0) => {
+                std::thread::park_timeout(idle);
+                idle = (idle * 2).min(core.max_idle_sleep().max(FIRST_IDLE_SLEEP));
+            }
+            Ok(_) => idle = FIRST_IDLE_SLEEP,
+            Err(_) => {
+                me.stats.panics.fetch_add(1, Ordering::Relaxed);
+                batch = Vec::new();
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! End-to-end tests of the native pipeline: rings -> workers -> store.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
+use elixir_scope_core::payload::Payload;
+use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, PipelineStats};
+use elixir_scope_core::pool::PoolError;
+use elixir_scope_core::ring::{Overflow, Ring};
+use elixir_scope_core::store::{Order, SharedStore, StoreConfig};
+
+fn clock() -> i64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as i64
+}
+
+fn event(pid: u64, seq: u64) -> Event {
+    Event {
+        id: 0,
+        timestamp: clock(),
+        wall_time: 0,
+        pid,
+        module: 0,
+        function: 0,
+        arity: NO_ARITY,
+        kind: EventKind::Custom,
+        ingest_stamped: true,
+        data: Payload::from_bytes(&seq.to_le_bytes()),
+        peer: Payload::empty(),
+    }
+}
+
+fn seq_of(e: &Event) -> u64 {
+    u64::from_le_bytes(e.data.as_bytes().try_into().unwrap())
+}
+
+fn start(config: PipelineConfig, store: &Arc<SharedStore>) -> Pipeline {
+    Pipeline::start(config, store.clone(), vec![], clock).unwrap()
+}
+
+fn flush(p: &Pipeline) {
+    let targets = p.flush_targets();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.is_flushed(&targets) {
+        assert!(Instant::now() < deadline, "flush timed out");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn assert_accounted(s: &PipelineStats) {
+    assert_eq!(s.queued, 0, "{s:?}");
+    assert_eq!(s.ingested, s.stored + s.dropped(), "{s:?}");
+}
+
+#[test]
+fn every_event_is_stored_once_in_per_pid_order_with_many_workers() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let config = PipelineConfig {
+        shards: 4,
+        ring_size: 1 << 16,
+        workers: 3,
+        batch_size: 64,
+        ..Default::default()
+    };
+    let p = Arc::new(start(config, &store));
+    const PRODUCERS: u64 = 4;
+    const PIDS: u64 = 8;
+    const PER_PID: u64 = 5_000;
+    let handles: Vec<_> = (0..PRODUCERS)
+        .map(|t| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                for seq in 0..PER_PID {
+                    // Each producer owns two pids; batches of 50 mixed events.
+                    if seq % 50 == 0 {
+                        let batch = (seq..seq + 50)
+                            .flat_map(|s| (0..2).map(move |k| event((t * 2 + k) * 16 + 3, s)))
+                            .collect();
+                        let out = p.ingest(batch);
+                        assert_eq!(out.accepted, 100);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    flush(&p);
+    let s = p.stats();
+    assert_accounted(&s);
+    assert_eq!(s.stored, PIDS * PER_PID);
+    assert_eq!(s.dropped(), 0);
+    let guard = store.read();
+    for pid in 0..PIDS {
+        let events = guard.by_pid(pid * 16 + 3, usize::MAX, Order::Asc);
+        let seqs: Vec<u64> = events.iter().map(|s| seq_of(&s.event)).collect();
+        assert_eq!(seqs, (0..PER_PID).collect::<Vec<_>>(), "pid {pid}");
+        let ids: Vec<u64> = events.iter().map(|s| s.event.id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+    assert_eq!(guard.stats().retained, PIDS * PER_PID);
+    assert!(s.latency.total() > 0 && s.latency.quantile(0.5) > 0);
+}
+
+#[test]
+fn floods_drop_and_count_under_both_policies() {
+    for overflow in [Overflow::DropNewest, Overflow::DropOldest] {
+        let store = Arc::new(SharedStore::new(StoreConfig::default()));
+        let config = PipelineConfig {
+            shards: 1,
+            ring_size: 64,
+            overflow,
+            workers: 1,
+            max_idle_sleep: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let p = start(config, &store);
+        for seq in 0..20_000 {
+            p.ingest(vec![event(1, seq)]);
+        }
+        p.count_invalid(7);
+        flush(&p);
+        let s = p.stats();
+        assert_accounted(&s);
+        assert_eq!(s.ingested, 20_007);
+        assert!(s.rejected + s.overwritten > 0, "{overflow:?}: {s:?}");
+        assert_eq!(store.read().stats().stored, s.stored);
+    }
+}
+
+#[test]
+fn attached_rings_are_drained_and_get_ids() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let ring = Arc::new(Ring::new(1024, Overflow::DropNewest).unwrap());
+    let p = Pipeline::start(
+        PipelineConfig {
+            shards: 1,
+            ..Default::default()
+        },
+        store.clone(),
+        vec![ring.clone()],
+        clock,
+    )
+    .unwrap();
+    for seq in 0..100 {
+        ring.push(event(9, seq));
+    }
+    flush(&p);
+    let recent = store.read().recent(1000);
+    assert_eq!(recent.len(), 100);
+    assert!(recent.iter().all(|s| s.event.id > 0));
+    assert_accounted(&p.stats());
+}
+
+#[test]
+fn workers_spawn_remove_and_respect_bounds() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let p = start(
+        PipelineConfig {
+            min_workers: 1,
+            max_workers: 3,
+            workers: 1,
+            ..Default::default()
+        },
+        &store,
+    );
+    assert_eq!(p.worker_ids().len(), 1);
+    let a = p.spawn_worker().unwrap();
+    let _b = p.spawn_worker().unwrap();
+    assert_eq!(p.spawn_worker(), Err(PoolError::MaxWorkersReached));
+    p.remove_worker(a).unwrap();
+    assert_eq!(p.remove_worker(a), Err(PoolError::NotFound));
+    assert_eq!(p.worker_ids().len(), 2);
+    p.scale_workers(3).unwrap();
+    assert_eq!(p.stats().workers, 3);
+    p.scale_workers(1).unwrap();
+    assert_eq!(p.stats().workers, 1);
+    assert_eq!(p.scale_workers(4), Err(PoolError::OutOfBounds));
+    assert_eq!(p.scale_workers(0), Err(PoolError::OutOfBounds));
+
+    p.ingest((0..500).map(|s| event(5, s)).collect());
+    flush(&p);
+    let id = p.worker_ids()[0];
+    let ws = p.worker_stats(id).unwrap();
+    assert_eq!(ws.events_processed, 500);
+    assert!(ws.batches >= 1);
+    assert!(p.worker_stats(999).is_none());
+}
+
+#[test]
+fn config_is_validated_and_live_updates_apply() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let bad = |c: PipelineConfig| Pipeline::start(c, store.clone(), vec![], clock).err();
+    assert_eq!(
+        bad(PipelineConfig {
+            shards: 0,
+            ..Default::default()
+        }),
+        Some(ConfigError::NoShards)
+    );
+    assert_eq!(
+        bad(PipelineConfig {
+            workers: 20,
+            ..Default::default()
+        }),
+        Some(ConfigError::BadWorkerBounds)
+    );
+    assert!(matches!(
+        bad(PipelineConfig {
+            ring_size: 1000,
+            ..Default::default()
+        }),
+        Some(ConfigError::Ring(_))
+    ));
+    let p = start(PipelineConfig::default(), &store);
+    p.update(|c| c.batch_size = 10).unwrap();
+    assert_eq!(p.config().batch_size, 10);
+    assert_eq!(
+        p.update(|c| c.batch_size = 0),
+        Err(ConfigError::BadBatchSize)
+    );
+    assert_eq!(
+        p.update(|c| c.ring_size = 64),
+        Err(ConfigError::FixedAtStart)
+    );
+    assert_eq!(p.config().batch_size, 10);
+}
+
+#[test]
+fn dropping_the_pipeline_stops_its_threads() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let p = start(
+        PipelineConfig {
+            workers: 4,
+            ..Default::default()
+        },
+        &store,
+    );
+    // Workers hold the core (and so the store) while they run.
+    assert!(Arc::strong_count(&store) > 1);
+    drop(p);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&store) > 1 {
+        assert!(Instant::now() < deadline, "worker threads still alive");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
