@@ -256,6 +256,11 @@ impl Pipeline {
         })
     }
 
+    /// Stops all workers now (queued events stay in the rings).
+    pub fn stop(&self) {
+        self.pool.stop_all();
+    }
+
     pub fn store(&self) -> &Arc<SharedStore> {
         &self.core.store
     }

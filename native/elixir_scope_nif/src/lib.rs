@@ -1,1 +1,14 @@
-//! placeholder
+//! elixir_scope_nif: the thin NIF layer over `elixir_scope_core`.
+//!
+//! Decode terms, call the core, encode the answer. Every NIF is wrapped by
+//! rustler in `catch_unwind`, so a panic becomes an Erlang error, never a
+//! VM crash. List-returning queries run on dirty CPU schedulers.
+
+mod atoms;
+mod codec;
+mod nif_pipeline;
+mod nif_ring;
+mod nif_store;
+mod resources;
+
+rustler::init!("Elixir.ElixirScope.Native");

@@ -1,0 +1,42 @@
+defmodule ElixirScope.Application do
+  @moduledoc false
+  # Creates the application's event store (outside the supervision tree, so
+  # no process crash can lose stored events) and supervises the default
+  # pipeline.
+  use Application
+
+  alias ElixirScope.Capture.PipelineManager
+  alias ElixirScope.Config.Layer2
+
+  @store_key {ElixirScope, :store}
+
+  @impl true
+  def start(_type, _args) do
+    {:ok, config} = Layer2.from_env()
+
+    unless :persistent_term.get(@store_key, nil) do
+      :persistent_term.put(@store_key, ElixirScope.Native.store_new(config.storage.max_events))
+    end
+
+    children = [
+      {Registry, keys: :duplicate, name: ElixirScope.PipelineRegistry},
+      {PipelineManager, name: PipelineManager}
+    ]
+
+    Supervisor.start_link(children, strategy: :one_for_one, name: ElixirScope.Supervisor)
+  end
+
+  @impl true
+  def stop(_state) do
+    :persistent_term.erase(@store_key)
+    :ok
+  end
+
+  @doc false
+  def store do
+    case :persistent_term.get(@store_key, nil) do
+      nil -> raise ArgumentError, "the :elixir_scope application is not started"
+      store -> store
+    end
+  end
+end

@@ -1,0 +1,220 @@
+defmodule ElixirScope.Capture.PipelineManager do
+  @moduledoc """
+  Owns one native pipeline (ring shards, worker threads) writing into a
+  store, and is its control interface.
+
+  The application starts the default pipeline, registered under this
+  module's name, from the `:elixir_scope, :layer2` application env. More
+  pipelines can be started, e.g. in tests:
+
+      {:ok, ring} = RingBuffer.new(size: 1024)
+      {:ok, pid} = PipelineManager.start_link(buffers: [ring])
+
+  Options: `:name`, `:buffers` (extra rings to drain), `:config` (overrides
+  merged into `Config.Layer2.default_config/0`), `:store` (`:default`, the
+  application's store, or `:private` for a store of its own).
+
+  The native pipeline outlives a crash of this process: the default
+  pipeline is kept in `:persistent_term` and a restarted manager reattaches
+  to it, so nothing queued is lost. Stopping the manager normally stops the
+  workers.
+  """
+  use GenServer
+
+  alias ElixirScope.Config.Layer2
+  alias ElixirScope.Native
+
+  @registry ElixirScope.PipelineRegistry
+
+  @type server :: GenServer.server()
+
+  @doc "Starts a pipeline manager; see the module doc for options."
+  @spec start_link(keyword()) :: GenServer.on_start()
+  def start_link(opts \\ []) do
+    {name, opts} = Keyword.pop(opts, :name)
+    gen_opts = if name, do: [name: name], else: []
+    GenServer.start_link(__MODULE__, Keyword.put(opts, :name, name), gen_opts)
+  end
+
+  @doc false
+  def child_spec(opts) do
+    %{id: Keyword.get(opts, :name, __MODULE__), start: {__MODULE__, :start_link, [opts]}}
+  end
+
+  @doc "Starts or stops workers until there are `n` (within the configured bounds)."
+  @spec scale_workers(server(), pos_integer()) :: :ok | {:error, term()}
+  def scale_workers(server \\ __MODULE__, n)
+
+  def scale_workers(server, n) when is_integer(n) and n > 0,
+    do: Native.pipeline_scale_workers(pipeline(server), n)
+
+  def scale_workers(_server, n),
+    do: raise(ArgumentError, "worker count must be a positive integer, got: #{inspect(n)}")
+
+  @doc """
+  Pipeline summary: `workers`, `events_processed`, `avg_latency_ms` (ring to
+  store), `buffer_utilization` (fullest shard, 0.0..1.0), plus the
+  ring-to-store latency percentiles in ms.
+  """
+  @spec get_pipeline_stats(server()) :: %{
+          workers: non_neg_integer(),
+          events_processed: non_neg_integer(),
+          avg_latency_ms: float(),
+          buffer_utilization: float(),
+          latency_p50_ms: float(),
+          latency_p95_ms: float(),
+          latency_p99_ms: float()
+        }
+  def get_pipeline_stats(server \\ __MODULE__) do
+    s = Native.pipeline_stats(pipeline(server))
+    ms = fn ns -> ns / 1_000_000 end
+
+    %{
+      workers: s.workers,
+      events_processed: s.stored,
+      avg_latency_ms: ms.(s.latency_ns.mean),
+      buffer_utilization: s.buffer_utilization,
+      latency_p50_ms: ms.(s.latency_ns.p50),
+      latency_p95_ms: ms.(s.latency_ns.p95),
+      latency_p99_ms: ms.(s.latency_ns.p99)
+    }
+  end
+
+  @doc """
+  Applies config changes live, e.g. `update_config(processing: [batch_size: 500])`.
+  Returns `{:error, {:invalid_config, path, reason}}` for bad values or for
+  settings fixed at start.
+  """
+  @spec update_config(server(), keyword() | map()) :: :ok | Layer2.error()
+  def update_config(server \\ __MODULE__, changes),
+    do: GenServer.call(server, {:update_config, changes})
+
+  @doc "The current configuration."
+  @spec get_config(server()) :: Layer2.t()
+  def get_config(server \\ __MODULE__), do: GenServer.call(server, :config)
+
+  @doc false
+  # The native handle; the default pipeline's is read without a call.
+  def pipeline(server \\ __MODULE__)
+
+  def pipeline(__MODULE__) do
+    case :persistent_term.get({__MODULE__, __MODULE__}, nil) do
+      nil -> raise ArgumentError, "the default ElixirScope pipeline is not running"
+      handle -> handle
+    end
+  end
+
+  def pipeline(server), do: GenServer.call(server, :pipeline)
+
+  @doc false
+  # Native handles of every running pipeline (for flush).
+  def all_pipelines do
+    for {_pid, handle} <- Registry.lookup(@registry, :pipelines), do: handle
+  end
+
+  @impl true
+  def init(opts) do
+    Process.flag(:trap_exit, true)
+
+    with {:ok, config} <- Layer2.merge(base_config(opts), Keyword.get(opts, :config, [])),
+         {:ok, handle} <- attach_or_start(opts, config) do
+      {:ok, _} = Registry.register(@registry, :pipelines, handle)
+      {:ok, %{name: opts[:name], pipeline: handle, config: config}}
+    else
+      {:error, reason} -> {:stop, reason}
+    end
+  end
+
+  defp base_config(opts) do
+    if opts[:name] == __MODULE__ do
+      case Layer2.from_env() do
+        {:ok, config} ->
+          config
+
+        {:error, reason} ->
+          raise ArgumentError, "invalid :elixir_scope, :layer2 config: #{inspect(reason)}"
+      end
+    else
+      Layer2.default_config()
+    end
+  end
+
+  defp attach_or_start(opts, config) do
+    key = {__MODULE__, opts[:name]}
+
+    case opts[:name] && :persistent_term.get(key, nil) do
+      nil ->
+        with {:ok, store} <- store_for(opts, config),
+             rings = Enum.map(Keyword.get(opts, :buffers, []), & &1.ref),
+             native = Layer2.to_native(config, config.pipeline.min_workers),
+             {:ok, handle} <- Native.pipeline_start(store, native, rings) do
+          if opts[:name], do: :persistent_term.put(key, handle)
+          {:ok, handle}
+        end
+
+      handle ->
+        {:ok, handle}
+    end
+  end
+
+  defp store_for(opts, config) do
+    case Keyword.get(opts, :store, :default) do
+      :default -> {:ok, ElixirScope.Application.store()}
+      :private -> {:ok, Native.store_new(config.storage.max_events)}
+      other -> {:error, {:invalid_store, other}}
+    end
+  end
+
+  @impl true
+  def handle_call(:pipeline, _from, state), do: {:reply, state.pipeline, state}
+  def handle_call(:config, _from, state), do: {:reply, state.config, state}
+
+  def handle_call({:update_config, changes}, _from, state) do
+    with {:ok, config} <- Layer2.merge(state.config, changes),
+         :ok <- check_fixed(state.config, config),
+         :ok <- apply_config(state.pipeline, config) do
+      {:reply, :ok, %{state | config: config}}
+    else
+      error -> {:reply, error, state}
+    end
+  end
+
+  defp check_fixed(old, new) do
+    case Enum.find(Layer2.fixed_at_start(), &(get_in(old, &1) != get_in(new, &1))) do
+      nil -> :ok
+      path -> {:error, {:invalid_config, path, :fixed_at_start}}
+    end
+  end
+
+  defp apply_config(handle, config) do
+    workers = length(Native.pipeline_worker_ids(handle))
+    native = Layer2.to_native(config, min(workers, config.pipeline.max_workers))
+
+    case Native.pipeline_update(handle, native) do
+      :ok ->
+        Native.store_set_max_events(Native.pipeline_store(handle), config.storage.max_events)
+        clamp_workers(handle, workers, config.pipeline)
+
+      {:error, reason} ->
+        {:error, {:invalid_config, [:pipeline], reason}}
+    end
+  end
+
+  defp clamp_workers(handle, workers, %{min_workers: min, max_workers: max}) do
+    cond do
+      workers < min -> Native.pipeline_scale_workers(handle, min)
+      workers > max -> Native.pipeline_scale_workers(handle, max)
+      true -> :ok
+    end
+  end
+
+  @impl true
+  def terminate(reason, state) do
+    if reason in [:normal, :shutdown] or match?({:shutdown, _}, reason) do
+      Native.pipeline_stop(state.pipeline)
+      if state.name, do: :persistent_term.erase({__MODULE__, state.name})
+    end
+
+    :ok
+  end
+end

@@ -1,0 +1,217 @@
+defmodule ElixirScope.Config.Layer2 do
+  @moduledoc """
+  Layer 2 configuration: the guide's §9.2 defaults plus the native
+  pipeline's own settings (`:capture`, `storage.max_events`).
+
+  The default pipeline reads overrides from the application environment:
+
+      config :elixir_scope, :layer2, processing: [batch_size: 500]
+
+  Live-changeable (`update_config/1`): worker bounds, batch size, flush
+  interval, payload limit and `storage.max_events`. Ring size, shard count
+  and overflow strategy are fixed when a pipeline starts.
+  """
+
+  @type t :: %{
+          pipeline: %{
+            min_workers: pos_integer(),
+            max_workers: pos_integer(),
+            target_workers: pos_integer()
+          },
+          processing: %{
+            batch_size: pos_integer(),
+            flush_interval_ms: pos_integer(),
+            max_batch_wait_ms: pos_integer()
+          },
+          correlation: %{
+            ttl_seconds: pos_integer(),
+            cleanup_interval_ms: pos_integer(),
+            max_correlation_depth: pos_integer()
+          },
+          backpressure: %{
+            check_interval_ms: pos_integer(),
+            scale_up_threshold: float(),
+            scale_down_threshold: float(),
+            emergency_threshold: float()
+          },
+          storage: %{
+            write_batch_size: pos_integer(),
+            write_timeout_ms: pos_integer(),
+            max_events: pos_integer()
+          },
+          capture: %{
+            ring_size: pos_integer(),
+            shards: pos_integer(),
+            overflow_strategy: :drop_newest | :drop_oldest,
+            max_payload_bytes: pos_integer()
+          }
+        }
+
+  @type error :: {:error, {:invalid_config, [atom()], atom()}}
+
+  @doc "The defaults (guide §9.2, plus `:capture` and `storage.max_events`)."
+  @spec default_config() :: t()
+  def default_config do
+    %{
+      pipeline: %{min_workers: 2, max_workers: 16, target_workers: 4},
+      processing: %{batch_size: 100, flush_interval_ms: 10, max_batch_wait_ms: 50},
+      correlation: %{ttl_seconds: 300, cleanup_interval_ms: 60_000, max_correlation_depth: 100},
+      backpressure: %{
+        check_interval_ms: 100,
+        scale_up_threshold: 0.7,
+        scale_down_threshold: 0.3,
+        emergency_threshold: 0.95
+      },
+      storage: %{write_batch_size: 1000, write_timeout_ms: 5000, max_events: 1_000_000},
+      capture: %{
+        ring_size: 16_384,
+        shards: 8,
+        overflow_strategy: :drop_newest,
+        max_payload_bytes: 4096
+      }
+    }
+  end
+
+  @fixed [[:capture, :ring_size], [:capture, :shards], [:capture, :overflow_strategy]]
+
+  @doc "Paths that cannot change while a pipeline runs."
+  @spec fixed_at_start() :: [[atom()]]
+  def fixed_at_start, do: @fixed
+
+  @doc """
+  Deep-merges `overrides` (nested keyword lists or maps) into `config` and
+  validates the result.
+  """
+  @spec merge(t(), keyword() | map()) :: {:ok, t()} | error()
+  def merge(config, overrides) do
+    with {:ok, merged} <- deep_merge(config, overrides, []), do: validate(merged)
+  end
+
+  defp deep_merge(config, overrides, path) when is_list(overrides) or is_map(overrides) do
+    if is_list(overrides) and not Keyword.keyword?(overrides) do
+      {:error, {:invalid_config, Enum.reverse(path), :not_a_keyword_list}}
+    else
+      Enum.reduce_while(overrides, {:ok, config}, fn {key, value}, {:ok, acc} ->
+        case Map.fetch(acc, key) do
+          {:ok, %{} = section} when is_list(value) or is_map(value) ->
+            case deep_merge(section, value, [key | path]) do
+              {:ok, merged} -> {:cont, {:ok, Map.put(acc, key, merged)}}
+              error -> {:halt, error}
+            end
+
+          {:ok, %{}} ->
+            {:halt, {:error, {:invalid_config, Enum.reverse([key | path]), :not_a_section}}}
+
+          {:ok, _} ->
+            {:cont, {:ok, Map.put(acc, key, value)}}
+
+          :error ->
+            {:halt, {:error, {:invalid_config, Enum.reverse([key | path]), :unknown_key}}}
+        end
+      end)
+    end
+  end
+
+  defp deep_merge(_config, _overrides, path),
+    do: {:error, {:invalid_config, Enum.reverse(path), :not_a_keyword_list}}
+
+  @doc """
+  Checks every value; returns `{:ok, config}` or
+  `{:error, {:invalid_config, path, reason}}` for the first bad one.
+  """
+  @spec validate(map()) :: {:ok, t()} | error()
+  def validate(config) when is_map(config) do
+    defaults = default_config()
+
+    checks =
+      for {section, fields} <- defaults, {key, _} <- fields do
+        path = [section, key]
+        {path, get_in(config, path)}
+      end
+
+    with :ok <- unknown_keys(config, defaults),
+         :ok <- Enum.reduce_while(checks, :ok, &check_value/2),
+         :ok <- cross_checks(config) do
+      {:ok, config}
+    end
+  end
+
+  def validate(_), do: {:error, {:invalid_config, [], :not_a_map}}
+
+  defp unknown_keys(config, defaults) do
+    Enum.reduce_while(config, :ok, fn {section, fields}, :ok ->
+      cond do
+        not Map.has_key?(defaults, section) ->
+          {:halt, {:error, {:invalid_config, [section], :unknown_key}}}
+
+        not is_map(fields) ->
+          {:halt, {:error, {:invalid_config, [section], :not_a_section}}}
+
+        key = Enum.find(Map.keys(fields), &(not Map.has_key?(defaults[section], &1))) ->
+          {:halt, {:error, {:invalid_config, [section, key], :unknown_key}}}
+
+        true ->
+          {:cont, :ok}
+      end
+    end)
+  end
+
+  defp check_value({path, value}, :ok) do
+    case check(path, value) do
+      :ok -> {:cont, :ok}
+      reason -> {:halt, {:error, {:invalid_config, path, reason}}}
+    end
+  end
+
+  defp check([:backpressure, _], v) when is_float(v) and v >= 0.0 and v <= 1.0, do: :ok
+  defp check([:backpressure, :check_interval_ms], v) when is_integer(v) and v > 0, do: :ok
+  defp check([:backpressure, _], _), do: :not_a_fraction
+
+  defp check([:capture, :overflow_strategy], v) when v in [:drop_newest, :drop_oldest], do: :ok
+  defp check([:capture, :overflow_strategy], _), do: :invalid_overflow_strategy
+
+  defp check([:capture, :ring_size], v) when is_integer(v) and v > 0 and v <= 1_073_741_824 do
+    if Bitwise.band(v, v - 1) == 0, do: :ok, else: :size_must_be_power_of_2
+  end
+
+  defp check([:pipeline, _], v) when is_integer(v) and v > 0 and v <= 256, do: :ok
+  defp check([:pipeline, _], _), do: :not_a_worker_count
+  defp check(_, v) when is_integer(v) and v > 0, do: :ok
+  defp check(_, _), do: :not_a_positive_integer
+
+  defp cross_checks(%{pipeline: p}) do
+    cond do
+      p.min_workers > p.max_workers ->
+        {:error, {:invalid_config, [:pipeline, :min_workers], :greater_than_max_workers}}
+
+      p.target_workers < p.min_workers or p.target_workers > p.max_workers ->
+        {:error, {:invalid_config, [:pipeline, :target_workers], :outside_min_max}}
+
+      true ->
+        :ok
+    end
+  end
+
+  @doc false
+  # The flat map the NIF takes; `workers` is the count to start with.
+  @spec to_native(t(), pos_integer()) :: map()
+  def to_native(config, workers) do
+    %{
+      shards: config.capture.shards,
+      ring_size: config.capture.ring_size,
+      overflow: config.capture.overflow_strategy,
+      batch_size: config.processing.batch_size,
+      min_workers: config.pipeline.min_workers,
+      max_workers: config.pipeline.max_workers,
+      workers: workers,
+      max_idle_sleep_us: config.processing.flush_interval_ms * 1000,
+      max_payload_bytes: config.capture.max_payload_bytes
+    }
+  end
+
+  @doc "The application-environment config merged into the defaults."
+  @spec from_env() :: {:ok, t()} | error()
+  def from_env do
+    merge(default_config(), Application.get_env(:elixir_scope, :layer2, []))
+  end
+end

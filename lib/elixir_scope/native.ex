@@ -1,0 +1,44 @@
+defmodule ElixirScope.Native do
+  @moduledoc false
+  # NIF stubs; the implementations live in native/elixir_scope_nif.
+  @on_load :load_nif
+
+  def load_nif do
+    path = :filename.join(:code.priv_dir(:elixir_scope), ~c"native/elixir_scope_nif")
+    :erlang.load_nif(path, 0)
+  end
+
+  defp nif, do: :erlang.nif_error(:nif_not_loaded)
+
+  def store_new(_max_events), do: nif()
+  def store_set_max_events(_store, _max_events), do: nif()
+  def store_stats(_store), do: nif()
+  def store_get(_store, _id), do: nif()
+  def store_recent(_store, _n), do: nif()
+  def store_by_pid(_store, _pid, _limit, _order), do: nif()
+  def store_by_function(_store, _m, _f, _limit, _order), do: nif()
+  def store_by_time(_store, _from, _to, _limit, _order), do: nif()
+  def store_by_correlation(_store, _id), do: nif()
+  def store_remove_before(_store, _before), do: nif()
+  def store_write(_store, _events, _max_payload), do: nif()
+
+  def ring_new(_size, _overflow), do: nif()
+  def ring_write(_ring, _event, _max_payload), do: nif()
+  def ring_read_batch(_ring, _position, _count), do: nif()
+  def ring_stats(_ring), do: nif()
+
+  def pipeline_start(_store, _config, _rings), do: nif()
+  def pipeline_update(_pipeline, _config), do: nif()
+  def pipeline_stop(_pipeline), do: nif()
+  def pipeline_store(_pipeline), do: nif()
+  def pipeline_ingest(_pipeline, _event), do: nif()
+  def pipeline_ingest_batch(_pipeline, _events), do: nif()
+  def pipeline_flush_targets(_pipeline), do: nif()
+  def pipeline_flushed(_pipeline, _targets), do: nif()
+  def pipeline_spawn_worker(_pipeline), do: nif()
+  def pipeline_remove_worker(_pipeline, _id), do: nif()
+  def pipeline_scale_workers(_pipeline, _n), do: nif()
+  def pipeline_worker_ids(_pipeline), do: nif()
+  def pipeline_worker_stats(_pipeline, _id), do: nif()
+  def pipeline_stats(_pipeline), do: nif()
+end

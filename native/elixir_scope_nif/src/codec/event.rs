@@ -1,0 +1,355 @@
+//! Event codec: `%ElixirScope.Event{}` or the compact tuple
+//! `{type, pid, module, function, arity, data, peer}` -> core `Event`, and
+//! core `StoredEvent` -> `%ElixirScope.CorrelatedEvent{}`.
+//!
+//! Decoding validates every field and names the first bad one; it never
+//! panics on user input. Events without a timestamp are stamped with the
+//! call's [`Stamp`] (one clock read per NIF call, not per event).
+
+use rustler::sys::{
+    enif_get_local_pid, enif_get_map_value, enif_get_tuple, enif_make_map_from_arrays,
+    enif_monotonic_time, enif_time_offset, ErlNifPid, ErlNifTimeUnit, ErlNifTerm,
+};
+use rustler::{Atom, Encoder, Env, Term};
+
+use elixir_scope_core::event::{
+    Correlation, Event, EventKind, LinkKind, StoredEvent, NO_ARITY,
+};
+use elixir_scope_core::payload::Payload;
+
+use super::term;
+use super::{from_word, word};
+use crate::atoms;
+
+/// Monotonic and wall-clock time of one NIF call, in ns.
+#[derive(Clone, Copy)]
+pub struct Stamp {
+    pub mono: i64,
+    pub wall: i64,
+}
+
+impl Stamp {
+    pub fn now() -> Stamp {
+        // SAFETY: plain clock reads, valid on any thread.
+        unsafe {
+            let mono = enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC);
+            let offset = enif_time_offset(ErlNifTimeUnit::ERL_NIF_NSEC);
+            Stamp {
+                mono,
+                wall: mono + offset,
+            }
+        }
+    }
+}
+
+/// BEAM monotonic clock, for the core's latency measurements.
+pub fn monotonic_ns() -> i64 {
+    // SAFETY: plain clock read.
+    unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) }
+}
+
+/// Why an event was refused.
+#[derive(Clone, Copy, Debug)]
+pub enum Invalid {
+    NotAnEvent,
+    Field(Atom, Atom),
+}
+
+impl Encoder for Invalid {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        match *self {
+            Invalid::NotAnEvent => atoms::not_an_event().encode(env),
+            Invalid::Field(field, problem) => (field, problem).encode(env),
+        }
+    }
+}
+
+/// Reusable decoding context of one NIF call.
+pub struct Decoder {
+    pub stamp: Stamp,
+    pub max_payload: usize,
+    scratch: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn new(max_payload: usize) -> Decoder {
+        Decoder {
+            stamp: Stamp::now(),
+            max_payload,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn event(&mut self, t: Term) -> Result<Event, Invalid> {
+        let env = t.get_env().as_c_arg();
+        let raw = t.as_c_arg();
+        let mut arity = 0;
+        let mut elems: *const ErlNifTerm = std::ptr::null();
+        // SAFETY: `t` is a live term; out-pointers are locals.
+        if unsafe { enif_get_tuple(env, raw, &mut arity, &mut elems) } != 0 {
+            if arity != 7 {
+                return Err(Invalid::NotAnEvent);
+            }
+            // SAFETY: enif_get_tuple gave `arity` elements.
+            let e = unsafe { std::slice::from_raw_parts(elems, 7) };
+            let at = |i: usize| Some(unsafe { Term::new(t.get_env(), e[i]) });
+            return self.fields(at(0), at(1), at(2), at(3), at(4), None, None, at(5), at(6));
+        }
+        let get = |key: Atom| -> Option<Term> {
+            let mut v = ErlNifTerm::default();
+            // SAFETY: as above; a non-map simply fails the lookup.
+            (unsafe { enif_get_map_value(env, raw, key.as_c_arg(), &mut v) } != 0)
+                .then(|| unsafe { Term::new(t.get_env(), v) })
+        };
+        match get(atoms::__struct__()) {
+            Some(s) if s == atoms::event_struct().to_term(t.get_env()) => {}
+            _ => return Err(Invalid::NotAnEvent),
+        }
+        self.fields(
+            get(atoms::r#type()),
+            get(atoms::pid()),
+            get(atoms::module()),
+            get(atoms::function()),
+            get(atoms::arity()),
+            get(atoms::timestamp()),
+            get(atoms::wall_time()),
+            get(atoms::data()),
+            get(atoms::peer()),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fields(
+        &mut self,
+        kind: Option<Term>,
+        pid: Option<Term>,
+        module: Option<Term>,
+        function: Option<Term>,
+        arity: Option<Term>,
+        timestamp: Option<Term>,
+        wall_time: Option<Term>,
+        data: Option<Term>,
+        peer: Option<Term>,
+    ) -> Result<Event, Invalid> {
+        let kind = kind
+            .and_then(kind_of)
+            .ok_or(Invalid::Field(atoms::r#type(), atoms::unknown_event_type()))?;
+        let pid = pid
+            .and_then(local_pid)
+            .ok_or(Invalid::Field(atoms::pid(), atoms::not_a_local_pid()))?;
+        let module = atom_or_nil(module).ok_or(Invalid::Field(atoms::module(), atoms::not_an_atom()))?;
+        let function =
+            atom_or_nil(function).ok_or(Invalid::Field(atoms::function(), atoms::not_an_atom()))?;
+        let arity = match arity {
+            None => NO_ARITY,
+            Some(a) if is_nil(a) => NO_ARITY,
+            Some(a) => match a.decode::<i64>() {
+                Ok(n) if (0..NO_ARITY as i64).contains(&n) => n as u8,
+                _ => return Err(Invalid::Field(atoms::arity(), atoms::not_an_arity())),
+            },
+        };
+        let (timestamp, ingest_stamped) = match time_or_nil(timestamp, atoms::timestamp())? {
+            Some(ts) => (ts, false),
+            None => (self.stamp.mono, true),
+        };
+        let wall_time = time_or_nil(wall_time, atoms::wall_time())?.unwrap_or(self.stamp.wall);
+        let data = match data {
+            Some(d) => self.payload(d),
+            None => Payload::empty(),
+        };
+        let peer = match peer {
+            Some(p) if !is_nil(p) => self.payload(p),
+            _ => Payload::empty(),
+        };
+        Ok(Event {
+            id: 0,
+            timestamp,
+            wall_time,
+            pid,
+            module,
+            function,
+            arity,
+            kind,
+            ingest_stamped,
+            data,
+            peer,
+        })
+    }
+
+    fn payload(&mut self, t: Term) -> Payload {
+        self.scratch.clear();
+        term::encode(t, self.max_payload, &mut self.scratch);
+        Payload::from_bytes(&self.scratch)
+    }
+}
+
+fn is_nil(t: Term) -> bool {
+    t.as_c_arg() == atoms::nil().as_c_arg()
+}
+
+fn local_pid(t: Term) -> Option<u64> {
+    // SAFETY: `t` is live; the out-pointer is a local.
+    let mut pid: ErlNifPid = unsafe { std::mem::zeroed() };
+    (unsafe { enif_get_local_pid(t.get_env().as_c_arg(), t.as_c_arg(), &mut pid) } != 0)
+        .then_some(word(t.as_c_arg()))
+}
+
+/// Raw atom word, 0 for nil or a missing field; `None` if not an atom.
+fn atom_or_nil(t: Option<Term>) -> Option<u64> {
+    match t {
+        None => Some(0),
+        Some(t) if is_nil(t) => Some(0),
+        Some(t) if t.is_atom() => Some(word(t.as_c_arg())),
+        Some(_) => None,
+    }
+}
+
+fn time_or_nil(t: Option<Term>, field: Atom) -> Result<Option<i64>, Invalid> {
+    match t {
+        None => Ok(None),
+        Some(t) if is_nil(t) => Ok(None),
+        Some(t) => t
+            .decode::<i64>()
+            .map(Some)
+            .map_err(|_| Invalid::Field(field, atoms::not_an_integer())),
+    }
+}
+
+fn kind_of(t: Term) -> Option<EventKind> {
+    let raw = t.as_c_arg();
+    EventKind::ALL
+        .into_iter()
+        .find(|&k| kind_atom(k).as_c_arg() == raw)
+}
+
+pub fn kind_atom(kind: EventKind) -> Atom {
+    match kind {
+        EventKind::FunctionCall => atoms::function_call(),
+        EventKind::FunctionReturn => atoms::function_return(),
+        EventKind::FunctionException => atoms::function_exception(),
+        EventKind::MessageSend => atoms::message_send(),
+        EventKind::MessageReceive => atoms::message_receive(),
+        EventKind::ProcessSpawn => atoms::process_spawn(),
+        EventKind::ProcessExit => atoms::process_exit(),
+        EventKind::ProcessLink => atoms::process_link(),
+        EventKind::StateChange => atoms::state_change(),
+        EventKind::Error => atoms::error(),
+        EventKind::Custom => atoms::custom(),
+    }
+}
+
+fn link_atom(kind: LinkKind) -> Atom {
+    match kind {
+        LinkKind::CalledFrom => atoms::called_from(),
+        LinkKind::Completes => atoms::completes(),
+        LinkKind::Receives => atoms::receives(),
+        LinkKind::SpawnedBy => atoms::spawned_by(),
+        LinkKind::CausedBy => atoms::caused_by(),
+    }
+}
+
+fn make_struct<'a>(env: Env<'a>, keys: &[Atom], values: &[Term<'a>]) -> Term<'a> {
+    let keys: Vec<ErlNifTerm> = keys.iter().map(|k| k.as_c_arg()).collect();
+    let values: Vec<ErlNifTerm> = values.iter().map(|v| v.as_c_arg()).collect();
+    let mut map = ErlNifTerm::default();
+    // SAFETY: equal-length arrays of live terms with distinct keys.
+    unsafe {
+        enif_make_map_from_arrays(
+            env.as_c_arg(),
+            keys.as_ptr(),
+            values.as_ptr(),
+            keys.len(),
+            &mut map,
+        );
+        Term::new(env, map)
+    }
+}
+
+fn raw_atom<'a>(env: Env<'a>, word: u64) -> Term<'a> {
+    if word == 0 {
+        atoms::nil().encode(env)
+    } else {
+        // SAFETY: `word` came from an atom term (environment-independent).
+        unsafe { Term::new(env, from_word(word)) }
+    }
+}
+
+fn opt_id<'a>(env: Env<'a>, id: u64) -> Term<'a> {
+    if id == 0 {
+        atoms::nil().encode(env)
+    } else {
+        id.encode(env)
+    }
+}
+
+/// `%ElixirScope.Event{}`.
+pub fn encode_event<'a>(env: Env<'a>, e: &Event) -> Term<'a> {
+    let keys = [
+        atoms::__struct__(),
+        atoms::id(),
+        atoms::r#type(),
+        atoms::pid(),
+        atoms::timestamp(),
+        atoms::wall_time(),
+        atoms::module(),
+        atoms::function(),
+        atoms::arity(),
+        atoms::data(),
+        atoms::peer(),
+    ];
+    let arity = if e.arity == NO_ARITY {
+        atoms::nil().encode(env)
+    } else {
+        e.arity.encode(env)
+    };
+    let values = [
+        atoms::event_struct().encode(env),
+        opt_id(env, e.id),
+        kind_atom(e.kind).encode(env),
+        // SAFETY: `pid` is the raw word of a local pid (an immediate).
+        unsafe { Term::new(env, from_word(e.pid)) },
+        e.timestamp.encode(env),
+        e.wall_time.encode(env),
+        raw_atom(env, e.module),
+        raw_atom(env, e.function),
+        arity,
+        term::decode(env, e.data.as_bytes()),
+        term::decode(env, e.peer.as_bytes()),
+    ];
+    make_struct(env, &keys, &values)
+}
+
+/// `%ElixirScope.CorrelatedEvent{}`.
+pub fn encode_stored<'a>(env: Env<'a>, s: &StoredEvent) -> Term<'a> {
+    let c: &Correlation = &s.correlation;
+    let keys = [
+        atoms::__struct__(),
+        atoms::event(),
+        atoms::correlation_id(),
+        atoms::parent_id(),
+        atoms::root_id(),
+        atoms::links(),
+        atoms::correlation_type(),
+        atoms::correlated_at(),
+        atoms::correlation_confidence(),
+    ];
+    let links: Vec<Term> = c
+        .links
+        .iter()
+        .map(|l| (link_atom(l.kind), l.target).encode(env))
+        .collect();
+    let nil = atoms::nil().encode(env);
+    let correlated = c.correlation_type.is_some();
+    let values = [
+        atoms::correlated_event_struct().encode(env),
+        encode_event(env, &s.event),
+        opt_id(env, c.correlation_id),
+        opt_id(env, c.parent_id),
+        opt_id(env, c.root_id),
+        links.encode(env),
+        c.correlation_type.map_or(nil, |k| kind_atom(k).encode(env)),
+        if correlated { c.correlated_at.encode(env) } else { nil },
+        if correlated { (c.confidence as f64).encode(env) } else { nil },
+    ];
+    make_struct(env, &keys, &values)
+}

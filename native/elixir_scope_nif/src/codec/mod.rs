@@ -1,0 +1,60 @@
+//! Conversions between Erlang terms and core types.
+
+pub mod event;
+pub mod term;
+
+use rustler::sys::{enif_get_list_cell, ErlNifTerm};
+use rustler::Term;
+
+/// The raw word of a term (atoms and local pids are stored this way).
+pub fn word(t: ErlNifTerm) -> u64 {
+    // SAFETY: ErlNifTerm is #[repr(transparent)] over usize.
+    unsafe { std::mem::transmute::<ErlNifTerm, usize>(t) as u64 }
+}
+
+/// A term from its raw word.
+///
+/// # Safety
+/// `w` must be the word of an environment-independent term (an atom or a
+/// local pid) or of a live term of the environment it is used in.
+pub unsafe fn from_word(w: u64) -> ErlNifTerm {
+    std::mem::transmute::<usize, ErlNifTerm>(w as usize)
+}
+
+/// Calls `f(index, element)` for each element of a proper list; `Err(())`
+/// when `t` is not a proper list (nothing is called past the bad tail).
+pub fn each_in_list<'a>(t: Term<'a>, mut f: impl FnMut(usize, Term<'a>)) -> Result<(), ()> {
+    let env = t.get_env();
+    let mut cell = t.as_c_arg();
+    let (mut head, mut tail) = (ErlNifTerm::default(), ErlNifTerm::default());
+    let mut i = 0;
+    // SAFETY: `cell` is always a live term of `env`; out-pointers are locals.
+    while unsafe { enif_get_list_cell(env.as_c_arg(), cell, &mut head, &mut tail) } != 0 {
+        f(i, unsafe { Term::new(env, head) });
+        cell = tail;
+        i += 1;
+    }
+    if unsafe { Term::new(env, cell) }.is_empty_list() {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// A map with atom keys, for stats: `atom_map!(env, {"size" => 1})`.
+#[macro_export]
+macro_rules! atom_map {
+    ($env:expr, { $($key:literal => $value:expr),* $(,)? }) => {{
+        let env = $env;
+        $crate::codec::map_of(env, &[$(($key, rustler::Encoder::encode(&$value, env))),*])
+    }};
+}
+
+pub fn map_of<'a>(env: rustler::Env<'a>, pairs: &[(&str, Term<'a>)]) -> Term<'a> {
+    let keys: Vec<Term> = pairs
+        .iter()
+        .map(|(k, _)| rustler::Encoder::encode(&rustler::Atom::from_str(env, k).unwrap(), env))
+        .collect();
+    let values: Vec<Term> = pairs.iter().map(|(_, v)| *v).collect();
+    Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
+}

@@ -1,0 +1,252 @@
+//! Pipeline NIFs: start, ingest, flush, workers, stats, live config.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rustler::{Atom, Encoder, Env, NifMap, ResourceArc, Term};
+
+use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig};
+use elixir_scope_core::pool::PoolError;
+
+use crate::atoms;
+use crate::codec::each_in_list;
+use crate::codec::event::{monotonic_ns, Decoder};
+use crate::nif_ring::{overflow_of, ring_error};
+use crate::resources::{PipelineRes, RingRes, StoreRes};
+
+/// The native part of `ElixirScope.Config.Layer2`, flattened by the Elixir side.
+#[derive(NifMap)]
+struct NativeConfig {
+    shards: usize,
+    ring_size: usize,
+    overflow: Atom,
+    batch_size: usize,
+    min_workers: usize,
+    max_workers: usize,
+    workers: usize,
+    max_idle_sleep_us: u64,
+    max_payload_bytes: usize,
+}
+
+impl NativeConfig {
+    fn to_core(&self) -> Result<PipelineConfig, Atom> {
+        Ok(PipelineConfig {
+            shards: self.shards,
+            ring_size: self.ring_size,
+            overflow: overflow_of(self.overflow).ok_or(atoms::invalid_overflow_strategy())?,
+            batch_size: self.batch_size,
+            min_workers: self.min_workers,
+            max_workers: self.max_workers,
+            workers: self.workers,
+            max_idle_sleep: Duration::from_micros(self.max_idle_sleep_us),
+        })
+    }
+}
+
+fn config_reason(e: ConfigError) -> Atom {
+    match e {
+        ConfigError::Ring(r) => ring_error(r),
+        ConfigError::NoShards => atoms::no_shards(),
+        ConfigError::BadWorkerBounds => atoms::bad_worker_bounds(),
+        ConfigError::BadBatchSize => atoms::bad_batch_size(),
+        ConfigError::FixedAtStart => atoms::fixed_at_start(),
+    }
+}
+
+fn pool_error(e: PoolError) -> Atom {
+    match e {
+        PoolError::MaxWorkersReached => atoms::max_workers_reached(),
+        PoolError::NotFound => atoms::not_found(),
+        PoolError::OutOfBounds => atoms::out_of_bounds(),
+        PoolError::SpawnFailed => atoms::spawn_failed(),
+    }
+}
+
+fn ok_or<'a, T: Encoder>(env: Env<'a>, r: Result<T, Atom>) -> Term<'a> {
+    match r {
+        Ok(v) => (atoms::ok(), v).encode(env),
+        Err(why) => (atoms::error(), why).encode(env),
+    }
+}
+
+#[rustler::nif]
+fn pipeline_start<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreRes>,
+    config: NativeConfig,
+    rings: Vec<ResourceArc<RingRes>>,
+) -> Term<'a> {
+    let started = config.to_core().and_then(|core_config| {
+        let rings = rings.iter().map(|r| r.0.clone()).collect();
+        Pipeline::start(core_config, store.0.clone(), rings, monotonic_ns)
+            .map_err(config_reason)
+    });
+    ok_or(
+        env,
+        started.map(|pipeline| {
+            ResourceArc::new(PipelineRes {
+                pipeline,
+                max_payload: AtomicUsize::new(config.max_payload_bytes),
+            })
+        }),
+    )
+}
+
+#[rustler::nif]
+fn pipeline_update<'a>(env: Env<'a>, p: ResourceArc<PipelineRes>, config: NativeConfig) -> Term<'a> {
+    let updated = config.to_core().and_then(|next| {
+        p.pipeline
+            .update(|c| *c = next)
+            .map_err(config_reason)
+    });
+    if updated.is_ok() {
+        p.max_payload
+            .store(config.max_payload_bytes, Ordering::Relaxed);
+    }
+    match updated {
+        Ok(()) => atoms::ok().encode(env),
+        Err(why) => (atoms::error(), why).encode(env),
+    }
+}
+
+#[rustler::nif]
+fn pipeline_stop(p: ResourceArc<PipelineRes>) -> Atom {
+    p.pipeline.stop();
+    atoms::ok()
+}
+
+#[rustler::nif]
+fn pipeline_store(p: ResourceArc<PipelineRes>) -> ResourceArc<StoreRes> {
+    ResourceArc::new(StoreRes(p.pipeline.store().clone()))
+}
+
+fn decoder(p: &PipelineRes) -> Decoder {
+    Decoder::new(p.max_payload.load(Ordering::Relaxed))
+}
+
+#[rustler::nif]
+fn pipeline_ingest<'a>(env: Env<'a>, p: ResourceArc<PipelineRes>, event: Term<'a>) -> Term<'a> {
+    match decoder(&p).event(event) {
+        Ok(e) => match p.pipeline.ingest_one(e) {
+            Some(id) => (atoms::ok(), id).encode(env),
+            None => (atoms::error(), atoms::buffer_full()).encode(env),
+        },
+        Err(why) => {
+            p.pipeline.count_invalid(1);
+            (atoms::error(), (atoms::invalid_event(), why)).encode(env)
+        }
+    }
+}
+
+#[rustler::nif]
+fn pipeline_ingest_batch<'a>(
+    env: Env<'a>,
+    p: ResourceArc<PipelineRes>,
+    events: Term<'a>,
+) -> Term<'a> {
+    let mut decoder = decoder(&p);
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    let walked = each_in_list(events, |i, t| match decoder.event(t) {
+        Ok(e) => good.push(e),
+        Err(why) => bad.push((i, why)),
+    });
+    if walked.is_err() {
+        return (atoms::error(), atoms::not_a_list()).encode(env);
+    }
+    let accepted = p.pipeline.ingest(good).accepted;
+    if bad.is_empty() {
+        (atoms::ok(), accepted).encode(env)
+    } else {
+        p.pipeline.count_invalid(bad.len() as u64);
+        (atoms::error(), (atoms::invalid_events(), accepted, bad)).encode(env)
+    }
+}
+
+#[rustler::nif]
+fn pipeline_flush_targets(p: ResourceArc<PipelineRes>) -> Vec<u64> {
+    p.pipeline.flush_targets()
+}
+
+#[rustler::nif]
+fn pipeline_flushed(p: ResourceArc<PipelineRes>, targets: Vec<u64>) -> bool {
+    p.pipeline.is_flushed(&targets)
+}
+
+#[rustler::nif]
+fn pipeline_spawn_worker(env: Env, p: ResourceArc<PipelineRes>) -> Term {
+    ok_or(env, p.pipeline.spawn_worker().map_err(pool_error))
+}
+
+#[rustler::nif]
+fn pipeline_remove_worker(env: Env, p: ResourceArc<PipelineRes>, id: u64) -> Term {
+    match p.pipeline.remove_worker(id) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(e) => (atoms::error(), pool_error(e)).encode(env),
+    }
+}
+
+#[rustler::nif]
+fn pipeline_scale_workers(env: Env, p: ResourceArc<PipelineRes>, n: usize) -> Term {
+    match p.pipeline.scale_workers(n) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(e) => (atoms::error(), pool_error(e)).encode(env),
+    }
+}
+
+#[rustler::nif]
+fn pipeline_worker_ids(p: ResourceArc<PipelineRes>) -> Vec<u64> {
+    p.pipeline.worker_ids()
+}
+
+#[rustler::nif]
+fn pipeline_worker_stats(env: Env, p: ResourceArc<PipelineRes>, id: u64) -> Term {
+    match p.pipeline.worker_stats(id) {
+        Some(w) => (
+            atoms::ok(),
+            crate::atom_map!(env, {
+                "id" => w.id,
+                "events_processed" => w.events_processed,
+                "batches" => w.batches,
+                "current_batch_size" => w.current_batch_size,
+                "processing_time_us" => w.processing_time_us,
+                "panics" => w.panics,
+            }),
+        )
+            .encode(env),
+        None => (atoms::error(), atoms::not_found()).encode(env),
+    }
+}
+
+#[rustler::nif]
+fn pipeline_stats(env: Env, p: ResourceArc<PipelineRes>) -> Term {
+    let s = p.pipeline.stats();
+    let l = &s.latency;
+    crate::atom_map!(env, {
+        "ingested" => s.ingested,
+        "stored" => s.stored,
+        "queued" => s.queued,
+        "in_flight" => s.in_flight,
+        "dropped" => crate::atom_map!(env, {
+            "invalid" => s.invalid,
+            "buffer_full" => s.rejected,
+            "overwritten" => s.overwritten,
+            "worker_crash" => s.lost_in_panic,
+        }),
+        "dropped_total" => s.dropped(),
+        "batches" => s.batches,
+        "workers" => s.workers,
+        "worker_panics" => s.worker_panics,
+        "buffer_utilization" => s.buffer_utilization,
+        "shard_utilization" => s.shard_utilization,
+        "ring_memory_bytes" => s.ring_memory_bytes,
+        "latency_ns" => crate::atom_map!(env, {
+            "count" => l.total(),
+            "mean" => l.mean(),
+            "p50" => l.quantile(0.50),
+            "p95" => l.quantile(0.95),
+            "p99" => l.quantile(0.99),
+            "max" => l.quantile(1.0),
+        }),
+    })
+}
