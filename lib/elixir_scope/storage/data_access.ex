@@ -120,23 +120,23 @@ defmodule ElixirScope.Storage.DataAccess do
   def write_batch(events, opts \\ [])
 
   def write_batch(events, opts) when is_list(events) do
-    events =
-      Enum.map(events, fn
-        %CorrelatedEvent{event: e} -> e
-        e -> e
-      end)
+    events = unwrap(events)
 
     max_payload = Keyword.get(opts, :max_payload_bytes, 4096)
 
     case Native.store_write(store(opts), events, max_payload) do
       {:ok, _n} -> :ok
       {:error, {:invalid_events, _, _}} = error -> error
-      {:error, :not_a_list} -> raise ArgumentError, "expected a proper list of events"
     end
   end
 
   def write_batch(events, _opts),
     do: raise(ArgumentError, "expected a list of events, got: #{inspect(events, limit: 5)}")
+
+  defp unwrap([%CorrelatedEvent{event: e} | rest]), do: [e | unwrap(rest)]
+  defp unwrap([e | rest]), do: [e | unwrap(rest)]
+  defp unwrap([]), do: []
+  defp unwrap(_), do: raise(ArgumentError, "expected a proper list of events")
 
   @doc "Store counters: stored, retained, evicted, removed, memory_bytes, max_events."
   @spec stats(keyword()) :: map()

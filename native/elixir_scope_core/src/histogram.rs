@@ -53,6 +53,13 @@ impl Histogram {
         self.counts[bucket_of(v)].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Adds `other`'s counts into this histogram.
+    pub fn absorb(&self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter().zip(other.counts.iter()) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// Adds this histogram's counts into `into`.
     pub fn merge_into(&self, into: &mut Snapshot) {
         for (acc, c) in into.counts.iter_mut().zip(self.counts.iter()) {

@@ -83,8 +83,9 @@ pub struct Pool {
     workers: Mutex<Vec<Arc<Worker>>>,
     next_id: AtomicU64,
     max_workers: AtomicUsize,
-    /// Panics of workers that have since been removed.
+    /// Panics and latencies of workers that have since been removed.
     retired_panics: AtomicU64,
+    retired_latency: Histogram,
 }
 
 impl Pool {
@@ -94,6 +95,7 @@ impl Pool {
             next_id: AtomicU64::new(1),
             max_workers: AtomicUsize::new(max_workers),
             retired_panics: AtomicU64::new(0),
+            retired_latency: Histogram::default(),
         }
     }
 
@@ -190,9 +192,10 @@ impl Pool {
         })
     }
 
-    /// Merged latency histogram of the current workers, and all panics.
+    /// Merged latency histogram and panic count of all workers, past and present.
     pub(crate) fn latency_and_panics(&self) -> (Snapshot, u64) {
         let mut snapshot = Snapshot::default();
+        self.retired_latency.merge_into(&mut snapshot);
         let mut panics = self.retired_panics.load(Ordering::Relaxed);
         for w in self.workers.lock().iter() {
             w.stats.latency.merge_into(&mut snapshot);

@@ -10,7 +10,7 @@ use elixir_scope_core::pool::PoolError;
 
 use crate::atoms;
 use crate::codec::each_in_list;
-use crate::codec::event::{monotonic_ns, Decoder};
+use crate::codec::event::{calibrate_clock, monotonic_ns, Decoder};
 use crate::nif_ring::{overflow_of, ring_error};
 use crate::resources::{PipelineRes, RingRes, StoreRes};
 
@@ -76,10 +76,10 @@ fn pipeline_start<'a>(
     config: NativeConfig,
     rings: Vec<ResourceArc<RingRes>>,
 ) -> Term<'a> {
+    calibrate_clock();
     let started = config.to_core().and_then(|core_config| {
         let rings = rings.iter().map(|r| r.0.clone()).collect();
-        Pipeline::start(core_config, store.0.clone(), rings, monotonic_ns)
-            .map_err(config_reason)
+        Pipeline::start(core_config, store.0.clone(), rings, monotonic_ns).map_err(config_reason)
     });
     ok_or(
         env,
@@ -93,12 +93,14 @@ fn pipeline_start<'a>(
 }
 
 #[rustler::nif]
-fn pipeline_update<'a>(env: Env<'a>, p: ResourceArc<PipelineRes>, config: NativeConfig) -> Term<'a> {
-    let updated = config.to_core().and_then(|next| {
-        p.pipeline
-            .update(|c| *c = next)
-            .map_err(config_reason)
-    });
+fn pipeline_update<'a>(
+    env: Env<'a>,
+    p: ResourceArc<PipelineRes>,
+    config: NativeConfig,
+) -> Term<'a> {
+    let updated = config
+        .to_core()
+        .and_then(|next| p.pipeline.update(|c| *c = next).map_err(config_reason));
     if updated.is_ok() {
         p.max_payload
             .store(config.max_payload_bytes, Ordering::Relaxed);
@@ -220,6 +222,7 @@ fn pipeline_worker_stats(env: Env, p: ResourceArc<PipelineRes>, id: u64) -> Term
 
 #[rustler::nif]
 fn pipeline_stats(env: Env, p: ResourceArc<PipelineRes>) -> Term {
+    calibrate_clock();
     let s = p.pipeline.stats();
     let l = &s.latency;
     crate::atom_map!(env, {

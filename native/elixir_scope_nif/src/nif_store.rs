@@ -77,7 +77,10 @@ fn store_by_pid<'a>(
     limit: usize,
     ord: Term<'a>,
 ) -> Term<'a> {
-    let events = store.0.read().by_pid(crate::codec::word(pid.as_c_arg()), limit, order(ord));
+    let events = store
+        .0
+        .read()
+        .by_pid(crate::codec::word(pid.as_c_arg()), limit, order(ord));
     list(env, events)
 }
 
@@ -90,7 +93,10 @@ fn store_by_function<'a>(
     limit: usize,
     ord: Term<'a>,
 ) -> Term<'a> {
-    let (m, f) = (crate::codec::word(module.as_c_arg()), crate::codec::word(function.as_c_arg()));
+    let (m, f) = (
+        crate::codec::word(module.as_c_arg()),
+        crate::codec::word(function.as_c_arg()),
+    );
     let events = store.0.read().by_function(m, f, limit, order(ord));
     list(env, events)
 }

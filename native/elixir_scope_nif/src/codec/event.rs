@@ -8,13 +8,11 @@
 
 use rustler::sys::{
     enif_get_local_pid, enif_get_map_value, enif_get_tuple, enif_make_map_from_arrays,
-    enif_monotonic_time, enif_time_offset, ErlNifPid, ErlNifTimeUnit, ErlNifTerm,
+    enif_monotonic_time, enif_time_offset, ErlNifPid, ErlNifTerm, ErlNifTimeUnit,
 };
 use rustler::{Atom, Encoder, Env, Term};
 
-use elixir_scope_core::event::{
-    Correlation, Event, EventKind, LinkKind, StoredEvent, NO_ARITY,
-};
+use elixir_scope_core::event::{Correlation, Event, EventKind, LinkKind, StoredEvent, NO_ARITY};
 use elixir_scope_core::payload::Payload;
 
 use super::term;
@@ -42,10 +40,25 @@ impl Stamp {
     }
 }
 
-/// BEAM monotonic clock, for the core's latency measurements.
+/// The BEAM's monotonic time, readable from any thread.
+///
+/// `enif_monotonic_time` answers only on scheduler threads (elsewhere it
+/// returns `ERL_NIF_TIME_ERROR`), so worker threads read Rust's monotonic
+/// clock plus an offset to the BEAM's, measured by [`calibrate_clock`] on a
+/// scheduler (at every pipeline start and stats call).
 pub fn monotonic_ns() -> i64 {
-    // SAFETY: plain clock read.
-    unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) }
+    EPOCH.elapsed().as_nanos() as i64 + CLOCK_OFFSET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+static CLOCK_OFFSET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Measures the offset of [`monotonic_ns`]; call on a scheduler thread.
+pub fn calibrate_clock() {
+    let local = EPOCH.elapsed().as_nanos() as i64;
+    let beam = Stamp::now().mono;
+    CLOCK_OFFSET.store(beam - local, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Why an event was refused.
@@ -137,7 +150,8 @@ impl Decoder {
         let pid = pid
             .and_then(local_pid)
             .ok_or(Invalid::Field(atoms::pid(), atoms::not_a_local_pid()))?;
-        let module = atom_or_nil(module).ok_or(Invalid::Field(atoms::module(), atoms::not_an_atom()))?;
+        let module =
+            atom_or_nil(module).ok_or(Invalid::Field(atoms::module(), atoms::not_an_atom()))?;
         let function =
             atom_or_nil(function).ok_or(Invalid::Field(atoms::function(), atoms::not_an_atom()))?;
         let arity = match arity {
@@ -348,8 +362,16 @@ pub fn encode_stored<'a>(env: Env<'a>, s: &StoredEvent) -> Term<'a> {
         opt_id(env, c.root_id),
         links.encode(env),
         c.correlation_type.map_or(nil, |k| kind_atom(k).encode(env)),
-        if correlated { c.correlated_at.encode(env) } else { nil },
-        if correlated { (c.confidence as f64).encode(env) } else { nil },
+        if correlated {
+            c.correlated_at.encode(env)
+        } else {
+            nil
+        },
+        if correlated {
+            (c.confidence as f64).encode(env)
+        } else {
+            nil
+        },
     ];
     make_struct(env, &keys, &values)
 }

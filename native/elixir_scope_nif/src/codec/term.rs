@@ -19,7 +19,7 @@ use rustler::sys::{
     enif_get_double, enif_get_int64, enif_get_list_cell, enif_get_local_pid, enif_get_tuple,
     enif_inspect_binary, enif_make_double, enif_make_int64, enif_make_list_cell,
     enif_make_map_from_arrays, enif_make_new_binary, enif_make_tuple_from_array, enif_term_type,
-    ErlNifBinary, ErlNifPid, ErlNifTermType, ErlNifTerm,
+    ErlNifBinary, ErlNifPid, ErlNifTerm, ErlNifTermType,
 };
 use rustler::{Encoder, Env, Term};
 
@@ -204,7 +204,10 @@ fn put_truncated(out: &mut Vec<u8>, size: u64, hint: &str) {
 fn describe(term: Term) -> String {
     use rustler::TermType;
     match term.get_type() {
-        TermType::Binary => format!("binary of {} bytes", term.decode_as_binary().map_or(0, |b| b.len())),
+        TermType::Binary => format!(
+            "binary of {} bytes",
+            term.decode_as_binary().map_or(0, |b| b.len())
+        ),
         TermType::List => "list".to_string(),
         TermType::Map => format!("map of {} keys", term.map_size().unwrap_or(0)),
         TermType::Tuple => format!(

@@ -1,0 +1,151 @@
+defmodule ElixirScope.IngestTest do
+  use ExUnit.Case, async: true
+
+  import Bitwise
+  alias ElixirScope.Event
+  alias ElixirScope.Storage.DataAccess
+  import ElixirScope.TestEvents
+
+  setup do
+    pipeline = private_pipeline(capture: [max_payload_bytes: 1024])
+    {:ok, p: pipeline, opts: [pipeline: pipeline]}
+  end
+
+  defp stored(id, opts) do
+    {:ok, %{event: event}} = DataAccess.get_event(id, opts)
+    event
+  end
+
+  test "an ingested event is stored with every field intact", %{opts: opts} do
+    ts = System.monotonic_time(:nanosecond)
+
+    event = %Event{
+      type: :message_send,
+      pid: self(),
+      timestamp: ts,
+      wall_time: 123,
+      module: Kernel,
+      function: :send,
+      arity: 2,
+      data: {:hello, [1, 2.5, "bin", <<1::3>>, 1 <<< 80, -7, %{a: 1}, [:x | :improper]]},
+      peer: {:registered_name, :node@host}
+    }
+
+    {:ok, id} = ElixirScope.ingest(event, opts)
+    assert :ok = ElixirScope.flush(5_000, opts)
+    assert stored(id, opts) == %{event | id: id}
+  end
+
+  test "refs, funs, ports and remote-looking terms survive the round trip", %{opts: opts} do
+    fun = fn x -> x end
+    data = [make_ref(), fun, hd(Port.list()), self(), [], {}, %{}, <<>>, :"with space"]
+    {:ok, id} = ElixirScope.ingest(call(self(), data), opts)
+    :ok = ElixirScope.flush(5_000, opts)
+    assert stored(id, opts).data == data
+  end
+
+  test "missing timestamps are stamped at ingest", %{opts: opts} do
+    before = System.monotonic_time(:nanosecond)
+    {:ok, id} = ElixirScope.ingest(call(), opts)
+    :ok = ElixirScope.flush(5_000, opts)
+    e = stored(id, opts)
+    assert e.timestamp >= before and e.timestamp <= System.monotonic_time(:nanosecond)
+    assert abs(e.wall_time - System.os_time(:nanosecond)) < 5_000_000_000
+  end
+
+  test "the compact tuple form is accepted", %{opts: opts} do
+    {:ok, 2} =
+      ElixirScope.ingest_batch(
+        [
+          {:function_call, self(), Enum, :map, 2, [[1], :f], nil},
+          {:message_receive, self(), nil, nil, nil, :ping, nil}
+        ],
+        opts
+      )
+
+    :ok = ElixirScope.flush(5_000, opts)
+    [recv, call] = DataAccess.query_recent(2, opts) |> Enum.map(& &1.event)
+
+    assert %Event{
+             type: :function_call,
+             module: Enum,
+             function: :map,
+             arity: 2,
+             data: [[1], :f],
+             peer: nil
+           } = call
+
+    assert %Event{type: :message_receive, module: nil, function: nil, arity: nil, data: :ping} =
+             recv
+  end
+
+  test "ids are positive, unique and increasing in ingest order", %{opts: opts} do
+    ids = for i <- 1..50, do: elem(ElixirScope.ingest(call(self(), [i]), opts), 1)
+    assert ids == Enum.sort(ids) and length(Enum.uniq(ids)) == 50 and hd(ids) > 0
+  end
+
+  test "large payloads are truncated with their size", %{opts: opts} do
+    big = :binary.copy("x", 10_000)
+    {:ok, id} = ElixirScope.ingest(call(self(), big), opts)
+    :ok = ElixirScope.flush(5_000, opts)
+    assert {:truncated, size, hint} = stored(id, opts).data
+    assert size > 10_000 and hint =~ "binary"
+  end
+
+  test "bad input gives clear errors and the counters add up", %{opts: opts} do
+    assert ElixirScope.ingest(:nope, opts) == {:error, {:invalid_event, :not_an_event}}
+
+    assert ElixirScope.ingest(%{call() | pid: :self}, opts) ==
+             {:error, {:invalid_event, {:pid, :not_a_local_pid}}}
+
+    assert ElixirScope.ingest(%{call() | type: :nope}, opts) ==
+             {:error, {:invalid_event, {:type, :unknown_event_type}}}
+
+    assert ElixirScope.ingest(%{call() | module: "M"}, opts) ==
+             {:error, {:invalid_event, {:module, :not_an_atom}}}
+
+    assert ElixirScope.ingest(%{call() | arity: 300}, opts) ==
+             {:error, {:invalid_event, {:arity, :not_an_arity}}}
+
+    assert ElixirScope.ingest(%{call() | timestamp: 1.5}, opts) ==
+             {:error, {:invalid_event, {:timestamp, :not_an_integer}}}
+
+    assert ElixirScope.ingest({:function_call, self()}, opts) ==
+             {:error, {:invalid_event, :not_an_event}}
+
+    assert ElixirScope.ingest(%{__struct__: Other, type: :custom}, opts) ==
+             {:error, {:invalid_event, :not_an_event}}
+
+    assert ElixirScope.ingest_batch(:nope, opts) == {:error, :not_a_list}
+    assert ElixirScope.ingest_batch([call() | call()], opts) == {:error, :not_a_list}
+
+    assert {:error, {:invalid_events, 2, [{1, :not_an_event}, {3, {:pid, :not_a_local_pid}}]}} =
+             ElixirScope.ingest_batch([call(), 42, call(), %{call() | pid: nil}], opts)
+
+    :ok = ElixirScope.flush(5_000, opts)
+    s = ElixirScope.stats(opts)
+    assert s.dropped.invalid == 10
+    assert s.stored == 2
+    assert s.ingested == s.stored + s.dropped_total + s.queued
+  end
+
+  test "a flood into tiny rings drops, counts, and keeps the VM up" do
+    opts = [
+      pipeline:
+        private_pipeline(
+          capture: [ring_size: 16, shards: 1],
+          pipeline: [min_workers: 1, target_workers: 1],
+          processing: [flush_interval_ms: 50]
+        )
+    ]
+
+    results = for i <- 1..5_000, do: ElixirScope.ingest(call(self(), [i]), opts)
+    :ok = ElixirScope.flush(5_000, opts)
+    s = ElixirScope.stats(opts)
+    rejected = Enum.count(results, &(&1 == {:error, :buffer_full}))
+    assert s.dropped.buffer_full == rejected
+    assert s.ingested == 5_000
+    assert s.ingested == s.stored + s.dropped_total + s.queued
+    assert s.queued == 0
+  end
+end
