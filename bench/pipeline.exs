@@ -1,0 +1,234 @@
+# Pipeline benchmark. Run: ./setup.sh bench   (or MIX_ENV=prod mix run bench/pipeline.exs)
+# Env: BENCH_EVENTS (end-to-end events per run, default 2_000_000),
+#      BENCH_RATE_SECONDS (seconds per paced-rate run, default 3).
+# Prints ingest cost, end-to-end throughput, ring->store latency at paced
+# rates, bytes per stored event, and the guide's pure-Elixir design
+# (GenServer consumer + ETS :set with :duplicate_bag indexes) as baseline.
+alias ElixirScope.Capture.PipelineManager
+alias ElixirScope.Event
+
+defmodule Bench do
+  def env_int(name, default), do: String.to_integer(System.get_env(name, to_string(default)))
+
+  def pipeline(config) do
+    {:ok, p} = PipelineManager.start_link(store: :private, config: config)
+    p
+  end
+
+  def stop(p), do: GenServer.stop(p)
+
+  def struct_event(pid, i),
+    do: %Event{
+      type: :function_call,
+      pid: pid,
+      module: Bench,
+      function: :work,
+      arity: 2,
+      data: [i, :ok]
+    }
+
+  def tuple_event(pid, i), do: {:function_call, pid, Bench, :work, 2, [i, :ok], nil}
+
+  def median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
+
+  def time_us(fun) do
+    {us, _} = :timer.tc(fun)
+    us
+  end
+
+  def batches(n, size, pids, build) do
+    for b <- 0..(div(n, size) - 1) do
+      for i <- 0..(size - 1), do: build.(elem(pids, rem(b * size + i, tuple_size(pids))), i)
+    end
+  end
+
+  @big [capture: [ring_size: 262_144, shards: 8], storage: [max_events: 4_000_000]]
+
+  def ingest_cost do
+    p = pipeline(@big)
+    pid = self()
+    n = 200_000
+    ev = struct_event(pid, 1)
+
+    single =
+      for _ <- 1..3,
+          do: time_us(fn -> for _ <- 1..n, do: ElixirScope.ingest(ev, pipeline: p) end) * 1000 / n
+
+    ElixirScope.flush(30_000, pipeline: p)
+
+    pids = List.to_tuple(for _ <- 1..16, do: spawn(fn -> :ok end))
+    structs = batches(1_000_000, 1000, pids, &struct_event/2)
+    tuples = batches(1_000_000, 1000, pids, &tuple_event/2)
+
+    run = fn bs ->
+      time_us(fn -> Enum.each(bs, &ElixirScope.ingest_batch(&1, pipeline: p)) end) * 1000 /
+        1_000_000
+    end
+
+    s =
+      for _ <- 1..3,
+          do:
+            (
+              r = run.(structs)
+              ElixirScope.flush(30_000, pipeline: p)
+              r
+            )
+
+    t =
+      for _ <- 1..3,
+          do:
+            (
+              r = run.(tuples)
+              ElixirScope.flush(30_000, pipeline: p)
+              r
+            )
+
+    stats = ElixirScope.stats(pipeline: p)
+    stop(p)
+    {median(single), median(s), median(t), stats}
+  end
+
+  def end_to_end(n) do
+    pids = List.to_tuple(for _ <- 1..64, do: spawn(fn -> :ok end))
+    bs = batches(n, 1000, pids, &tuple_event/2)
+
+    runs =
+      for _ <- 1..3 do
+        p = pipeline(@big)
+
+        us =
+          time_us(fn ->
+            Enum.each(bs, &ElixirScope.ingest_batch(&1, pipeline: p))
+            :ok = ElixirScope.flush(60_000, pipeline: p)
+          end)
+
+        s = ElixirScope.stats(pipeline: p)
+        mem = ElixirScope.Storage.DataAccess.stats(pipeline: p)
+        stop(p)
+        {n * 1_000_000 / us, s, mem}
+      end
+
+    {rate, s, mem} = Enum.sort_by(runs, &elem(&1, 0)) |> Enum.at(1)
+    {rate, s, mem.memory_bytes / max(mem.retained, 1)}
+  end
+
+  def paced(rate, seconds) do
+    p = pipeline([])
+    pid = self()
+    per_ms = div(rate, 1000)
+    batch = for i <- 1..per_ms, do: tuple_event(pid, i)
+    start = System.monotonic_time(:millisecond)
+
+    Enum.each(0..(seconds * 1000 - 1), fn tick ->
+      ElixirScope.ingest_batch(batch, pipeline: p)
+      wait = start + tick + 1 - System.monotonic_time(:millisecond)
+      if wait > 0, do: Process.sleep(wait)
+    end)
+
+    :ok = ElixirScope.flush(10_000, pipeline: p)
+    st = PipelineManager.get_pipeline_stats(p)
+    s = ElixirScope.stats(pipeline: p)
+    stop(p)
+    {st, s}
+  end
+
+  # The guide's design in pure Elixir: a GenServer consumer writing batches
+  # into an ETS :set plus :duplicate_bag indexes by time, pid and {m, f}.
+  defmodule EtsConsumer do
+    use GenServer
+
+    def init(_) do
+      {:ok,
+       %{
+         events: :ets.new(:events, [:set, :public]),
+         by_time: :ets.new(:by_time, [:duplicate_bag, :public]),
+         by_pid: :ets.new(:by_pid, [:duplicate_bag, :public]),
+         by_mf: :ets.new(:by_mf, [:duplicate_bag, :public]),
+         next: 1
+       }}
+    end
+
+    def handle_cast({:batch, batch}, s) do
+      now = System.monotonic_time(:nanosecond)
+
+      {rows, next} =
+        Enum.map_reduce(batch, s.next, fn {type, pid, m, f, a, data, peer}, id ->
+          {{id, type, pid, now, m, f, a, data, peer}, id + 1}
+        end)
+
+      :ets.insert(s.events, rows)
+      :ets.insert(s.by_time, for(r <- rows, do: {elem(r, 3), elem(r, 0)}))
+      :ets.insert(s.by_pid, for(r <- rows, do: {elem(r, 2), elem(r, 0)}))
+      :ets.insert(s.by_mf, for(r <- rows, do: {{elem(r, 4), elem(r, 5)}, elem(r, 0)}))
+      {:noreply, %{s | next: next}}
+    end
+
+    def handle_call(:count, _, s), do: {:reply, :ets.info(s.events, :size), s}
+  end
+
+  def ets_baseline(n) do
+    pids = List.to_tuple(for _ <- 1..64, do: spawn(fn -> :ok end))
+    bs = batches(n, 1000, pids, &tuple_event/2)
+
+    runs =
+      for _ <- 1..3 do
+        {:ok, c} = GenServer.start(EtsConsumer, nil)
+
+        us =
+          time_us(fn ->
+            Enum.each(bs, &GenServer.cast(c, {:batch, &1}))
+            ^n = GenServer.call(c, :count, :infinity)
+          end)
+
+        GenServer.stop(c)
+        n * 1_000_000 / us
+      end
+
+    median(runs)
+  end
+end
+
+n = Bench.env_int("BENCH_EVENTS", 2_000_000)
+secs = Bench.env_int("BENCH_RATE_SECONDS", 3)
+fmt = fn x -> :erlang.float_to_binary(x / 1, decimals: 1) end
+cores = System.schedulers_online()
+
+IO.puts(
+  "elixir_scope pipeline bench — #{cores} schedulers, OTP #{System.otp_release()}, #{n} events end to end\n"
+)
+
+{single, structs, tuples, s} = Bench.ingest_cost()
+IO.puts("ingest (median of 3):")
+IO.puts("  single ingest/2, %Event{}          #{fmt.(single)} ns/call    (target <= 250)")
+IO.puts("  ingest_batch, %Event{} x1000       #{fmt.(structs)} ns/event   (target <= 200)")
+IO.puts("  ingest_batch, compact tuple x1000  #{fmt.(tuples)} ns/event   (target <= 50)")
+IO.puts("  (dropped during ingest runs: #{s.dropped_total})\n")
+
+{rate, s, bytes} = Bench.end_to_end(n)
+IO.puts("end to end, ingest -> stored and indexed (median of 3):")
+
+IO.puts(
+  "  #{fmt.(rate / 1.0e6)} M events/s   (target >= 1.0)   dropped #{s.dropped_total}, stored #{s.stored}"
+)
+
+IO.puts("  #{fmt.(bytes)} bytes per stored event (store memory / retained)   (target <= 200)\n")
+
+ets = Bench.ets_baseline(n)
+IO.puts("baseline, GenServer + ETS :set + 3 :duplicate_bag indexes (median of 3):")
+
+IO.puts(
+  "  #{fmt.(ets / 1.0e6)} M events/s   ->  native is #{fmt.(rate / ets)}x   (target >= 3x)\n"
+)
+
+IO.puts("ring -> store latency at a paced rate (#{secs} s each, default config):")
+
+for r <- [10_000, 50_000] do
+  {st, s} = Bench.paced(r, secs)
+
+  IO.puts(
+    "  #{r}/s: p50 #{:erlang.float_to_binary(st.latency_p50_ms, decimals: 3)} ms, " <>
+      "p95 #{:erlang.float_to_binary(st.latency_p95_ms, decimals: 3)} ms, " <>
+      "p99 #{:erlang.float_to_binary(st.latency_p99_ms, decimals: 3)} ms   (target p99 <= 5 ms)   " <>
+      "stored #{s.stored}, dropped #{s.dropped_total}"
+  )
+end
