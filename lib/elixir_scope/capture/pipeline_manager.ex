@@ -94,13 +94,20 @@ defmodule ElixirScope.Capture.PipelineManager do
   def get_config(server \\ __MODULE__), do: GenServer.call(server, :config)
 
   @doc false
-  # The native handle; the default pipeline's is read without a call.
+  # The native handle. Named pipelines keep theirs in :persistent_term, so
+  # the hot path (ingest) makes no call to this process.
   def pipeline(server \\ __MODULE__)
 
-  def pipeline(__MODULE__) do
-    case :persistent_term.get({__MODULE__, __MODULE__}, nil) do
-      nil -> raise ArgumentError, "the default ElixirScope pipeline is not running"
-      handle -> handle
+  def pipeline(name) when is_atom(name) do
+    case :persistent_term.get({__MODULE__, name}, nil) do
+      nil when name == __MODULE__ ->
+        raise ArgumentError, "the default ElixirScope pipeline is not running"
+
+      nil ->
+        GenServer.call(name, :pipeline)
+
+      handle ->
+        handle
     end
   end
 

@@ -81,7 +81,8 @@ impl Encoder for Invalid {
 pub struct Decoder {
     pub stamp: Stamp,
     pub max_payload: usize,
-    scratch: Vec<u8>,
+    bytes: Vec<u8>,
+    scratch: term::Scratch,
 }
 
 impl Decoder {
@@ -89,7 +90,8 @@ impl Decoder {
         Decoder {
             stamp: Stamp::now(),
             max_payload,
-            scratch: Vec::new(),
+            bytes: Vec::new(),
+            scratch: term::Scratch::default(),
         }
     }
 
@@ -191,9 +193,9 @@ impl Decoder {
     }
 
     fn payload(&mut self, t: Term) -> Payload {
-        self.scratch.clear();
-        term::encode(t, self.max_payload, &mut self.scratch);
-        Payload::from_bytes(&self.scratch)
+        self.bytes.clear();
+        term::encode(t, self.max_payload, &mut self.bytes, &mut self.scratch);
+        Payload::from_bytes(&self.bytes)
     }
 }
 

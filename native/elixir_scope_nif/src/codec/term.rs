@@ -66,8 +66,15 @@ impl Sink<'_> {
     }
 }
 
+/// Scratch buffers reused across encodes (no allocation per event).
+#[derive(Default)]
+pub struct Scratch {
+    stack: Vec<(ErlNifTerm, u32)>,
+    list: Vec<ErlNifTerm>,
+}
+
 /// Appends the encoding of `term` to `out`, at most `limit` bytes of it.
-pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>) {
+pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch) {
     let env = term.get_env();
     let raw_env = env.as_c_arg();
     let start = out.len();
@@ -76,10 +83,14 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>) {
         limit: limit.max(1),
         size: 0,
     };
-    let mut stack: Vec<(ErlNifTerm, u32)> = vec![(term.as_c_arg(), 0)];
+    let Scratch {
+        stack,
+        list: scratch,
+    } = scratch;
+    stack.clear();
+    stack.push((term.as_c_arg(), 0));
     let mut nodes = 0usize;
     let mut cut: Option<&str> = None;
-    let mut scratch: Vec<ErlNifTerm> = Vec::new();
     while let Some((t, depth)) = stack.pop() {
         nodes += 1;
         if nodes > MAX_NODES {
