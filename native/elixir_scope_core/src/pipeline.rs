@@ -97,6 +97,14 @@ pub(crate) struct Core {
     batches: AtomicU64,
 }
 
+/// A worker's reusable buffers: the batch taken from a shard and the ingest
+/// timestamps of its events (no allocation per batch).
+#[derive(Default)]
+pub(crate) struct Buffers {
+    batch: Vec<Event>,
+    stamps: Vec<i64>,
+}
+
 /// Counts an in-flight batch back out, as lost, if the worker unwinds.
 struct InFlight<'a> {
     core: &'a Core,
@@ -114,17 +122,18 @@ impl Drop for InFlight<'_> {
 
 impl Core {
     /// One pass over all shards from `start`; returns events stored.
-    pub(crate) fn sweep(&self, start: usize, batch: &mut Vec<Event>, stats: &WorkerStats) -> u64 {
+    pub(crate) fn sweep(&self, start: usize, buffers: &mut Buffers, stats: &WorkerStats) -> u64 {
         let n = self.shards.len();
         (0..n)
-            .map(|i| self.drain(&self.shards[(start + i) % n], batch, stats))
+            .map(|i| self.drain(&self.shards[(start + i) % n], buffers, stats))
             .sum()
     }
 
-    fn drain(&self, shard: &Shard, batch: &mut Vec<Event>, stats: &WorkerStats) -> u64 {
+    fn drain(&self, shard: &Shard, buffers: &mut Buffers, stats: &WorkerStats) -> u64 {
         let Some(_lease) = shard.lease.try_lock() else {
             return 0;
         };
+        let Buffers { batch, stamps } = buffers;
         batch.clear();
         let position = shard
             .ring
@@ -134,18 +143,20 @@ impl Core {
             let started = Instant::now();
             self.in_flight.fetch_add(n, Ordering::Relaxed);
             let mut guard = InFlight { core: self, n };
-            let stamped: Vec<i64> = batch
-                .iter()
-                .filter(|e| e.ingest_stamped)
-                .map(|e| e.timestamp)
-                .collect();
+            stamps.clear();
+            stamps.extend(
+                batch
+                    .iter()
+                    .filter(|e| e.ingest_stamped)
+                    .map(|e| e.timestamp),
+            );
             self.store
                 .write(batch.drain(..).map(StoredEvent::uncorrelated));
             self.stored.fetch_add(n, Ordering::Relaxed);
             self.in_flight.fetch_sub(n, Ordering::Relaxed);
             guard.n = 0;
             let now = (self.clock)();
-            for ts in stamped {
+            for &ts in stamps.iter() {
                 stats.latency.record((now - ts).max(0) as u64);
             }
             self.batches.fetch_add(1, Ordering::Relaxed);

@@ -8,7 +8,7 @@
 //! `wake_all` cuts a sleep short (used by flush).
 //!
 //! A panic inside a sweep is caught; the worker counts it, drops its batch
-//! buffer and carries on (a fresh start of its loop), so a bad batch never
+//! buffers and carries on (a fresh start of its loop), so a bad batch never
 //! kills the pool. Stopping is cooperative: a stop flag plus an unpark; the
 //! thread ends after its current sweep and owns nothing the pool still needs.
 
@@ -21,7 +21,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::histogram::{Histogram, Snapshot};
-use crate::pipeline::Core;
+use crate::pipeline::{Buffers, Core};
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum PoolError {
@@ -208,12 +208,12 @@ impl Pool {
 const FIRST_IDLE_SLEEP: Duration = Duration::from_micros(20);
 
 fn run(core: Arc<Core>, me: Arc<Worker>) {
-    let mut batch = Vec::new();
+    let mut buffers = Buffers::default();
     let mut idle = FIRST_IDLE_SLEEP;
     let start = me.id as usize;
     while !me.stop.load(Ordering::Acquire) {
         match catch_unwind(AssertUnwindSafe(|| {
-            core.sweep(start, &mut batch, &me.stats)
+            core.sweep(start, &mut buffers, &me.stats)
         })) {
             Ok(0) => {
                 std::thread::park_timeout(idle);
@@ -222,7 +222,7 @@ fn run(core: Arc<Core>, me: Arc<Worker>) {
             Ok(_) => idle = FIRST_IDLE_SLEEP,
             Err(_) => {
                 me.stats.panics.fetch_add(1, Ordering::Relaxed);
-                batch = Vec::new();
+                buffers = Buffers::default();
             }
         }
     }

@@ -160,18 +160,17 @@ impl Store {
     }
 
     fn pop_front_slot(&mut self) {
-        let id = self.base;
         let slot = self.slots.pop_front().flatten();
         self.base += 1;
         self.timeline.advance_to(self.base);
         if let Some(old) = slot {
             self.evicted += 1;
             self.retained -= 1;
-            self.unindex(id, &old);
+            self.unindex(&old);
         }
     }
 
-    fn unindex(&mut self, _id: u64, old: &StoredEvent) {
+    fn unindex(&mut self, old: &StoredEvent) {
         self.heap_bytes -= old.heap_bytes();
         let (base, slots) = (self.base, &self.slots);
         let live = |id: u64| {
@@ -283,7 +282,7 @@ impl Store {
                     _ => continue,
                 };
                 if let Some(old) = old {
-                    self.unindex(id, &old);
+                    self.unindex(&old);
                     removed += 1;
                     last_removed = id;
                 }
