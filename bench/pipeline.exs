@@ -10,9 +10,12 @@ alias ElixirScope.Event
 defmodule Bench do
   def env_int(name, default), do: String.to_integer(System.get_env(name, to_string(default)))
 
+  # Named pipelines resolve their native handle from :persistent_term, the
+  # fastest path (pipelines addressed by pid go through the registry).
   def pipeline(config) do
-    {:ok, p} = PipelineManager.start_link(store: :private, config: config)
-    p
+    name = :"bench_pipeline_#{System.unique_integer([:positive])}"
+    {:ok, _} = PipelineManager.start_link(name: name, store: :private, config: config)
+    name
   end
 
   def stop(p), do: GenServer.stop(p)
@@ -83,9 +86,23 @@ defmodule Bench do
               r
             )
 
+    # The same 1000-event batch sent 1000 times: the terms stay in cache,
+    # so this is the NIF's own cost without the memory traffic of reading
+    # a million distinct events.
+    warm = hd(tuples)
+
+    w =
+      for _ <- 1..3,
+          do:
+            (
+              r = run.(List.duplicate(warm, 1000))
+              ElixirScope.flush(30_000, pipeline: p)
+              r
+            )
+
     stats = ElixirScope.stats(pipeline: p)
     stop(p)
-    {median(single), median(s), median(t), stats}
+    {median(single), median(s), median(t), median(w), stats}
   end
 
   def end_to_end(n) do
@@ -197,11 +214,12 @@ IO.puts(
   "elixir_scope pipeline bench — #{cores} schedulers, OTP #{System.otp_release()}, #{n} events end to end\n"
 )
 
-{single, structs, tuples, s} = Bench.ingest_cost()
+{single, structs, tuples, warm, s} = Bench.ingest_cost()
 IO.puts("ingest (median of 3):")
 IO.puts("  single ingest/2, %Event{}          #{fmt.(single)} ns/call    (target <= 250)")
 IO.puts("  ingest_batch, %Event{} x1000       #{fmt.(structs)} ns/event   (target <= 200)")
 IO.puts("  ingest_batch, compact tuple x1000  #{fmt.(tuples)} ns/event   (target <= 50)")
+IO.puts("    same, one cache-warm batch resent #{fmt.(warm)} ns/event")
 IO.puts("  (dropped during ingest runs: #{s.dropped_total})\n")
 
 {rate, s, bytes} = Bench.end_to_end(n)

@@ -94,8 +94,9 @@ defmodule ElixirScope.Capture.PipelineManager do
   def get_config(server \\ __MODULE__), do: GenServer.call(server, :config)
 
   @doc false
-  # The native handle. Named pipelines keep theirs in :persistent_term, so
-  # the hot path (ingest) makes no call to this process.
+  # The native handle. Named pipelines keep theirs in :persistent_term and
+  # every manager registers its handle in the registry, so the hot path
+  # (ingest) makes no call to this process.
   def pipeline(server \\ __MODULE__)
 
   def pipeline(name) when is_atom(name) do
@@ -108,6 +109,13 @@ defmodule ElixirScope.Capture.PipelineManager do
 
       handle ->
         handle
+    end
+  end
+
+  def pipeline(pid) when is_pid(pid) do
+    case Registry.values(@registry, :pipelines, pid) do
+      [handle] -> handle
+      [] -> GenServer.call(pid, :pipeline)
     end
   end
 

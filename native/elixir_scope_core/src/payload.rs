@@ -11,35 +11,75 @@
 
 /// Tags of the term encoding, one byte each, written in pre-order.
 ///
-/// Integers are little-endian. Atoms, local pids and local ports are stored
-/// as their raw term word: on ERTS these are immediates that stay valid in
+/// Lengths and counts are LEB128 varints; integers are zigzag varints, so
+/// small values take one byte. Atoms and local pids are stored as the varint
+/// of their raw term word: on ERTS these are immediates that stay valid in
 /// every environment for the life of the VM (the atom table is never
-/// collected), so they cost one copy and no lookup.
+/// collected), so they cost no lookup on either side. A typical argument
+/// list such as `[42, :ok]` takes about 10 bytes and stays inline.
 pub mod tag {
     /// `[]`.
     pub const NIL: u8 = 0;
-    /// Atom: raw term word (u64).
+    /// Atom: varint raw term word.
     pub const ATOM: u8 = 1;
-    /// Integer that fits i64: i64.
+    /// Integer that fits i64: zigzag varint.
     pub const INT: u8 = 2;
-    /// Float: f64 bits.
+    /// Float: f64 bits, 8 bytes little-endian.
     pub const FLOAT: u8 = 3;
-    /// Binary: u32 length, bytes.
+    /// Binary: varint length, bytes.
     pub const BINARY: u8 = 4;
-    /// Tuple: u32 arity, then the elements.
+    /// Tuple: varint arity, then the elements.
     pub const TUPLE: u8 = 5;
-    /// List: u32 length, the elements, then the tail (NIL when proper).
+    /// List: varint length, the elements, then the tail (NIL when proper).
     pub const LIST: u8 = 6;
-    /// Map: u32 size, then key, value pairs.
+    /// Map: varint size, then key, value pairs.
     pub const MAP: u8 = 7;
-    /// Local pid: raw term word (u64).
+    /// Local pid: varint raw term word.
     pub const PID: u8 = 8;
     /// Anything else (refs, funs, ports, remote pids, bignums, bitstrings):
-    /// u32 length, external term format bytes.
+    /// varint length, external term format bytes.
     pub const EXTERNAL: u8 = 9;
-    /// A term too large or too deep to keep: u64 encoded size, u32 hint
-    /// length, hint bytes (UTF-8). Decodes to `{:truncated, size, hint}`.
+    /// A term too large or too deep to keep: varint encoded size, varint
+    /// hint length, hint bytes (UTF-8). Decodes to `{:truncated, size, hint}`.
     pub const TRUNCATED: u8 = 10;
+}
+
+/// LEB128 varints (7 bits a byte, low groups first).
+pub mod varint {
+    /// Longest encoding of a u64.
+    pub const MAX_LEN: usize = 10;
+
+    /// Appends `v` to `out` (byte by byte: 1 to 10 bytes, where a memcpy
+    /// call would cost more).
+    pub fn push(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// Reads a varint at `*pos`, advancing it; `None` when malformed.
+    pub fn decode(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *bytes.get(*pos)?;
+            *pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    pub fn zigzag(i: i64) -> u64 {
+        ((i << 1) ^ (i >> 63)) as u64
+    }
+
+    pub fn unzigzag(u: u64) -> i64 {
+        ((u >> 1) as i64) ^ -((u & 1) as i64)
+    }
 }
 
 const INLINE_CAP: usize = 22;
@@ -82,9 +122,8 @@ impl Payload {
 
     /// A payload holding one local pid.
     pub fn pid(raw: u64) -> Self {
-        let mut bytes = [0u8; 9];
-        bytes[0] = tag::PID;
-        bytes[1..].copy_from_slice(&raw.to_le_bytes());
+        let mut bytes = vec![tag::PID];
+        varint::push(&mut bytes, raw);
         Self::from_bytes(&bytes)
     }
 
@@ -109,10 +148,10 @@ impl Payload {
 
     /// The raw pid word when the payload is exactly one local pid.
     pub fn as_pid(&self) -> Option<u64> {
-        match self.as_bytes() {
-            [tag::PID, rest @ ..] if rest.len() == 8 => {
-                Some(u64::from_le_bytes(rest.try_into().ok()?))
-            }
+        let bytes = self.as_bytes();
+        let mut pos = 1;
+        match bytes.first() {
+            Some(&tag::PID) => varint::decode(bytes, &mut pos).filter(|_| pos == bytes.len()),
             _ => None,
         }
     }
@@ -153,5 +192,29 @@ mod tests {
         let p = Payload::pid(0xdead_beef);
         assert_eq!(p.as_pid(), Some(0xdead_beef));
         assert_eq!(Payload::from_bytes(&[tag::ATOM, 0, 0]).as_pid(), None);
+        assert_eq!(Payload::from_bytes(&[tag::PID, 0x80]).as_pid(), None);
+    }
+
+    #[test]
+    fn varints_round_trip_and_stay_short() {
+        let encoded = |v| {
+            let mut buf = Vec::new();
+            varint::push(&mut buf, v);
+            buf
+        };
+        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let buf = encoded(v);
+            let mut pos = 0;
+            assert_eq!(varint::decode(&buf, &mut pos), Some(v));
+            assert_eq!(pos, buf.len());
+        }
+        assert_eq!(encoded(127).len(), 1);
+        assert_eq!(encoded(u64::MAX).len(), varint::MAX_LEN);
+        for i in [0i64, -1, 1, -64, 63, i64::MIN, i64::MAX] {
+            assert_eq!(varint::unzigzag(varint::zigzag(i)), i);
+        }
+        assert_eq!(varint::zigzag(-1), 1);
+        let mut pos = 0;
+        assert_eq!(varint::decode(&[0x80, 0x80], &mut pos), None, "cut short");
     }
 }

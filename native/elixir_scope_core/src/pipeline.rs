@@ -178,6 +178,45 @@ pub struct Pipeline {
     config: Mutex<PipelineConfig>,
 }
 
+/// An ingest in progress; see [`Pipeline::begin_ingest`].
+pub struct IngestBatch<'p> {
+    pipeline: &'p Pipeline,
+    /// Next reserved id, and the end of the reservation.
+    next: u64,
+    end: u64,
+    out: Ingested,
+}
+
+impl IngestBatch<'_> {
+    /// Gives `event` the next id and queues it on its pid's shard; returns
+    /// the id, or `None` when the shard was full (drop-newest).
+    pub fn push(&mut self, mut event: Event) -> Option<u64> {
+        if self.next == self.end {
+            // More events than expected: reserve one more id.
+            self.next = self.pipeline.core.store.next_ids(1);
+            self.end = self.next + 1;
+        }
+        let id = self.next;
+        self.next += 1;
+        event.id = id;
+        match self.pipeline.shard_for(event.pid).ring.push(event) {
+            Pushed::Stored { overwritten, .. } => {
+                self.out.accepted += 1;
+                self.out.overwritten += overwritten;
+                Some(id)
+            }
+            Pushed::Rejected => {
+                self.out.rejected += 1;
+                None
+            }
+        }
+    }
+
+    pub fn finish(self) -> Ingested {
+        self.out
+    }
+}
+
 /// Outcome of an ingest call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ingested {
@@ -281,34 +320,37 @@ impl Pipeline {
     }
 
     fn shard_for(&self, pid: u64) -> &Shard {
-        &self.core.shards[(mix(pid) % self.core.ingest_shards as u64) as usize]
+        // Multiply-shift maps the hash onto 0..shards without a division.
+        let n = self.core.ingest_shards as u128;
+        &self.core.shards[((mix(pid) as u128 * n) >> 64) as usize]
+    }
+
+    /// Starts an ingest of about `expected` events: reserves that many ids
+    /// up front (one atomic add), then [`IngestBatch::push`] queues events in
+    /// order. Reserved ids left unused (events refused as malformed) stay as
+    /// gaps: ids are unique and increasing, not dense.
+    pub fn begin_ingest(&self, expected: usize) -> IngestBatch<'_> {
+        let next = self.core.store.next_ids(expected as u64);
+        IngestBatch {
+            pipeline: self,
+            next,
+            end: next + expected as u64,
+            out: Ingested::default(),
+        }
     }
 
     /// Assigns ids (in order) and queues the events on their pid's shard.
     pub fn ingest(&self, events: Vec<Event>) -> Ingested {
-        let mut out = Ingested::default();
-        let first = self.core.store.next_ids(events.len() as u64);
-        for (i, mut event) in events.into_iter().enumerate() {
-            event.id = first + i as u64;
-            match self.shard_for(event.pid).ring.push(event) {
-                Pushed::Stored { overwritten, .. } => {
-                    out.accepted += 1;
-                    out.overwritten += overwritten;
-                }
-                Pushed::Rejected => out.rejected += 1,
-            }
+        let mut batch = self.begin_ingest(events.len());
+        for event in events {
+            batch.push(event);
         }
-        out
+        batch.finish()
     }
 
     /// Queues one event; returns its id, or `None` if its shard was full.
-    pub fn ingest_one(&self, mut event: Event) -> Option<u64> {
-        let id = self.core.store.next_ids(1);
-        event.id = id;
-        match self.shard_for(event.pid).ring.push(event) {
-            Pushed::Stored { .. } => Some(id),
-            Pushed::Rejected => None,
-        }
+    pub fn ingest_one(&self, event: Event) -> Option<u64> {
+        self.begin_ingest(1).push(event)
     }
 
     /// Counts events refused at ingest for being malformed.

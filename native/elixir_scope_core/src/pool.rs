@@ -3,8 +3,12 @@
 //! Each worker loops: sweep every shard once (starting at a shard of its own
 //! so workers spread out), taking any free shard's lease; if the sweep found
 //! nothing, sleep with exponential backoff (20 µs doubling up to the
-//! pipeline's `max_idle_sleep`), else sweep again at once. An idle pipeline
-//! therefore costs a wake-up per worker every `max_idle_sleep`, not a spin.
+//! pipeline's `max_idle_sleep`); if it found only a trickle (fewer than
+//! [`FULL_SWEEP`] events), sleep [`FIRST_IDLE_SLEEP`] so events gather into
+//! batches instead of the worker chasing producers event by event (which
+//! bounces ring cache lines and takes CPU from the schedulers); else sweep
+//! again at once. An idle pipeline therefore costs a wake-up per worker every
+//! `max_idle_sleep`, not a spin.
 //! `wake_all` cuts a sleep short (used by flush).
 //!
 //! A panic inside a sweep is caught; the worker counts it, drops its batch
@@ -206,6 +210,8 @@ impl Pool {
 }
 
 const FIRST_IDLE_SLEEP: Duration = Duration::from_micros(20);
+/// Events in one sweep from which a worker sweeps again without a pause.
+const FULL_SWEEP: u64 = 256;
 
 fn run(core: Arc<Core>, me: Arc<Worker>) {
     let mut buffers = Buffers::default();
@@ -219,7 +225,12 @@ fn run(core: Arc<Core>, me: Arc<Worker>) {
                 std::thread::park_timeout(idle);
                 idle = (idle * 2).min(core.max_idle_sleep().max(FIRST_IDLE_SLEEP));
             }
-            Ok(_) => idle = FIRST_IDLE_SLEEP,
+            Ok(n) => {
+                idle = FIRST_IDLE_SLEEP;
+                if n < FULL_SWEEP {
+                    std::thread::park_timeout(idle);
+                }
+            }
             Err(_) => {
                 me.stats.panics.fetch_add(1, Ordering::Relaxed);
                 buffers = Buffers::default();

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rustler::sys::enif_get_list_length;
 use rustler::{Atom, Encoder, Env, NifMap, ResourceArc, Term};
 
 use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig};
@@ -146,23 +147,34 @@ fn pipeline_ingest_batch<'a>(
     p: ResourceArc<PipelineRes>,
     events: Term<'a>,
 ) -> Term<'a> {
+    // A proper list is checked (and counted) before anything is queued.
+    let Some(expected) = list_length(events) else {
+        return (atoms::error(), atoms::not_a_list()).encode(env);
+    };
     let mut decoder = decoder(&p);
-    let mut good = Vec::new();
+    let mut batch = p.pipeline.begin_ingest(expected);
     let mut bad = Vec::new();
     let walked = each_in_list(events, |i, t| match decoder.event(t) {
-        Ok(e) => good.push(e),
+        Ok(e) => {
+            batch.push(e);
+        }
         Err(why) => bad.push((i, why)),
     });
-    if walked.is_err() {
-        return (atoms::error(), atoms::not_a_list()).encode(env);
-    }
-    let accepted = p.pipeline.ingest(good).accepted;
+    debug_assert!(walked.is_ok(), "checked to be a proper list");
+    let accepted = batch.finish().accepted;
     if bad.is_empty() {
         (atoms::ok(), accepted).encode(env)
     } else {
         p.pipeline.count_invalid(bad.len() as u64);
         (atoms::error(), (atoms::invalid_events(), accepted, bad)).encode(env)
     }
+}
+
+fn list_length(t: Term) -> Option<usize> {
+    let mut len = 0;
+    // SAFETY: `t` is a live term; `len` is a local.
+    (unsafe { enif_get_list_length(t.get_env().as_c_arg(), t.as_c_arg(), &mut len) } != 0)
+        .then_some(len as usize)
 }
 
 #[rustler::nif]

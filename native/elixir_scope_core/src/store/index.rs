@@ -1,21 +1,139 @@
-//! KeyIndex: key -> ids of the events with that key, oldest first.
+//! KeyIndex: key -> ids of the events with that key, sorted.
 //!
-//! Ids are appended in store-arrival order, which is id order for the events
-//! of one key in practice (one pid is drained from one shard, in order); an
-//! out-of-order id is inserted at its sorted place from the back. Removal is
-//! lazy: the store calls [`KeyIndex::prune`] for a key when one of its events
-//! leaves, which drops ids from the front that are no longer live; a dead id
-//! behind a live one is skipped by readers and dropped once it reaches the
-//! front. So every key's ids stay sorted, and an index never holds more ids
-//! than the store has slots.
+//! Ids of one key reach the store nearly in order: each shard is drained in
+//! ring order, but shards interleave, so an id may land up to a few batches
+//! behind the newest one (thousands of ids on a hot key such as one
+//! function). A single sorted array would move every id behind the
+//! insertion point, which is quadratic on hot keys. So a key's ids live in
+//! an [`IdList`] of sorted blocks of at most [`BLOCK`] ids: an insertion
+//! finds its block by binary search and moves at most one block's worth.
+//!
+//! Removal is lazy: the store calls [`KeyIndex::prune`] for a key when one of
+//! its events leaves, which drops ids from the front that are no longer
+//! live; a dead id behind a live one is skipped by readers and dropped once
+//! it reaches the front. So every key's ids stay sorted, and an index never
+//! holds more ids than the store has slots.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
 
 use crate::hash::BuildWordHasher;
 
+/// Most ids in one block of an [`IdList`].
+pub const BLOCK: usize = 256;
+
+/// Sorted ids of one key. A key with few ids (most keys) costs one small
+/// deque; past [`BLOCK`] ids the list splits into blocks.
+///
+/// Invariants: every block is sorted and non-empty, blocks are in order (a
+/// block's last id <= the next block's first id), a block holds at most
+/// `BLOCK` ids.
+pub enum IdList {
+    One(VecDeque<u64>),
+    Blocks(VecDeque<VecDeque<u64>>),
+}
+
+impl IdList {
+    fn blocks(&self) -> (&[VecDeque<u64>], &[VecDeque<u64>]) {
+        match self {
+            IdList::One(ids) => (std::slice::from_ref(ids), &[]),
+            IdList::Blocks(blocks) => blocks.as_slices(),
+        }
+    }
+
+    pub fn insert(&mut self, id: u64) {
+        match self {
+            IdList::One(ids) => {
+                insert_sorted(ids, id);
+                if ids.len() > BLOCK {
+                    let tail = ids.split_off(ids.len() / 2);
+                    let head = std::mem::take(ids);
+                    *self = IdList::Blocks(VecDeque::from([head, tail]));
+                }
+            }
+            IdList::Blocks(blocks) => {
+                // The last block whose first id is <= id (or the first block).
+                let at = blocks
+                    .partition_point(|b| b.front().is_some_and(|&f| f <= id))
+                    .saturating_sub(1);
+                let block = &mut blocks[at];
+                if block.len() == BLOCK && block.back().is_some_and(|&last| last <= id) {
+                    // Appending to a full block: start the next one.
+                    blocks.insert(at + 1, VecDeque::from([id]));
+                    return;
+                }
+                insert_sorted(block, id);
+                if block.len() > BLOCK {
+                    let tail = block.split_off(BLOCK / 2);
+                    blocks.insert(at + 1, tail);
+                }
+            }
+        }
+    }
+
+    /// Drops ids from the front while `is_live` says they are dead.
+    pub fn prune_front(&mut self, is_live: impl Fn(u64) -> bool) {
+        match self {
+            IdList::One(ids) => pop_dead(ids, &is_live),
+            IdList::Blocks(blocks) => {
+                while let Some(front) = blocks.front_mut() {
+                    pop_dead(front, &is_live);
+                    if !front.is_empty() {
+                        break;
+                    }
+                    blocks.pop_front();
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            IdList::One(ids) => ids.is_empty(),
+            IdList::Blocks(blocks) => blocks.is_empty(),
+        }
+    }
+
+    /// Ids oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
+        let (a, b) = self.blocks();
+        a.iter().chain(b).flat_map(|block| block.iter().copied())
+    }
+
+    /// Heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        let (a, b) = self.blocks();
+        let ids: usize = a.iter().chain(b).map(|d| d.capacity() * 8).sum();
+        match self {
+            IdList::One(_) => ids,
+            IdList::Blocks(blocks) => {
+                ids + blocks.capacity() * std::mem::size_of::<VecDeque<u64>>()
+            }
+        }
+    }
+}
+
+fn insert_sorted(ids: &mut VecDeque<u64>, id: u64) {
+    match ids.back() {
+        Some(&last) if last > id => {
+            let at = ids.partition_point(|&x| x < id);
+            ids.insert(at, id);
+        }
+        _ => ids.push_back(id),
+    }
+}
+
+fn pop_dead(ids: &mut VecDeque<u64>, is_live: &impl Fn(u64) -> bool) {
+    while let Some(&front) = ids.front() {
+        if is_live(front) {
+            break;
+        }
+        ids.pop_front();
+    }
+}
+
 pub struct KeyIndex<K> {
-    map: std::collections::HashMap<K, VecDeque<u64>, BuildWordHasher>,
+    map: std::collections::HashMap<K, IdList, BuildWordHasher>,
 }
 
 impl<K: Hash + Eq + Copy> Default for KeyIndex<K> {
@@ -28,25 +146,16 @@ impl<K: Hash + Eq + Copy> Default for KeyIndex<K> {
 
 impl<K: Hash + Eq + Copy> KeyIndex<K> {
     pub fn insert(&mut self, key: K, id: u64) {
-        let ids = self.map.entry(key).or_default();
-        match ids.back() {
-            Some(&last) if last > id => {
-                let at = ids.partition_point(|&x| x < id);
-                ids.insert(at, id);
-            }
-            _ => ids.push_back(id),
-        }
+        self.map
+            .entry(key)
+            .or_insert_with(|| IdList::One(VecDeque::new()))
+            .insert(id);
     }
 
     /// Drops dead ids from the front of `key`'s list (and the key when empty).
     pub fn prune(&mut self, key: K, is_live: impl Fn(u64) -> bool) {
         if let Some(ids) = self.map.get_mut(&key) {
-            while let Some(&front) = ids.front() {
-                if is_live(front) {
-                    break;
-                }
-                ids.pop_front();
-            }
+            ids.prune_front(is_live);
             if ids.is_empty() {
                 self.map.remove(&key);
             }
@@ -55,20 +164,17 @@ impl<K: Hash + Eq + Copy> KeyIndex<K> {
 
     /// Ids of `key`, oldest first (may include dead ids: callers filter).
     pub fn ids(&self, key: &K) -> impl DoubleEndedIterator<Item = u64> + '_ {
-        self.map
-            .get(key)
-            .into_iter()
-            .flat_map(|ids| ids.iter().copied())
+        self.map.get(key).into_iter().flat_map(|ids| ids.iter())
     }
 
     pub fn keys(&self) -> usize {
         self.map.len()
     }
 
-    /// Bytes held by the index (deque buffers and map entries).
+    /// Bytes held by the index (id blocks and map entries).
     pub fn memory_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(K, VecDeque<u64>)>() + 1;
-        self.map.capacity() * entry + self.map.values().map(|d| d.capacity() * 8).sum::<usize>()
+        let entry = std::mem::size_of::<(K, IdList)>() + 1;
+        self.map.capacity() * entry + self.map.values().map(IdList::memory_bytes).sum::<usize>()
     }
 }
 
@@ -88,5 +194,31 @@ mod tests {
         index.prune(7, |_| false);
         assert_eq!(index.keys(), 0);
         assert_eq!(index.ids(&7).count(), 0);
+    }
+
+    #[test]
+    fn hot_key_with_interleaved_arrivals_stays_sorted_across_blocks() {
+        // Eight "shards" of ids arriving round-robin in runs, as from a
+        // pipeline whose producer ran far ahead of its workers.
+        let mut list = IdList::One(VecDeque::new());
+        let n = 20_000u64;
+        for run in 0..n / 800 {
+            for shard in 0..8 {
+                for k in 0..100 {
+                    list.insert(run * 800 + k * 8 + shard);
+                }
+            }
+        }
+        let ids: Vec<u64> = list.iter().collect();
+        assert_eq!(ids, (0..n).collect::<Vec<_>>());
+        let IdList::Blocks(blocks) = &list else {
+            panic!("a hot key splits into blocks");
+        };
+        assert!(blocks.iter().all(|b| !b.is_empty() && b.len() <= BLOCK));
+        assert_eq!(list.iter().next_back(), Some(n - 1));
+
+        list.prune_front(|id| id >= 1000);
+        assert_eq!(list.iter().next(), Some(1000));
+        assert_eq!(list.iter().count(), (n - 1000) as usize);
     }
 }

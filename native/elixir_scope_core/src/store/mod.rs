@@ -1,7 +1,8 @@
 //! Store: the bounded, indexed, in-memory event store.
 //!
 //! Layout: ids are dense per store (assigned by [`SharedStore::next_ids`] at
-//! ingest), so events live in `slots`, a deque addressed by `id - base`. An
+//! ingest), so events live in [`Slots`], a chunked deque addressed by
+//! `id - base` (growing never copies stored events). An
 //! event may arrive before older ids that are still in flight in another
 //! shard: the gap stays `None` until they arrive. Indexes: [`KeyIndex`] by
 //! pid, by {module, function} and by correlation id; [`Timeline`] by time.
@@ -14,15 +15,16 @@
 //! event ever written; `stored == retained + evicted + removed`.
 
 mod index;
+mod slots;
 mod timeline;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
 use crate::event::StoredEvent;
 pub use index::KeyIndex;
+pub use slots::Slots;
 pub use timeline::Timeline;
 
 /// Bounds of a store.
@@ -60,7 +62,7 @@ pub struct StoreStats {
 pub struct Store {
     config: StoreConfig,
     base: u64,
-    slots: VecDeque<Option<StoredEvent>>,
+    slots: Slots<StoredEvent>,
     by_pid: KeyIndex<u64>,
     by_function: KeyIndex<(u64, u64)>,
     by_correlation: KeyIndex<u64>,
@@ -77,7 +79,7 @@ impl Store {
         Store {
             config,
             base: 1,
-            slots: VecDeque::new(),
+            slots: Slots::default(),
             by_pid: KeyIndex::default(),
             by_function: KeyIndex::default(),
             by_correlation: KeyIndex::default(),
@@ -110,9 +112,7 @@ impl Store {
             return;
         }
         let at = (id - self.base) as usize;
-        if self.slots.len() <= at {
-            self.grow_slots(at + 1);
-        }
+        self.slots.extend_to(at + 1);
         let ev = &stored.event;
         self.by_pid.insert(ev.pid, id);
         if ev.module != 0 || ev.function != 0 {
@@ -124,7 +124,8 @@ impl Store {
         }
         self.timeline.record(id, ev.timestamp);
         self.heap_bytes += stored.heap_bytes();
-        if let Some(old) = self.slots[at].replace(stored) {
+        let slot = self.slots.slot_mut(at).expect("extended above");
+        if let Some(old) = slot.replace(stored) {
             // Same id written twice (only through direct writes): keep the newest.
             self.heap_bytes -= old.heap_bytes();
             self.retained -= 1;
@@ -138,19 +139,6 @@ impl Store {
         for stored in batch {
             self.insert(stored);
         }
-    }
-
-    /// Extends `slots` to `len`, growing capacity by doubling but never past
-    /// `max_events` (a full store holds no doubling slack).
-    fn grow_slots(&mut self, len: usize) {
-        let max = self.config.max_events.max(1);
-        if len > self.slots.capacity() {
-            let target = (self.slots.capacity() * 2)
-                .clamp(len.min(max), max)
-                .max(len);
-            self.slots.reserve_exact(target - self.slots.len());
-        }
-        self.slots.resize(len, None);
     }
 
     fn enforce_bound(&mut self) {
@@ -173,12 +161,7 @@ impl Store {
     fn unindex(&mut self, old: &StoredEvent) {
         self.heap_bytes -= old.heap_bytes();
         let (base, slots) = (self.base, &self.slots);
-        let live = |id: u64| {
-            id >= base
-                && slots
-                    .get((id - base) as usize)
-                    .is_some_and(|slot| slot.is_some())
-        };
+        let live = |id: u64| id >= base && slots.get((id - base) as usize).is_some();
         self.by_pid.prune(old.event.pid, live);
         self.by_function
             .prune((old.event.module, old.event.function), live);
@@ -192,12 +175,12 @@ impl Store {
         if id < self.base {
             return None;
         }
-        self.slots.get((id - self.base) as usize)?.as_ref()
+        self.slots.get((id - self.base) as usize)
     }
 
     /// The `n` newest events, newest first.
     pub fn recent(&self, n: usize) -> Vec<StoredEvent> {
-        self.slots.iter().rev().flatten().take(n).cloned().collect()
+        self.slots.iter_rev().take(n).cloned().collect()
     }
 
     pub fn by_pid(&self, pid: u64, limit: usize, order: Order) -> Vec<StoredEvent> {
@@ -275,7 +258,7 @@ impl Store {
         for (start, end) in candidates {
             for id in start.max(self.base)..end {
                 let at = (id - self.base) as usize;
-                let old = match self.slots.get_mut(at) {
+                let old = match self.slots.slot_mut(at) {
                     Some(slot) if slot.as_ref().is_some_and(|s| s.event.timestamp < before) => {
                         slot.take()
                     }

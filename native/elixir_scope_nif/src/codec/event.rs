@@ -8,7 +8,7 @@
 
 use rustler::sys::{
     enif_get_local_pid, enif_get_map_value, enif_get_tuple, enif_make_map_from_arrays,
-    enif_monotonic_time, enif_time_offset, ErlNifPid, ErlNifTerm, ErlNifTimeUnit,
+    enif_monotonic_time, ErlNifPid, ErlNifTerm, ErlNifTimeUnit,
 };
 use rustler::{Atom, Encoder, Env, Term};
 
@@ -19,7 +19,8 @@ use super::term;
 use super::{from_word, word};
 use crate::atoms;
 
-/// Monotonic and wall-clock time of one NIF call, in ns.
+/// Monotonic (the BEAM's) and wall-clock (the OS's) time of one NIF call,
+/// in ns.
 #[derive(Clone, Copy)]
 pub struct Stamp {
     pub mono: i64,
@@ -27,16 +28,15 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// Call on a scheduler thread (see [`monotonic_ns`]).
     pub fn now() -> Stamp {
-        // SAFETY: plain clock reads, valid on any thread.
-        unsafe {
-            let mono = enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC);
-            let offset = enif_time_offset(ErlNifTimeUnit::ERL_NIF_NSEC);
-            Stamp {
-                mono,
-                wall: mono + offset,
-            }
-        }
+        // SAFETY: a plain clock read.
+        let mono = unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) };
+        // The OS clock is a vDSO read; `enif_time_offset` would take a lock.
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        Stamp { mono, wall }
     }
 }
 
@@ -59,6 +59,16 @@ pub fn calibrate_clock() {
     let local = EPOCH.elapsed().as_nanos() as i64;
     let beam = Stamp::now().mono;
     CLOCK_OFFSET.store(beam - local, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        let bytes = std::mem::take(&mut self.bytes);
+        let scratch = std::mem::take(&mut self.scratch);
+        if bytes.capacity() + scratch.heap_bytes() <= MAX_SPARE_BYTES {
+            SPARE.set(Some((bytes, scratch)));
+        }
+    }
 }
 
 /// Why an event was refused.
@@ -85,13 +95,24 @@ pub struct Decoder {
     scratch: term::Scratch,
 }
 
+thread_local! {
+    /// The buffers of the last decoder dropped on this thread, so a NIF call
+    /// allocates nothing for them.
+    static SPARE: std::cell::Cell<Option<(Vec<u8>, term::Scratch)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Spare buffers larger than this are freed rather than kept.
+const MAX_SPARE_BYTES: usize = 1 << 16;
+
 impl Decoder {
     pub fn new(max_payload: usize) -> Decoder {
+        let (bytes, scratch) = SPARE.take().unwrap_or_default();
         Decoder {
             stamp: Stamp::now(),
             max_payload,
-            bytes: Vec::new(),
-            scratch: term::Scratch::default(),
+            bytes,
+            scratch,
         }
     }
 

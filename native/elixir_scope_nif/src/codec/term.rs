@@ -23,7 +23,7 @@ use rustler::sys::{
 };
 use rustler::{Encoder, Env, Term};
 
-use elixir_scope_core::payload::tag;
+use elixir_scope_core::payload::{tag, varint};
 
 use super::{from_word, word};
 use crate::atoms;
@@ -47,18 +47,16 @@ impl Sink<'_> {
         }
     }
 
-    fn put_tag_u64(&mut self, t: u8, v: u64) {
-        let mut b = [0u8; 9];
-        b[0] = t;
-        b[1..].copy_from_slice(&v.to_le_bytes());
-        self.put(&b);
-    }
-
-    fn put_tag_u32(&mut self, t: u8, v: u32) {
-        let mut b = [0u8; 5];
-        b[0] = t;
-        b[1..].copy_from_slice(&v.to_le_bytes());
-        self.put(&b);
+    /// A tag and a varint, the shape of every non-float node.
+    fn put_tag(&mut self, t: u8, v: u64) {
+        let start = self.out.len();
+        self.out.push(t);
+        varint::push(self.out, v);
+        let n = self.out.len() - start;
+        self.size += n;
+        if self.size > self.limit {
+            self.out.truncate(start);
+        }
     }
 
     fn overflowed(&self) -> bool {
@@ -71,6 +69,13 @@ impl Sink<'_> {
 pub struct Scratch {
     stack: Vec<(ErlNifTerm, u32)>,
     list: Vec<ErlNifTerm>,
+}
+
+impl Scratch {
+    pub fn heap_bytes(&self) -> usize {
+        self.stack.capacity() * std::mem::size_of::<(ErlNifTerm, u32)>()
+            + self.list.capacity() * std::mem::size_of::<ErlNifTerm>()
+    }
 }
 
 /// Appends the encoding of `term` to `out`, at most `limit` bytes of it.
@@ -105,11 +110,11 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
         // out-pointer is a local of the right type.
         unsafe {
             match enif_term_type(raw_env, t) {
-                ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => sink.put_tag_u64(tag::ATOM, word(t)),
+                ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => sink.put_tag(tag::ATOM, word(t)),
                 ErlNifTermType::ERL_NIF_TERM_TYPE_INTEGER => {
                     let mut i = 0i64;
                     if enif_get_int64(raw_env, t, &mut i) != 0 {
-                        sink.put_tag_u64(tag::INT, i as u64);
+                        sink.put_tag(tag::INT, varint::zigzag(i));
                     } else {
                         put_external(&mut sink, env, t);
                     }
@@ -117,12 +122,14 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
                 ErlNifTermType::ERL_NIF_TERM_TYPE_FLOAT => {
                     let mut d = 0f64;
                     enif_get_double(raw_env, t, &mut d);
-                    sink.put_tag_u64(tag::FLOAT, d.to_bits());
+                    let mut b = [tag::FLOAT; 9];
+                    b[1..].copy_from_slice(&d.to_bits().to_le_bytes());
+                    sink.put(&b);
                 }
                 ErlNifTermType::ERL_NIF_TERM_TYPE_BITSTRING => {
                     let mut bin: ErlNifBinary = std::mem::zeroed();
                     if enif_inspect_binary(raw_env, t, &mut bin) != 0 {
-                        sink.put_tag_u32(tag::BINARY, bin.size as u32);
+                        sink.put_tag(tag::BINARY, bin.size as u64);
                         if sink.size + bin.size <= sink.limit {
                             sink.put(std::slice::from_raw_parts(bin.data, bin.size));
                         } else {
@@ -136,7 +143,7 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
                     let mut arity = 0;
                     let mut elems: *const ErlNifTerm = std::ptr::null();
                     enif_get_tuple(raw_env, t, &mut arity, &mut elems);
-                    sink.put_tag_u32(tag::TUPLE, arity as u32);
+                    sink.put_tag(tag::TUPLE, arity as u64);
                     let elems = std::slice::from_raw_parts(elems, arity as usize);
                     stack.extend(elems.iter().rev().map(|&e| (e, depth + 1)));
                 }
@@ -154,7 +161,7 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
                     if scratch.is_empty() {
                         sink.put(&[tag::NIL]);
                     } else {
-                        sink.put_tag_u32(tag::LIST, scratch.len() as u32);
+                        sink.put_tag(tag::LIST, scratch.len() as u64);
                         stack.push((cell, depth + 1));
                         stack.extend(scratch.iter().rev().map(|&e| (e, depth + 1)));
                     }
@@ -162,7 +169,7 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
                 ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
                     let map = Term::new(env, t);
                     let size = map.map_size().unwrap_or(0);
-                    sink.put_tag_u32(tag::MAP, size as u32);
+                    sink.put_tag(tag::MAP, size as u64);
                     let pairs: Vec<(Term, Term)> = rustler::MapIterator::new(map)
                         .map(|it| it.collect())
                         .unwrap_or_default();
@@ -174,7 +181,7 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
                 ErlNifTermType::ERL_NIF_TERM_TYPE_PID => {
                     let mut pid: ErlNifPid = std::mem::zeroed();
                     if enif_get_local_pid(raw_env, t, &mut pid) != 0 {
-                        sink.put_tag_u64(tag::PID, word(t));
+                        sink.put_tag(tag::PID, word(t));
                     } else {
                         put_external(&mut sink, env, t);
                     }
@@ -200,14 +207,14 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
 fn put_external(sink: &mut Sink, env: Env, t: ErlNifTerm) {
     // SAFETY: `t` is a live term of `env`.
     let bin = unsafe { Term::new(env, t) }.to_binary();
-    sink.put_tag_u32(tag::EXTERNAL, bin.len() as u32);
+    sink.put_tag(tag::EXTERNAL, bin.len() as u64);
     sink.put(&bin);
 }
 
 fn put_truncated(out: &mut Vec<u8>, size: u64, hint: &str) {
     out.push(tag::TRUNCATED);
-    out.extend_from_slice(&size.to_le_bytes());
-    out.extend_from_slice(&(hint.len() as u32).to_le_bytes());
+    varint::push(out, size);
+    varint::push(out, hint.len() as u64);
     out.extend_from_slice(hint.as_bytes());
 }
 
@@ -254,12 +261,12 @@ impl<'b> Reader<'b> {
         self.take(1)[0]
     }
 
-    fn u32(&mut self) -> usize {
-        u32::from_le_bytes(self.take(4).try_into().unwrap()) as usize
+    fn varint(&mut self) -> u64 {
+        varint::decode(self.bytes, &mut self.pos).expect("payloads come from our encoder")
     }
 
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take(8).try_into().unwrap())
+    fn len(&mut self) -> usize {
+        self.varint() as usize
     }
 
     fn term<'a>(&mut self, env: Env<'a>) -> Term<'a> {
@@ -270,11 +277,14 @@ impl<'b> Reader<'b> {
         unsafe {
             match self.u8() {
                 tag::NIL => Term::list_new_empty(env),
-                tag::ATOM | tag::PID => Term::new(env, from_word(self.u64())),
-                tag::INT => Term::new(env, enif_make_int64(e, self.u64() as i64)),
-                tag::FLOAT => Term::new(env, enif_make_double(e, f64::from_bits(self.u64()))),
+                tag::ATOM | tag::PID => Term::new(env, from_word(self.varint())),
+                tag::INT => Term::new(env, enif_make_int64(e, varint::unzigzag(self.varint()))),
+                tag::FLOAT => {
+                    let bits = u64::from_le_bytes(self.take(8).try_into().expect("8 bytes"));
+                    Term::new(env, enif_make_double(e, f64::from_bits(bits)))
+                }
                 tag::BINARY => {
-                    let n = self.u32();
+                    let n = self.len();
                     let src = self.take(n);
                     let mut out = ErlNifTerm::default();
                     let dst = enif_make_new_binary(e, n, &mut out);
@@ -282,13 +292,13 @@ impl<'b> Reader<'b> {
                     Term::new(env, out)
                 }
                 tag::TUPLE => {
-                    let n = self.u32();
+                    let n = self.len();
                     let elems: Vec<ErlNifTerm> =
                         (0..n).map(|_| self.term(env).as_c_arg()).collect();
                     Term::new(env, enif_make_tuple_from_array(e, elems.as_ptr(), n as u32))
                 }
                 tag::LIST => {
-                    let n = self.u32();
+                    let n = self.len();
                     let elems: Vec<ErlNifTerm> =
                         (0..n).map(|_| self.term(env).as_c_arg()).collect();
                     let mut list = self.term(env).as_c_arg();
@@ -298,7 +308,7 @@ impl<'b> Reader<'b> {
                     Term::new(env, list)
                 }
                 tag::MAP => {
-                    let n = self.u32();
+                    let n = self.len();
                     let mut keys = Vec::with_capacity(n);
                     let mut values = Vec::with_capacity(n);
                     for _ in 0..n {
@@ -310,15 +320,15 @@ impl<'b> Reader<'b> {
                     Term::new(env, map)
                 }
                 tag::EXTERNAL => {
-                    let n = self.u32();
+                    let n = self.len();
                     let bytes = self.take(n);
                     env.binary_to_term(bytes)
                         .map(|(t, _)| t)
                         .unwrap_or_else(|| atoms::undefined().encode(env))
                 }
                 tag::TRUNCATED => {
-                    let size = self.u64();
-                    let n = self.u32();
+                    let size = self.varint();
+                    let n = self.len();
                     let hint = std::str::from_utf8(self.take(n)).unwrap_or("");
                     (atoms::truncated(), size, hint).encode(env)
                 }
