@@ -15,7 +15,10 @@ defmodule ElixirScope.Application do
     {:ok, config} = Layer2.from_env()
 
     unless :persistent_term.get(@store_key, nil) do
-      :persistent_term.put(@store_key, ElixirScope.Native.store_new(config.storage.max_events))
+      :persistent_term.put(
+        @store_key,
+        ElixirScope.Native.store_new(config.storage.max_events, config.correlation)
+      )
     end
 
     children = [

@@ -10,7 +10,8 @@ defmodule ElixirScope.Native do
 
   defp nif, do: :erlang.nif_error(:nif_not_loaded)
 
-  def store_new(_max_events), do: nif()
+  def store_new(_max_events, _correlation), do: nif()
+  def store_set_correlation(_store, _correlation), do: nif()
   def store_set_max_events(_store, _max_events), do: nif()
   def store_stats(_store), do: nif()
   def store_get(_store, _id), do: nif()
@@ -21,6 +22,13 @@ defmodule ElixirScope.Native do
   def store_by_correlation(_store, _id), do: nif()
   def store_remove_before(_store, _before), do: nif()
   def store_write(_store, _events, _max_payload), do: nif()
+
+  def correlator_correlate(_store, _events, _max_payload), do: nif()
+  def correlator_chain(_store, _id), do: nif()
+  def correlator_link(_store, _from, _to, _kind), do: nif()
+  def correlator_cleanup(_store), do: nif()
+  def correlator_stats(_store), do: nif()
+  def correlator_process_tree(_store), do: nif()
 
   def ring_new(_size, _overflow), do: nif()
   def ring_write(_ring, _event, _max_payload), do: nif()

@@ -58,7 +58,9 @@ defmodule ElixirScope.Storage.DataAccessTest do
              DataAccess.get_event(id, opts)
 
     assert DataAccess.get_event(id + 1000, opts) == {:error, :not_found}
-    assert DataAccess.query_by_correlation(id, opts) == []
+    # A call is its own correlation; its return (none here) would join it.
+    assert [%CorrelatedEvent{event: %Event{id: ^id}}] = DataAccess.query_by_correlation(id, opts)
+    assert DataAccess.query_by_correlation(id + 1000, opts) == []
   end
 
   test "cleanup_old_events removes by time", %{opts: opts} do

@@ -14,7 +14,8 @@ defmodule ElixirScope.Capture.PipelineManagerTest do
     assert c.correlation == %{
              ttl_seconds: 300,
              cleanup_interval_ms: 60_000,
-             max_correlation_depth: 100
+             max_correlation_depth: 100,
+             max_entries: 1_000_000
            }
 
     assert c.storage.write_batch_size == 1000

@@ -175,7 +175,7 @@ defmodule ElixirScope.Capture.PipelineManager do
   defp store_for(opts, config) do
     case Keyword.get(opts, :store, :default) do
       :default -> {:ok, ElixirScope.Application.store()}
-      :private -> {:ok, Native.store_new(config.storage.max_events)}
+      :private -> {:ok, Native.store_new(config.storage.max_events, config.correlation)}
       other -> {:error, {:invalid_store, other}}
     end
   end
@@ -207,7 +207,9 @@ defmodule ElixirScope.Capture.PipelineManager do
 
     case Native.pipeline_update(handle, native) do
       :ok ->
-        Native.store_set_max_events(Native.pipeline_store(handle), config.storage.max_events)
+        store = Native.pipeline_store(handle)
+        Native.store_set_max_events(store, config.storage.max_events)
+        Native.store_set_correlation(store, config.correlation)
         clamp_workers(handle, workers, config.pipeline)
 
       {:error, reason} ->

@@ -1,14 +1,17 @@
 defmodule ElixirScope.Config.Layer2 do
   @moduledoc """
   Layer 2 configuration: the guide's §9.2 defaults plus the native
-  pipeline's own settings (`:capture`, `storage.max_events`).
+  pipeline's own settings (`:capture`, `storage.max_events`,
+  `correlation.max_entries`: the most pending message halves and tracked
+  processes the correlator keeps).
 
   The default pipeline reads overrides from the application environment:
 
       config :elixir_scope, :layer2, processing: [batch_size: 500]
 
   Live-changeable (`update_config/1`): worker bounds, batch size, flush
-  interval, payload limit and `storage.max_events`. Ring size, shard count
+  interval, payload limit, `storage.max_events` and `:correlation`. Ring
+  size, shard count
   and overflow strategy are fixed when a pipeline starts.
   """
 
@@ -26,7 +29,8 @@ defmodule ElixirScope.Config.Layer2 do
           correlation: %{
             ttl_seconds: pos_integer(),
             cleanup_interval_ms: pos_integer(),
-            max_correlation_depth: pos_integer()
+            max_correlation_depth: pos_integer(),
+            max_entries: pos_integer()
           },
           backpressure: %{
             check_interval_ms: pos_integer(),
@@ -55,7 +59,12 @@ defmodule ElixirScope.Config.Layer2 do
     %{
       pipeline: %{min_workers: 2, max_workers: 16, target_workers: 4},
       processing: %{batch_size: 100, flush_interval_ms: 10, max_batch_wait_ms: 50},
-      correlation: %{ttl_seconds: 300, cleanup_interval_ms: 60_000, max_correlation_depth: 100},
+      correlation: %{
+        ttl_seconds: 300,
+        cleanup_interval_ms: 60_000,
+        max_correlation_depth: 100,
+        max_entries: 1_000_000
+      },
       backpressure: %{
         check_interval_ms: 100,
         scale_up_threshold: 0.7,

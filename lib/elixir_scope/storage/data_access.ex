@@ -142,7 +142,9 @@ defmodule ElixirScope.Storage.DataAccess do
   @spec stats(keyword()) :: map()
   def stats(opts \\ []), do: Native.store_stats(store(opts))
 
-  defp store(opts) do
+  @doc false
+  # The store a call addresses: `pipeline:`'s, else the application's.
+  def store(opts) do
     case Keyword.fetch(opts, :pipeline) do
       {:ok, server} -> Native.pipeline_store(PipelineManager.pipeline(server))
       :error -> ElixirScope.Application.store()

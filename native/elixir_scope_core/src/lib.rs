@@ -6,6 +6,7 @@
 //! pid, {module, function} and correlation id within fixed bounds.
 //! [`pipeline::Pipeline`] ties rings, workers and a store together.
 
+pub mod correlator;
 pub mod event;
 pub mod hash;
 pub mod histogram;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::event::{Event, StoredEvent};
+use crate::event::Event;
 use crate::hash::mix;
 use crate::histogram::Snapshot;
 use crate::pool::{Pool, PoolError, WorkerStats, WorkerStatsSnapshot};
@@ -150,8 +150,7 @@ impl Core {
                     .filter(|e| e.ingest_stamped)
                     .map(|e| e.timestamp),
             );
-            self.store
-                .write(batch.drain(..).map(StoredEvent::uncorrelated));
+            self.store.write(batch.drain(..), (self.clock)());
             self.stored.fetch_add(n, Ordering::Relaxed);
             self.in_flight.fetch_sub(n, Ordering::Relaxed);
             guard.n = 0;

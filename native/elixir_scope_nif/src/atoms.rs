@@ -15,6 +15,7 @@ rustler::atoms! {
     not_a_list,
     invalid_event,
     invalid_events,
+    invalid_link_type,
     invalid_size,
     size_must_be_power_of_2,
     invalid_overflow_strategy,

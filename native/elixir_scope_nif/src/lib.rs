@@ -6,6 +6,7 @@
 
 mod atoms;
 mod codec;
+mod nif_correlator;
 mod nif_pipeline;
 mod nif_ring;
 mod nif_store;

@@ -4,19 +4,50 @@ use std::sync::Arc;
 
 use rustler::{Encoder, Env, ResourceArc, Term};
 
+use elixir_scope_core::correlator::CorrelatorConfig;
 use elixir_scope_core::event::StoredEvent;
 use elixir_scope_core::store::{Order, SharedStore, StoreConfig};
 
 use crate::atoms;
 use crate::codec::each_in_list;
-use crate::codec::event::{encode_stored, Decoder};
+use crate::codec::event::{encode_stored, monotonic_ns, Decoder};
 use crate::resources::StoreRes;
 
+/// The correlation part of `ElixirScope.Config.Layer2`.
+#[derive(rustler::NifMap)]
+struct CorrelationConfig {
+    ttl_seconds: u64,
+    cleanup_interval_ms: u64,
+    max_correlation_depth: usize,
+    max_entries: usize,
+}
+
+impl CorrelationConfig {
+    fn to_core(&self) -> CorrelatorConfig {
+        CorrelatorConfig {
+            ttl_ns: (self.ttl_seconds as i64).saturating_mul(1_000_000_000),
+            cleanup_interval_ns: (self.cleanup_interval_ms as i64).saturating_mul(1_000_000),
+            max_depth: self.max_correlation_depth,
+            max_entries: self.max_entries,
+        }
+    }
+}
+
 #[rustler::nif]
-fn store_new(max_events: usize) -> ResourceArc<StoreRes> {
-    ResourceArc::new(StoreRes(Arc::new(SharedStore::new(StoreConfig {
-        max_events,
-    }))))
+fn store_new(max_events: usize, correlation: CorrelationConfig) -> ResourceArc<StoreRes> {
+    ResourceArc::new(StoreRes(Arc::new(SharedStore::with_correlator(
+        StoreConfig { max_events },
+        correlation.to_core(),
+    ))))
+}
+
+#[rustler::nif]
+fn store_set_correlation(
+    store: ResourceArc<StoreRes>,
+    correlation: CorrelationConfig,
+) -> rustler::Atom {
+    store.0.correlator().set_config(correlation.to_core());
+    atoms::ok()
 }
 
 #[rustler::nif]
@@ -137,14 +168,14 @@ fn store_write<'a>(
     let mut good = Vec::new();
     let mut bad = Vec::new();
     let walked = each_in_list(events, |i, t| match decoder.event(t) {
-        Ok(e) => good.push(StoredEvent::uncorrelated(e)),
+        Ok(e) => good.push(e),
         Err(why) => bad.push((i, why)),
     });
     if walked.is_err() {
         return (atoms::error(), atoms::not_a_list()).encode(env);
     }
     let n = good.len();
-    store.0.write(good.into_iter());
+    store.0.write(good.into_iter(), monotonic_ns());
     if bad.is_empty() {
         (atoms::ok(), n).encode(env)
     } else {

@@ -20,9 +20,16 @@ mod timeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
-use crate::event::StoredEvent;
+use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig};
+use crate::event::{Event, Link, LinkKind, StoredEvent};
+
+/// True when an event's correlation id names another event.
+fn joins_another(s: &StoredEvent) -> bool {
+    let c = s.correlation.correlation_id;
+    c != 0 && c != s.event.id
+}
 pub use index::KeyIndex;
 pub use slots::Slots;
 pub use timeline::Timeline;
@@ -118,10 +125,7 @@ impl Store {
         if ev.module != 0 || ev.function != 0 {
             self.by_function.insert((ev.module, ev.function), id);
         }
-        if stored.correlation.correlation_id != 0 {
-            self.by_correlation
-                .insert(stored.correlation.correlation_id, id);
-        }
+        self.index_correlation(&stored);
         self.timeline.record(id, ev.timestamp);
         self.heap_bytes += stored.heap_bytes();
         let slot = self.slots.slot_mut(at).expect("extended above");
@@ -165,10 +169,38 @@ impl Store {
         self.by_pid.prune(old.event.pid, live);
         self.by_function
             .prune((old.event.module, old.event.function), live);
-        if old.correlation.correlation_id != 0 {
+        if joins_another(old) {
             self.by_correlation
                 .prune(old.correlation.correlation_id, live);
         }
+    }
+
+    /// Indexes an event under a correlation id other than its own (an event
+    /// whose correlation id is its own id is found by `get`).
+    fn index_correlation(&mut self, stored: &StoredEvent) {
+        if joins_another(stored) {
+            self.by_correlation
+                .insert(stored.correlation.correlation_id, stored.event.id);
+        }
+    }
+
+    /// Applies a correlator patch to a stored event; false when the event
+    /// is not in the store (evicted, or never written here).
+    pub fn patch(&mut self, id: u64, change: &Change) -> bool {
+        if id < self.base {
+            return false;
+        }
+        let Some(Some(stored)) = self.slots.slot_mut((id - self.base) as usize) else {
+            return false;
+        };
+        let (before, heap_before) = (stored.correlation.correlation_id, stored.heap_bytes());
+        change.apply(&mut stored.correlation);
+        self.heap_bytes = self.heap_bytes - heap_before + stored.heap_bytes();
+        let after = stored.correlation.correlation_id;
+        if after != before && after != 0 && after != id {
+            self.by_correlation.insert(after, id);
+        }
+        true
     }
 
     pub fn get(&self, id: u64) -> Option<&StoredEvent> {
@@ -201,9 +233,10 @@ impl Store {
         })
     }
 
-    /// All events with this correlation id, oldest first.
+    /// All events with this correlation id (the event of that id, e.g. a
+    /// call or a send, and its partners), oldest first.
     pub fn by_correlation(&self, correlation_id: u64) -> Vec<StoredEvent> {
-        let ids = self.by_correlation.ids(&correlation_id);
+        let ids = std::iter::once(correlation_id).chain(self.by_correlation.ids(&correlation_id));
         self.collect(ids, Order::Asc, usize::MAX, |s| {
             s.correlation.correlation_id == correlation_id
         })
@@ -309,16 +342,30 @@ impl Store {
 ///
 /// The id counter sits outside the lock so producers can assign ids at
 /// ingest without touching the store.
+///
+/// The store's [`Correlator`] correlates every event written, under the
+/// store's write lock (lock order: store, then correlator), so a patch
+/// always finds its target already written and readers never see a pair
+/// half-patched.
 pub struct SharedStore {
     next_id: AtomicU64,
     store: RwLock<Store>,
+    correlator: Mutex<Correlator>,
+    /// Patches whose target was not in the store.
+    missed_patches: AtomicU64,
 }
 
 impl SharedStore {
     pub fn new(config: StoreConfig) -> Self {
+        Self::with_correlator(config, CorrelatorConfig::default())
+    }
+
+    pub fn with_correlator(config: StoreConfig, correlation: CorrelatorConfig) -> Self {
         SharedStore {
             next_id: AtomicU64::new(1),
             store: RwLock::new(Store::new(config)),
+            correlator: Mutex::new(Correlator::new(correlation)),
+            missed_patches: AtomicU64::new(0),
         }
     }
 
@@ -332,15 +379,88 @@ impl SharedStore {
         self.next_id.load(Ordering::Relaxed) - 1
     }
 
-    /// Writes a batch, assigning ids to events that have none.
-    pub fn write(&self, batch: impl ExactSizeIterator<Item = StoredEvent>) {
+    /// Correlates and writes a batch, assigning ids to events that have
+    /// none; `now` (monotonic ns) stamps the correlations.
+    pub fn write(&self, batch: impl Iterator<Item = Event>, now: i64) {
         let mut store = self.store.write();
-        for mut stored in batch {
-            if stored.event.id == 0 {
-                stored.event.id = self.next_ids(1);
+        let mut correlator = self.correlator.lock();
+        let mut patches = Vec::new();
+        let mut missed = 0;
+        for mut event in batch {
+            if event.id == 0 {
+                event.id = self.next_ids(1);
             }
-            store.insert(stored);
+            let correlation = correlator.correlate(&event, now, &mut patches);
+            store.insert(StoredEvent { event, correlation });
+            for p in patches.drain(..) {
+                missed += u64::from(!store.patch(p.id, &p.change));
+            }
         }
+        if missed > 0 {
+            self.missed_patches.fetch_add(missed, Ordering::Relaxed);
+        }
+    }
+
+    /// Correlates events without storing them (for callers that keep their
+    /// own); patches to events in the store are applied.
+    pub fn correlate_only(&self, events: Vec<Event>, now: i64) -> Vec<StoredEvent> {
+        let mut store = self.store.write();
+        let mut correlator = self.correlator.lock();
+        let mut patches = Vec::new();
+        let mut out: Vec<StoredEvent> = Vec::with_capacity(events.len());
+        for mut event in events {
+            if event.id == 0 {
+                event.id = self.next_ids(1);
+            }
+            let correlation = correlator.correlate(&event, now, &mut patches);
+            out.push(StoredEvent { event, correlation });
+            for p in patches.drain(..) {
+                // A patch may also target an event of this same call.
+                match out.iter_mut().find(|s| s.event.id == p.id) {
+                    Some(s) => p.change.apply(&mut s.correlation),
+                    None => {
+                        if !store.patch(p.id, &p.change) {
+                            self.missed_patches.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn correlator(&self) -> parking_lot::MutexGuard<'_, Correlator> {
+        self.correlator.lock()
+    }
+
+    pub fn missed_patches(&self) -> u64 {
+        self.missed_patches.load(Ordering::Relaxed)
+    }
+
+    /// The chain of events leading to `id`, root first (see
+    /// [`crate::correlator::step_back`]); empty when `id` is not stored.
+    pub fn chain(&self, id: u64) -> Vec<StoredEvent> {
+        const MAX_CHAIN: usize = 10_000;
+        let store = self.store.read();
+        let mut chain: Vec<StoredEvent> = Vec::new();
+        let mut next = Some(id);
+        while let Some(at) = next {
+            let Some(s) = store.get(at) else { break };
+            if chain.len() == MAX_CHAIN || chain.iter().any(|c| c.event.id == at) {
+                break;
+            }
+            next = step_back(&s.correlation, at);
+            chain.push(s.clone());
+        }
+        chain.reverse();
+        chain
+    }
+
+    /// Adds a link from `from` to `to`; false when `from` is not stored.
+    pub fn link(&self, from: u64, kind: LinkKind, to: u64) -> bool {
+        self.store
+            .write()
+            .patch(from, &Change::Link(Link { kind, target: to }))
     }
 
     pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, Store> {
@@ -458,15 +578,30 @@ mod tests {
         let first = shared.next_ids(2);
         let mut a = event(1, 1);
         a.id = first;
-        shared.write(
-            [
-                StoredEvent::uncorrelated(a),
-                StoredEvent::uncorrelated(event(1, 2)),
-            ]
-            .into_iter(),
-        );
+        shared.write([a, event(1, 2)].into_iter(), 0);
         let store = shared.read();
         assert_eq!(ids(&store.recent(10)), vec![3, 1]);
         assert_eq!(shared.assigned(), 3);
+    }
+
+    #[test]
+    fn writes_are_correlated_patched_and_chained() {
+        let shared = SharedStore::new(StoreConfig::default());
+        let mut call = event(7, 1);
+        let mut ret = event(7, 2);
+        ret.kind = crate::event::EventKind::FunctionReturn;
+        (call.id, ret.id) = (1, 2);
+        shared.write([call, ret].into_iter(), 5);
+        let pair = shared.read().by_correlation(1);
+        assert_eq!(ids(&pair), vec![1, 2]);
+        assert_eq!(pair[1].correlation.correlated_at, 5);
+        assert_eq!(ids(&shared.chain(2)), vec![1, 2]);
+        assert!(shared.link(1, LinkKind::CausedBy, 2));
+        assert!(!shared.link(99, LinkKind::CausedBy, 2));
+        let linked = shared.read().get(1).unwrap().correlation.links.clone();
+        assert!(linked.contains(&Link {
+            kind: LinkKind::CausedBy,
+            target: 2
+        }));
     }
 }

@@ -275,6 +275,19 @@ pub fn kind_atom(kind: EventKind) -> Atom {
     }
 }
 
+/// The link kind named by an atom (`:called_from`, `:completes`, ...).
+pub fn link_kind_of(t: Term) -> Option<LinkKind> {
+    [
+        LinkKind::CalledFrom,
+        LinkKind::Completes,
+        LinkKind::Receives,
+        LinkKind::SpawnedBy,
+        LinkKind::CausedBy,
+    ]
+    .into_iter()
+    .find(|&k| link_atom(k).as_c_arg() == t.as_c_arg())
+}
+
 fn link_atom(kind: LinkKind) -> Atom {
     match kind {
         LinkKind::CalledFrom => atoms::called_from(),

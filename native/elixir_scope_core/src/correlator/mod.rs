@@ -1,0 +1,306 @@
+//! Correlator: turns a stream of events into causal links, incrementally.
+//!
+//! Events arrive in per-pid order (one pid is drained from one shard), but
+//! the pids interleave arbitrarily: a receive may be seen before its send, a
+//! child's first call before its spawn. Each event is correlated once, when
+//! it arrives, into a [`Correlation`]; when the late half of a pair arrives
+//! later, [`Correlator::correlate`] also returns [`Patch`]es for events
+//! already handed out (the store applies them in place). So the result is
+//! eventually consistent: once both halves are in, the links are the same
+//! whatever the arrival order.
+//!
+//! Strategies, one module each, share the per-pid [`Context`]:
+//! [`function`] (call stacks), [`message`] (send/receive matching),
+//! [`process`] (spawn/exit, the process tree) and [`state`] (state changes
+//! tied to their cause).
+//!
+//! Bounds: state older than the TTL is dropped by [`Correlator::cleanup`]
+//! (also run on its own every `cleanup_interval`), and at most `max_entries`
+//! pending halves and pid contexts are kept (the oldest go first); every
+//! eviction is counted.
+
+pub mod function;
+pub mod message;
+pub mod process;
+pub mod state;
+
+use crate::event::{Correlation, Event, EventKind, Link, LinkKind};
+use crate::hash::WordMap;
+
+/// Limits of the correlator.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CorrelatorConfig {
+    /// Pending halves and idle pid contexts older than this are dropped.
+    pub ttl_ns: i64,
+    /// How often `correlate` runs the TTL cleanup by itself.
+    pub cleanup_interval_ns: i64,
+    /// Deepest call stack kept per pid.
+    pub max_depth: usize,
+    /// Most pending halves (and most pid contexts) kept.
+    pub max_entries: usize,
+}
+
+impl Default for CorrelatorConfig {
+    fn default() -> Self {
+        CorrelatorConfig {
+            ttl_ns: 300 * 1_000_000_000,
+            cleanup_interval_ns: 60 * 1_000_000_000,
+            max_depth: 100,
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+/// Confidence of a call closed by an outer return (its own return was
+/// never seen: a tail call or a missed return).
+pub const UNFINISHED: f32 = 0.5;
+
+/// A change to an event that was already correlated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Patch {
+    pub id: u64,
+    pub change: Change,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Change {
+    /// Add this link (the late half of a pair arrived).
+    Link(Link),
+    /// Add the link and take the pair's correlation id.
+    Matched {
+        link: Link,
+        correlation_id: u64,
+        confidence: f32,
+    },
+    /// Lower the confidence to at most this.
+    Confidence(f32),
+}
+
+impl Change {
+    /// Applies the change to a stored correlation.
+    pub fn apply(&self, c: &mut Correlation) {
+        match *self {
+            Change::Link(link) => add_link(c, link),
+            Change::Matched {
+                link,
+                correlation_id,
+                confidence,
+            } => {
+                add_link(c, link);
+                c.correlation_id = correlation_id;
+                c.confidence = confidence;
+            }
+            Change::Confidence(v) => c.confidence = c.confidence.min(v),
+        }
+    }
+}
+
+fn add_link(c: &mut Correlation, link: Link) {
+    if !c.links.contains(&link) {
+        let mut links = std::mem::take(&mut c.links).into_vec();
+        links.push(link);
+        c.links = links.into_boxed_slice();
+    }
+}
+
+/// What the correlator knows of one pid.
+#[derive(Default)]
+pub struct Context {
+    /// Open calls, outermost first.
+    pub frames: Vec<function::Frame>,
+    /// The last event of this pid was a receive (its id), or 0.
+    pub just_received: u64,
+    /// The last receive of this pid (what a state change is caused by), or 0.
+    pub last_receive: u64,
+    /// The spawn event that created this pid, once known, or 0.
+    pub spawned_by: u64,
+    /// This pid's first root call, or 0 (linked to the spawn when it arrives).
+    pub first_root_call: u64,
+    /// Timestamp of the pid's latest event (for the TTL).
+    pub seen_at: i64,
+}
+
+/// Counters of a correlator.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CorrelatorStats {
+    pub correlated: u64,
+    /// Events that expect a partner (returns, exceptions, receives) ...
+    pub linkable: u64,
+    /// ... and those that found it (at once or later).
+    pub linked: u64,
+    pub orphaned_returns: u64,
+    pub unfinished_calls: u64,
+    pub ambiguous_matches: u64,
+    pub depth_overflows: u64,
+    pub unroutable_sends: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    pub pending_sends: u64,
+    pub pending_receives: u64,
+    pub contexts: u64,
+    pub memory_bytes: u64,
+}
+
+impl CorrelatorStats {
+    /// Share of events expecting a partner that found it (1.0 when none).
+    pub fn success_rate(&self) -> f64 {
+        if self.linkable == 0 {
+            1.0
+        } else {
+            self.linked as f64 / self.linkable as f64
+        }
+    }
+}
+
+pub struct Correlator {
+    config: CorrelatorConfig,
+    contexts: WordMap<u64, Context>,
+    messages: message::Messages,
+    processes: process::Tree,
+    stats: CorrelatorStats,
+    last_cleanup: Option<i64>,
+}
+
+impl Correlator {
+    pub fn new(config: CorrelatorConfig) -> Self {
+        Correlator {
+            config,
+            contexts: WordMap::default(),
+            messages: message::Messages::default(),
+            processes: process::Tree::default(),
+            stats: CorrelatorStats::default(),
+            last_cleanup: None,
+        }
+    }
+
+    pub fn config(&self) -> CorrelatorConfig {
+        self.config
+    }
+
+    pub fn set_config(&mut self, config: CorrelatorConfig) {
+        self.config = config;
+    }
+
+    /// Correlates one event (its id must be assigned); patches for earlier
+    /// events are appended to `patches`. `now` is monotonic ns.
+    pub fn correlate(&mut self, event: &Event, now: i64, patches: &mut Vec<Patch>) -> Correlation {
+        self.stats.correlated += 1;
+        let ctx = self.contexts.entry(event.pid).or_default();
+        ctx.seen_at = ctx.seen_at.max(event.timestamp);
+        let mut c = Correlation {
+            correlation_id: event.id,
+            correlation_type: Some(event.kind),
+            correlated_at: now,
+            confidence: 1.0,
+            ..Default::default()
+        };
+        let stats = &mut self.stats;
+        match event.kind {
+            EventKind::FunctionCall => {
+                function::call(ctx, event, self.config.max_depth, &mut c, stats)
+            }
+            EventKind::FunctionReturn | EventKind::FunctionException => {
+                function::complete(ctx, event, &mut c, stats, patches)
+            }
+            EventKind::MessageSend => {
+                function::within_stack(ctx, &mut c);
+                self.messages.send(event, stats, patches);
+            }
+            EventKind::MessageReceive => {
+                function::within_stack(ctx, &mut c);
+                self.messages.receive(event, &mut c, stats, patches);
+            }
+            EventKind::ProcessSpawn => {
+                function::within_stack(ctx, &mut c);
+                self.processes.spawn(event, &mut self.contexts, patches);
+            }
+            EventKind::ProcessExit => {
+                if let Some(ctx) = self.contexts.remove(&event.pid) {
+                    function::close_all(&ctx, stats, patches);
+                }
+                self.processes.exit(event.pid, event.timestamp);
+            }
+            EventKind::StateChange => state::change(ctx, &mut c),
+            EventKind::ProcessLink | EventKind::Error | EventKind::Custom => {
+                function::within_stack(ctx, &mut c)
+            }
+        }
+        if let Some(ctx) = self.contexts.get_mut(&event.pid) {
+            ctx.just_received = 0;
+            if event.kind == EventKind::MessageReceive {
+                ctx.just_received = event.id;
+                ctx.last_receive = event.id;
+            }
+        }
+        self.maybe_cleanup(now);
+        c
+    }
+
+    fn maybe_cleanup(&mut self, now: i64) {
+        let last = *self.last_cleanup.get_or_insert(now);
+        let over = self.messages.entries() > self.config.max_entries
+            || self.contexts.len() > self.config.max_entries;
+        if over || now - last >= self.config.cleanup_interval_ns {
+            self.cleanup(now);
+            let mut ttl = self.config.ttl_ns;
+            // Over the entry bound: drop ever younger state until under it.
+            while (self.messages.entries() > self.config.max_entries
+                || self.contexts.len() > self.config.max_entries)
+                && ttl > 0
+            {
+                ttl /= 2;
+                self.stats.evicted += self.drop_older_than(now - ttl);
+            }
+        }
+    }
+
+    /// Drops state older than the TTL; returns how many entries went.
+    pub fn cleanup(&mut self, now: i64) -> u64 {
+        self.last_cleanup = Some(now);
+        let cleaned = self.drop_older_than(now.saturating_sub(self.config.ttl_ns));
+        self.stats.expired += cleaned;
+        cleaned
+    }
+
+    fn drop_older_than(&mut self, cutoff: i64) -> u64 {
+        let before = self.contexts.len();
+        self.contexts.retain(|_, ctx| ctx.seen_at >= cutoff);
+        (before - self.contexts.len()) as u64
+            + self.messages.drop_older_than(cutoff)
+            + self.processes.drop_older_than(cutoff)
+    }
+
+    /// Known spawn relations: (parent, child, spawn event id).
+    pub fn process_tree(&self) -> Vec<(u64, u64, u64)> {
+        self.processes.edges()
+    }
+
+    pub fn stats(&self) -> CorrelatorStats {
+        let mut s = self.stats;
+        s.pending_sends = self.messages.pending_sends() as u64;
+        s.pending_receives = self.messages.pending_receives() as u64;
+        s.contexts = self.contexts.len() as u64;
+        let frames: usize = self.contexts.values().map(|c| c.frames.capacity()).sum();
+        s.memory_bytes = (self.contexts.capacity() * (std::mem::size_of::<(u64, Context)>() + 1)
+            + frames * std::mem::size_of::<function::Frame>()
+            + self.messages.memory_bytes()
+            + self.processes.memory_bytes()) as u64;
+        s
+    }
+}
+
+/// Which event a chain step leads back to, if any: the partner a link
+/// names (receive -> send, return -> call, cause, caller), else the
+/// enclosing call, else the spawn.
+pub fn step_back(c: &Correlation, own_id: u64) -> Option<u64> {
+    let find = |kind: LinkKind| c.links.iter().find(|l| l.kind == kind).map(|l| l.target);
+    find(LinkKind::Receives)
+        .or_else(|| find(LinkKind::Completes))
+        .or_else(|| find(LinkKind::CausedBy))
+        .or_else(|| find(LinkKind::CalledFrom))
+        .or_else(|| (c.parent_id != 0 && c.parent_id != own_id).then_some(c.parent_id))
+        .or_else(|| find(LinkKind::SpawnedBy))
+}
+
+#[cfg(test)]
+mod tests;

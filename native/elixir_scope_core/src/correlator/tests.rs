@@ -1,0 +1,493 @@
+//! Correlator tests: hand-written cases, and a ground-truth simulator whose
+//! random programs (nested calls with exceptions and missing returns,
+//! spawns, messages with identical contents from several senders) are fed
+//! in random interleavings that keep each pid's order.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::event::{EventKind as K, NO_ARITY};
+use crate::payload::Payload;
+
+/// Applies patches to the correlations handed out so far (as the store does).
+#[derive(Default)]
+struct Sink {
+    out: HashMap<u64, Correlation>,
+}
+
+impl Sink {
+    fn feed(&mut self, cor: &mut Correlator, e: &Event) -> Correlation {
+        let mut patches = Vec::new();
+        let c = cor.correlate(e, e.timestamp, &mut patches);
+        self.out.insert(e.id, c.clone());
+        for p in patches {
+            if let Some(target) = self.out.get_mut(&p.id) {
+                p.change.apply(target);
+            }
+        }
+        c
+    }
+
+    fn links(&self, id: u64) -> Vec<(LinkKind, u64)> {
+        let mut v: Vec<_> = self.out[&id]
+            .links
+            .iter()
+            .map(|l| (l.kind, l.target))
+            .collect();
+        v.sort_by_key(|&(k, t)| (k as u8, t));
+        v
+    }
+}
+
+fn ev(id: u64, pid: u64, kind: K) -> Event {
+    Event {
+        id,
+        timestamp: id as i64,
+        wall_time: 0,
+        pid,
+        module: 0x10b,
+        function: 0x20b,
+        arity: 1,
+        kind,
+        ingest_stamped: false,
+        data: Payload::empty(),
+        peer: Payload::empty(),
+    }
+}
+
+fn call(id: u64, pid: u64, f: u64) -> Event {
+    Event {
+        function: f,
+        ..ev(id, pid, K::FunctionCall)
+    }
+}
+
+fn ret(id: u64, pid: u64, f: u64) -> Event {
+    Event {
+        function: f,
+        ..ev(id, pid, K::FunctionReturn)
+    }
+}
+
+fn msg(id: u64, pid: u64, kind: K, peer: u64, content: &[u8]) -> Event {
+    Event {
+        data: Payload::from_bytes(content),
+        peer: if peer == 0 {
+            Payload::empty()
+        } else {
+            Payload::pid(peer)
+        },
+        module: 0,
+        function: 0,
+        arity: NO_ARITY,
+        ..ev(id, pid, kind)
+    }
+}
+
+#[test]
+fn call_and_return_share_a_correlation_id() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    let c1 = sink.feed(&mut cor, &call(1, 7, 1));
+    let c2 = sink.feed(&mut cor, &call(2, 7, 2));
+    let r2 = sink.feed(&mut cor, &ret(3, 7, 2));
+    let r1 = sink.feed(&mut cor, &ret(4, 7, 1));
+    assert_eq!((c1.correlation_id, c1.parent_id, c1.root_id), (1, 0, 1));
+    assert_eq!((c2.parent_id, c2.root_id), (1, 1));
+    assert_eq!(sink.links(2), vec![(LinkKind::CalledFrom, 1)]);
+    assert_eq!(r2.correlation_id, 2);
+    assert_eq!(sink.links(3), vec![(LinkKind::Completes, 2)]);
+    assert_eq!((r1.correlation_id, r1.parent_id), (1, 0));
+    assert_eq!(r2.correlation_type, Some(K::FunctionReturn));
+    assert_eq!(cor.stats().success_rate(), 1.0);
+}
+
+#[test]
+fn outer_return_closes_open_inner_calls_and_orphans_are_counted() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    sink.feed(&mut cor, &call(1, 7, 1));
+    sink.feed(&mut cor, &call(2, 7, 2)); // tail call: never returns
+    let r = sink.feed(&mut cor, &ret(3, 7, 1));
+    assert_eq!(r.correlation_id, 1);
+    assert_eq!(sink.out[&2].confidence, UNFINISHED);
+    let orphan = sink.feed(&mut cor, &ret(4, 7, 9));
+    assert_eq!(orphan.confidence, 0.0);
+    assert!(orphan.links.is_empty());
+    let s = cor.stats();
+    assert_eq!((s.unfinished_calls, s.orphaned_returns), (1, 1));
+    assert!(s.success_rate() < 1.0);
+}
+
+#[test]
+fn max_depth_bounds_the_stack() {
+    let config = CorrelatorConfig {
+        max_depth: 2,
+        ..Default::default()
+    };
+    let (mut cor, mut sink) = (Correlator::new(config), Sink::default());
+    for id in 1..=4 {
+        sink.feed(&mut cor, &call(id, 7, id));
+    }
+    assert_eq!(cor.stats().depth_overflows, 2);
+    let r = sink.feed(&mut cor, &ret(5, 7, 2));
+    assert_eq!(r.correlation_id, 2);
+}
+
+#[test]
+fn receive_before_send_is_patched_when_the_send_arrives() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    let r = sink.feed(&mut cor, &msg(2, 20, K::MessageReceive, 0, b"hi"));
+    assert_eq!((r.correlation_id, r.confidence), (0, 0.0));
+    sink.feed(&mut cor, &msg(1, 10, K::MessageSend, 20, b"hi"));
+    assert_eq!(sink.out[&2].correlation_id, 1);
+    assert_eq!(sink.links(2), vec![(LinkKind::Receives, 1)]);
+    assert_eq!(sink.out[&2].confidence, 1.0);
+}
+
+#[test]
+fn identical_messages_from_two_senders_are_never_certain() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    // Receiver 30 gets "x" from 10 and from 20; it does not know the senders.
+    sink.feed(&mut cor, &msg(1, 10, K::MessageSend, 30, b"x"));
+    let first = sink.feed(&mut cor, &msg(3, 30, K::MessageReceive, 0, b"x"));
+    assert_eq!(first.confidence, 1.0, "one sender seen so far");
+    sink.feed(&mut cor, &msg(2, 20, K::MessageSend, 30, b"x"));
+    sink.feed(&mut cor, &msg(4, 30, K::MessageReceive, 0, b"x"));
+    assert!(sink.out[&3].confidence < 1.0, "downgraded once ambiguous");
+    assert!(sink.out[&4].confidence < 1.0);
+    assert!(cor.stats().ambiguous_matches >= 1);
+}
+
+#[test]
+fn a_known_sender_makes_the_match_exact() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    sink.feed(&mut cor, &msg(1, 10, K::MessageSend, 30, b"x"));
+    sink.feed(&mut cor, &msg(2, 20, K::MessageSend, 30, b"x"));
+    let r = sink.feed(&mut cor, &msg(3, 30, K::MessageReceive, 20, b"x"));
+    assert_eq!((r.correlation_id, r.confidence), (2, 1.0));
+}
+
+#[test]
+fn root_call_after_receive_is_caused_by_it_and_chains_back() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    sink.feed(&mut cor, &call(1, 10, 1)); // caller's call
+    sink.feed(&mut cor, &msg(2, 10, K::MessageSend, 20, b"req"));
+    sink.feed(&mut cor, &msg(3, 20, K::MessageReceive, 0, b"req"));
+    sink.feed(&mut cor, &call(4, 20, 5)); // handle_call
+    let sc = sink.feed(&mut cor, &ev(5, 20, K::StateChange));
+    assert_eq!(sink.links(4), vec![(LinkKind::CausedBy, 3)]);
+    assert_eq!(sink.links(5), vec![(LinkKind::CausedBy, 3)]);
+    assert_eq!(sc.parent_id, 4);
+    let chain = chain_of(&sink, 5);
+    assert_eq!(chain, vec![1, 2, 3, 5]);
+}
+
+fn chain_of(sink: &Sink, id: u64) -> Vec<u64> {
+    let mut chain = vec![id];
+    let mut at = id;
+    while let Some(prev) = step_back(&sink.out[&at], at) {
+        if chain.contains(&prev) {
+            break;
+        }
+        chain.push(prev);
+        at = prev;
+    }
+    chain.reverse();
+    chain
+}
+
+#[test]
+fn child_events_before_the_spawn_are_linked_late() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    sink.feed(&mut cor, &call(2, 50, 1)); // child's first root call
+    let spawn = msg(1, 40, K::ProcessSpawn, 50, b"mfa");
+    sink.feed(&mut cor, &spawn);
+    assert_eq!(sink.links(2), vec![(LinkKind::SpawnedBy, 1)]);
+    assert_eq!(cor.process_tree(), vec![(40, 50, 1)]);
+    sink.feed(&mut cor, &ev(3, 50, K::ProcessExit));
+    assert_eq!(
+        sink.out[&2].confidence, UNFINISHED,
+        "exit closes open calls"
+    );
+}
+
+#[test]
+fn cleanup_drops_state_older_than_the_ttl() {
+    let config = CorrelatorConfig {
+        ttl_ns: 100,
+        ..Default::default()
+    };
+    let (mut cor, mut sink) = (Correlator::new(config), Sink::default());
+    sink.feed(&mut cor, &msg(1, 10, K::MessageSend, 20, b"never received"));
+    assert_eq!(cor.stats().pending_sends, 1);
+    assert!(cor.cleanup(1_000) >= 1);
+    let s = cor.stats();
+    assert_eq!((s.pending_sends, s.contexts), (0, 0));
+    assert!(s.expired >= 1);
+}
+
+#[test]
+fn max_entries_evicts_and_counts() {
+    let config = CorrelatorConfig {
+        max_entries: 10,
+        ..Default::default()
+    };
+    let (mut cor, mut sink) = (Correlator::new(config), Sink::default());
+    for i in 1..=100u64 {
+        let mut e = msg(i, 10, K::MessageSend, 20, &i.to_le_bytes());
+        e.timestamp = i as i64 * 1_000_000_000;
+        sink.feed(&mut cor, &e);
+    }
+    let s = cor.stats();
+    assert!(s.pending_sends <= 10, "{s:?}");
+    assert!(s.evicted > 0);
+}
+
+// ---------------------------------------------------------------------------
+// Ground truth.
+
+/// What each event should be linked to.
+#[derive(Default)]
+struct Truth {
+    /// return id -> call id (only for returns of calls that were open).
+    completes: HashMap<u64, u64>,
+    /// call id -> enclosing call id.
+    called_from: HashMap<u64, u64>,
+    /// receive id -> (send id, unambiguous).
+    receives: HashMap<u64, (u64, bool)>,
+    /// child's first root call id -> spawn id.
+    spawned_by: HashMap<u64, u64>,
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Call(u8),
+    Return,
+    Exception,
+    /// The innermost call's return is lost (a tail call).
+    LoseReturn,
+    Send {
+        to: u8,
+        content: u8,
+    },
+    Receive,
+    Spawn,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u8..4).prop_map(Step::Call),
+        3 => Just(Step::Return),
+        1 => Just(Step::Exception),
+        1 => Just(Step::LoseReturn),
+        3 => (0u8..6, 0u8..3).prop_map(|(to, content)| Step::Send { to, content }),
+        3 => Just(Step::Receive),
+        1 => Just(Step::Spawn),
+    ]
+}
+
+/// Runs the programs in a global order (picked by `turns`), producing each
+/// pid's event stream and the ground truth. A pid's receives either all
+/// know their sender or none do (as with a tracer's receive match spec).
+///
+/// Where the truth itself is ambiguous it is left out: a call whose return
+/// was lost stays open in the correlator's view (a "ghost" frame), so a
+/// later return or call next to a ghost with the same function has no
+/// unambiguous answer.
+fn simulate(
+    programs: &[Vec<Step>],
+    turns: &[u8],
+    knows_sender: &[bool],
+) -> (Vec<Vec<Event>>, Truth) {
+    let mut pids: Vec<u64> = (0..programs.len() as u64)
+        .map(|i| 0x1000 + i * 16)
+        .collect();
+    let mut streams: Vec<Vec<Event>> = vec![Vec::new(); programs.len()];
+    let mut stacks: Vec<Vec<(u64, u64)>> = vec![Vec::new(); programs.len()];
+    // The correlator's view of each stack: real frames and ghosts.
+    let mut shadows: Vec<Vec<(u64, u64)>> = vec![Vec::new(); programs.len()];
+    let mut mailboxes: Vec<std::collections::VecDeque<(u64, u64, u8)>> =
+        vec![Default::default(); programs.len()];
+    let mut pcs = vec![0usize; programs.len()];
+    let mut truth = Truth::default();
+    let mut next_id = 1u64;
+    // (receiver, content) -> senders, to know which receives are ambiguous.
+    let mut senders: HashMap<(usize, u8), Vec<u64>> = HashMap::new();
+    let mut pending_receives: Vec<(u64, usize, u8, u64)> = Vec::new();
+    let mut seen_root_call = vec![false; programs.len()];
+    let mut spawned_by: Vec<u64> = vec![0; programs.len()];
+    let mut id = || {
+        next_id += 1;
+        next_id - 1
+    };
+    let total: usize = programs.iter().map(Vec::len).sum();
+    for t in 0..total * 2 {
+        let p = turns.get(t % turns.len().max(1)).copied().unwrap_or(0) as usize % programs.len();
+        let Some(step) = programs[p].get(pcs[p]) else {
+            continue;
+        };
+        pcs[p] += 1;
+        let pid = pids[p];
+        match step.clone() {
+            Step::Call(f) => {
+                let i = id();
+                let e = call(i, pid, f as u64 + 1);
+                match stacks[p].last() {
+                    Some(&(parent, _)) if shadows[p].last() == stacks[p].last() => {
+                        truth.called_from.insert(i, parent);
+                    }
+                    Some(_) => {}
+                    None if !seen_root_call[p] => {
+                        seen_root_call[p] = true;
+                        if spawned_by[p] != 0 {
+                            truth.spawned_by.insert(i, spawned_by[p]);
+                        }
+                    }
+                    None => {}
+                }
+                stacks[p].push((i, f as u64 + 1));
+                shadows[p].push((i, f as u64 + 1));
+                streams[p].push(e);
+            }
+            Step::Return | Step::Exception => {
+                let Some((call_id, f)) = stacks[p].pop() else {
+                    continue;
+                };
+                let i = id();
+                let mut e = ret(i, pid, f);
+                if matches!(step, Step::Exception) {
+                    e.kind = K::FunctionException;
+                }
+                let shadow = &mut shadows[p];
+                let innermost = shadow.iter().rposition(|&(_, g)| g == f);
+                if innermost.map(|k| shadow[k].0) == Some(call_id) {
+                    truth.completes.insert(i, call_id);
+                }
+                // The correlator closes its innermost match and all above it.
+                shadow.truncate(innermost.unwrap_or(shadow.len()));
+                streams[p].push(e);
+            }
+            Step::LoseReturn => {
+                stacks[p].pop();
+            }
+            Step::Send { to, content } => {
+                let q = to as usize % programs.len();
+                let i = id();
+                streams[p].push(msg(i, pid, K::MessageSend, pids[q], &[content]));
+                mailboxes[q].push_back((i, pid, content));
+                let s = senders.entry((q, content)).or_default();
+                if !s.contains(&pid) {
+                    s.push(pid);
+                }
+            }
+            Step::Receive => {
+                let know_sender = knows_sender[p % knows_sender.len()];
+                let Some((send_id, sender, content)) = mailboxes[p].pop_front() else {
+                    continue;
+                };
+                let i = id();
+                let peer = if know_sender { sender } else { 0 };
+                streams[p].push(msg(i, pid, K::MessageReceive, peer, &[content]));
+                pending_receives.push((i, p, content, send_id));
+                truth.receives.insert(i, (send_id, know_sender));
+            }
+            Step::Spawn => {
+                // The child is a new pid with an empty program of its own:
+                // reuse a pid that has not run anything yet, if any.
+                let Some(q) = (0..programs.len()).find(|&q| {
+                    q != p && pcs[q] == 0 && spawned_by[q] == 0 && streams[q].is_empty()
+                }) else {
+                    continue;
+                };
+                let i = id();
+                streams[p].push(msg(i, pid, K::ProcessSpawn, pids[q], b"mfa"));
+                spawned_by[q] = i;
+            }
+        }
+    }
+    // A blind receive is unambiguous when only one sender ever sent that
+    // content to that receiver.
+    for (i, p, content, _) in pending_receives {
+        let entry = truth.receives.get_mut(&i).unwrap();
+        if !entry.1 {
+            entry.1 = senders[&(p, content)].len() == 1;
+        }
+    }
+    pids.clear();
+    (streams, truth)
+}
+
+/// Interleaves the streams in an order picked by `picks`, keeping each
+/// stream's own order.
+fn interleave(streams: &[Vec<Event>], picks: &[u8]) -> Vec<Event> {
+    let mut at = vec![0usize; streams.len()];
+    let mut out = Vec::new();
+    let mut k = 0;
+    while out.len() < streams.iter().map(Vec::len).sum::<usize>() {
+        let mut s =
+            picks.get(k % picks.len().max(1)).copied().unwrap_or(0) as usize % streams.len();
+        k += 1;
+        while at[s] == streams[s].len() {
+            s = (s + 1) % streams.len();
+        }
+        out.push(streams[s][at[s]].clone());
+        at[s] += 1;
+    }
+    out
+}
+
+fn check_against_truth(sink: &Sink, truth: &Truth) -> Result<(), TestCaseError> {
+    for (&r, &c) in &truth.completes {
+        prop_assert_eq!(
+            sink.out[&r].correlation_id,
+            c,
+            "return {} completes {}",
+            r,
+            c
+        );
+        prop_assert!(sink.links(r).contains(&(LinkKind::Completes, c)));
+    }
+    for (&c, &parent) in &truth.called_from {
+        prop_assert!(
+            sink.links(c).contains(&(LinkKind::CalledFrom, parent)),
+            "call {} from {}: {:?}",
+            c,
+            parent,
+            sink.links(c)
+        );
+    }
+    for (&r, &(send, certain)) in &truth.receives {
+        let got = &sink.out[&r];
+        let linked = sink.links(r).contains(&(LinkKind::Receives, send));
+        if certain {
+            prop_assert!(linked, "receive {} of send {}: {:?}", r, send, got);
+            prop_assert_eq!(got.confidence, 1.0);
+        } else if !linked {
+            prop_assert!(got.confidence < 1.0, "wrong link at 1.0: {} {:?}", r, got);
+        }
+    }
+    for (&c, &spawn) in &truth.spawned_by {
+        prop_assert!(sink.links(c).contains(&(LinkKind::SpawnedBy, spawn)));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn links_match_the_ground_truth_in_any_per_pid_order(
+        programs in prop::collection::vec(prop::collection::vec(step(), 0..40), 2..6),
+        turns in prop::collection::vec(any::<u8>(), 1..64),
+        picks in prop::collection::vec(any::<u8>(), 1..64),
+        knows_sender in prop::collection::vec(any::<bool>(), 1..6),
+    ) {
+        let (streams, truth) = simulate(&programs, &turns, &knows_sender);
+        let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+        for e in interleave(&streams, &picks) {
+            sink.feed(&mut cor, &e);
+        }
+        check_against_truth(&sink, &truth)?;
+    }
+}
