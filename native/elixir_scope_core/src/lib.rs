@@ -2,8 +2,10 @@
 //!
 //! Data flow: producers push [`event::Event`]s into [`ring::Ring`] shards;
 //! [`pool`] worker threads lease a shard at a time, drain it in batches and
-//! write the batch into a [`store::Store`], which indexes events by id, time,
-//! pid, {module, function} and correlation id within fixed bounds.
+//! write the batch into a [`store::Store`] through its [`correlator`] (causal
+//! links, patched in place when the late half of a pair arrives); the store
+//! indexes events by id, time, pid, {module, function} and correlation id
+//! within fixed bounds.
 //! [`pipeline::Pipeline`] ties rings, workers and a store together.
 
 pub mod correlator;
