@@ -46,7 +46,6 @@ defmodule ElixirScope.CorrelationPropertyTest do
     }
 
     turns = turns ++ Enum.flat_map(1..200, fn _ -> Enum.to_list(0..(@pids - 1)) end)
-    n = length(turns)
 
     Enum.reduce(Enum.with_index(turns), state, fn {p, k}, st ->
       steps = Enum.at(programs, p)
@@ -59,7 +58,6 @@ defmodule ElixirScope.CorrelationPropertyTest do
             Enum.at(steps, pc),
             p,
             k,
-            n,
             %{st | pcs: List.replace_at(st.pcs, p, pc + 1)},
             pids
           )
@@ -67,7 +65,7 @@ defmodule ElixirScope.CorrelationPropertyTest do
     |> then(fn st -> {Enum.reverse(st.out), st.senders} end)
   end
 
-  defp run({:call, f}, p, k, _n, st, pids) do
+  defp run({:call, f}, p, k, st, pids) do
     e = %Event{
       type: :function_call,
       pid: elem(pids, p),
@@ -80,7 +78,7 @@ defmodule ElixirScope.CorrelationPropertyTest do
     emit(%{st | stacks: Map.update!(st.stacks, p, &[{k, f} | &1])}, e, {:call, k})
   end
 
-  defp run(kind, p, _k, _n, st, pids) when kind in [:return, :exception] do
+  defp run(kind, p, _k, st, pids) when kind in [:return, :exception] do
     case st.stacks[p] do
       [] ->
         st
@@ -101,7 +99,7 @@ defmodule ElixirScope.CorrelationPropertyTest do
     end
   end
 
-  defp run({:send, to, content}, p, k, _n, st, pids) do
+  defp run({:send, to, content}, p, k, st, pids) do
     e = %Event{
       type: :message_send,
       pid: elem(pids, p),
@@ -119,7 +117,7 @@ defmodule ElixirScope.CorrelationPropertyTest do
     emit(st, e, {:send, k})
   end
 
-  defp run(:receive, p, _k, _n, st, pids) do
+  defp run(:receive, p, _k, st, pids) do
     case :queue.out(st.boxes[p]) do
       {:empty, _} ->
         st

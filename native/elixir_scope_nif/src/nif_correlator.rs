@@ -4,17 +4,11 @@
 use rustler::{Encoder, Env, ResourceArc, Term};
 
 use crate::atoms;
-use crate::codec::event::{calibrate_clock, encode_stored, link_kind_of, monotonic_ns, Decoder};
-use crate::codec::{each_in_list, from_word};
+use crate::codec::event::{
+    calibrate_clock, decode_list, encode_stored_list, link_kind_of, monotonic_ns,
+};
+use crate::codec::from_word;
 use crate::resources::StoreRes;
-
-fn list<'a>(env: Env<'a>, events: &[elixir_scope_core::event::StoredEvent]) -> Term<'a> {
-    events
-        .iter()
-        .map(|s| encode_stored(env, s))
-        .collect::<Vec<_>>()
-        .encode(env)
-}
 
 /// Correlates events (ids assigned when missing) without storing them.
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -24,26 +18,19 @@ fn correlator_correlate<'a>(
     events: Term<'a>,
     max_payload: usize,
 ) -> Term<'a> {
-    let mut decoder = Decoder::new(max_payload);
-    let mut good = Vec::new();
-    let mut bad = Vec::new();
-    let walked = each_in_list(events, |i, t| match decoder.event(t) {
-        Ok(e) => good.push(e),
-        Err(why) => bad.push((i, why)),
-    });
-    if walked.is_err() {
+    let Some((good, bad)) = decode_list(events, max_payload) else {
         return (atoms::error(), atoms::not_a_list()).encode(env);
-    }
+    };
     if !bad.is_empty() {
         return (atoms::error(), (atoms::invalid_events(), 0, bad)).encode(env);
     }
     let correlated = store.0.correlate_only(good, monotonic_ns());
-    (atoms::ok(), list(env, &correlated)).encode(env)
+    (atoms::ok(), encode_stored_list(env, &correlated)).encode(env)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
 fn correlator_chain(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
-    list(env, &store.0.chain(id))
+    encode_stored_list(env, &store.0.chain(id))
 }
 
 #[rustler::nif]

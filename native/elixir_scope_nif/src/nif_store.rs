@@ -5,12 +5,10 @@ use std::sync::Arc;
 use rustler::{Encoder, Env, ResourceArc, Term};
 
 use elixir_scope_core::correlator::CorrelatorConfig;
-use elixir_scope_core::event::StoredEvent;
 use elixir_scope_core::store::{Order, SharedStore, StoreConfig};
 
 use crate::atoms;
-use crate::codec::each_in_list;
-use crate::codec::event::{encode_stored, monotonic_ns, Decoder};
+use crate::codec::event::{decode_list, encode_stored, encode_stored_list, monotonic_ns};
 use crate::resources::StoreRes;
 
 /// The correlation part of `ElixirScope.Config.Layer2`.
@@ -78,14 +76,6 @@ fn order(t: Term) -> Order {
     }
 }
 
-fn list<'a>(env: Env<'a>, events: Vec<StoredEvent>) -> Term<'a> {
-    events
-        .iter()
-        .map(|s| encode_stored(env, s))
-        .collect::<Vec<_>>()
-        .encode(env)
-}
-
 #[rustler::nif]
 fn store_get(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
     match store.0.read().get(id).cloned() {
@@ -97,7 +87,7 @@ fn store_get(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
 #[rustler::nif(schedule = "DirtyCpu")]
 fn store_recent(env: Env, store: ResourceArc<StoreRes>, n: usize) -> Term {
     let events = store.0.read().recent(n);
-    list(env, events)
+    encode_stored_list(env, &events)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -112,7 +102,7 @@ fn store_by_pid<'a>(
         .0
         .read()
         .by_pid(crate::codec::word(pid.as_c_arg()), limit, order(ord));
-    list(env, events)
+    encode_stored_list(env, &events)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -129,7 +119,7 @@ fn store_by_function<'a>(
         crate::codec::word(function.as_c_arg()),
     );
     let events = store.0.read().by_function(m, f, limit, order(ord));
-    list(env, events)
+    encode_stored_list(env, &events)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -142,13 +132,13 @@ fn store_by_time<'a>(
     ord: Term<'a>,
 ) -> Term<'a> {
     let events = store.0.read().by_time(from, to, limit, order(ord));
-    list(env, events)
+    encode_stored_list(env, &events)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
 fn store_by_correlation(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
     let events = store.0.read().by_correlation(id);
-    list(env, events)
+    encode_stored_list(env, &events)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -164,16 +154,9 @@ fn store_write<'a>(
     events: Term<'a>,
     max_payload: usize,
 ) -> Term<'a> {
-    let mut decoder = Decoder::new(max_payload);
-    let mut good = Vec::new();
-    let mut bad = Vec::new();
-    let walked = each_in_list(events, |i, t| match decoder.event(t) {
-        Ok(e) => good.push(e),
-        Err(why) => bad.push((i, why)),
-    });
-    if walked.is_err() {
+    let Some((good, bad)) = decode_list(events, max_payload) else {
         return (atoms::error(), atoms::not_a_list()).encode(env);
-    }
+    };
     let n = good.len();
     store.0.write(good.into_iter(), monotonic_ns());
     if bad.is_empty() {

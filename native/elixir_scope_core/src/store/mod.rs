@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig};
+use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig, Patch};
 use crate::event::{Event, Link, LinkKind, StoredEvent};
 
 /// True when an event's correlation id names another event.
@@ -196,9 +196,9 @@ impl Store {
         let (before, heap_before) = (stored.correlation.correlation_id, stored.heap_bytes());
         change.apply(&mut stored.correlation);
         self.heap_bytes = self.heap_bytes - heap_before + stored.heap_bytes();
-        let after = stored.correlation.correlation_id;
-        if after != before && after != 0 && after != id {
-            self.by_correlation.insert(after, id);
+        let joined = stored.correlation.correlation_id;
+        if joined != before && joins_another(stored) {
+            self.by_correlation.insert(joined, id);
         }
         true
     }
@@ -382,51 +382,57 @@ impl SharedStore {
     /// Correlates and writes a batch, assigning ids to events that have
     /// none; `now` (monotonic ns) stamps the correlations.
     pub fn write(&self, batch: impl Iterator<Item = Event>, now: i64) {
-        let mut store = self.store.write();
-        let mut correlator = self.correlator.lock();
-        let mut patches = Vec::new();
-        let mut missed = 0;
-        for mut event in batch {
-            if event.id == 0 {
-                event.id = self.next_ids(1);
-            }
-            let correlation = correlator.correlate(&event, now, &mut patches);
-            store.insert(StoredEvent { event, correlation });
-            for p in patches.drain(..) {
-                missed += u64::from(!store.patch(p.id, &p.change));
-            }
-        }
-        if missed > 0 {
-            self.missed_patches.fetch_add(missed, Ordering::Relaxed);
-        }
+        self.correlate_each(batch, now, |store, stored, patches| {
+            store.insert(stored);
+            patches
+                .drain(..)
+                .filter(|p| !store.patch(p.id, &p.change))
+                .count() as u64
+        });
     }
 
     /// Correlates events without storing them (for callers that keep their
     /// own); patches to events in the store are applied.
     pub fn correlate_only(&self, events: Vec<Event>, now: i64) -> Vec<StoredEvent> {
+        let mut out: Vec<StoredEvent> = Vec::with_capacity(events.len());
+        self.correlate_each(events.into_iter(), now, |store, stored, patches| {
+            out.push(stored);
+            let mut missed = 0;
+            for p in patches.drain(..) {
+                // A patch may also target an event of this same call.
+                match out.iter_mut().find(|s| s.event.id == p.id) {
+                    Some(s) => p.change.apply(&mut s.correlation),
+                    None => missed += u64::from(!store.patch(p.id, &p.change)),
+                }
+            }
+            missed
+        });
+        out
+    }
+
+    /// The one correlation loop, under both locks: gives each event an id
+    /// when it has none, correlates it, and hands it with its patches to
+    /// `keep`, which returns how many patches found no target (counted).
+    fn correlate_each(
+        &self,
+        events: impl Iterator<Item = Event>,
+        now: i64,
+        mut keep: impl FnMut(&mut Store, StoredEvent, &mut Vec<Patch>) -> u64,
+    ) {
         let mut store = self.store.write();
         let mut correlator = self.correlator.lock();
         let mut patches = Vec::new();
-        let mut out: Vec<StoredEvent> = Vec::with_capacity(events.len());
+        let mut missed = 0;
         for mut event in events {
             if event.id == 0 {
                 event.id = self.next_ids(1);
             }
             let correlation = correlator.correlate(&event, now, &mut patches);
-            out.push(StoredEvent { event, correlation });
-            for p in patches.drain(..) {
-                // A patch may also target an event of this same call.
-                match out.iter_mut().find(|s| s.event.id == p.id) {
-                    Some(s) => p.change.apply(&mut s.correlation),
-                    None => {
-                        if !store.patch(p.id, &p.change) {
-                            self.missed_patches.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
+            missed += keep(&mut store, StoredEvent { event, correlation }, &mut patches);
         }
-        out
+        if missed > 0 {
+            self.missed_patches.fetch_add(missed, Ordering::Relaxed);
+        }
     }
 
     pub fn correlator(&self) -> parking_lot::MutexGuard<'_, Correlator> {

@@ -370,6 +370,31 @@ pub fn encode_event<'a>(env: Env<'a>, e: &Event) -> Term<'a> {
 }
 
 /// `%ElixirScope.CorrelatedEvent{}`.
+/// A list of `%CorrelatedEvent{}`.
+pub fn encode_stored_list<'a>(env: Env<'a>, events: &[StoredEvent]) -> Term<'a> {
+    events
+        .iter()
+        .map(|s| encode_stored(env, s))
+        .collect::<Vec<_>>()
+        .encode(env)
+}
+
+/// A decoded list: the valid events, and `(index, reason)` of the others.
+pub type DecodedList = (Vec<Event>, Vec<(usize, Invalid)>);
+
+/// Decodes every element of `events`; `None` when it is not a proper list.
+pub fn decode_list(events: Term, max_payload: usize) -> Option<DecodedList> {
+    let mut decoder = Decoder::new(max_payload);
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    super::each_in_list(events, |i, t| match decoder.event(t) {
+        Ok(e) => good.push(e),
+        Err(why) => bad.push((i, why)),
+    })
+    .ok()?;
+    Some((good, bad))
+}
+
 pub fn encode_stored<'a>(env: Env<'a>, s: &StoredEvent) -> Term<'a> {
     let c: &Correlation = &s.correlation;
     let keys = [
