@@ -135,5 +135,62 @@ defmodule ElixirScope do
     }
   end
 
+  @doc """
+  Traces live processes into the pipeline, with no instrumentation.
+
+      {:ok, session} = ElixirScope.trace(pids: pid, descendants: true,
+                                         calls: [MyApp.Worker], messages: true)
+
+  What to trace:
+
+    * `pids:` a pid, a list of pids, `:new` (processes spawned from now on),
+      `:existing` or `:all`. Required.
+    * `descendants:` follow the processes they spawn (default `false`).
+    * `calls:` modules and `{module, function, arity}` patterns (`:_` for
+      any function or arity), or `:all`; each call's return or exception is
+      traced too. Callbacks of GenServer modules listed here also yield
+      `:state_change` events (`%{old: state, new: state}`, only when the
+      state changed), caused by the message being handled.
+    * `messages:` sends and receives (default `false`); receives carry
+      their sender, so message links are exact.
+    * `procs:` spawns, exits, links and unlinks (default `false`).
+    * `payloads:` `:full` (up to the pipeline's `max_payload_bytes`, the
+      default), `:none`, or a byte limit; bigger terms are stored as
+      `{:truncated, size, hint}`.
+
+  Limits (the first one reached stops the session at once):
+
+    * `max_events:` default 100_000.
+    * `rate_limit:` `{n, ms}`: more than `n` events within `ms`.
+    * `duration_ms:` default 60_000.
+
+  The session also ends when its `owner:` (default: the caller) exits.
+  `pids: :all | :new | :existing` with `calls: :all` is refused unless
+  `allow_all: true`. A process another tool (dbg, recon_trace) already
+  traces gives `{:error, {:already_traced, pid, tracer}}`; only one
+  session runs at a time (`{:error, {:session_active, server}}`). The
+  pipeline's own processes are never traced.
+
+  Errors: `{:error, {:unknown_option, key}}`, `{:error, {:invalid_option,
+  key, value}}`, `{:error, {:missing_option, :pids}}`,
+  `{:error, :nothing_to_trace}`, `{:error, {:too_broad, why}}`,
+  `{:error, {:no_such_process, pid}}`, `{:error, {:module_not_found, m}}`,
+  `{:error, {:no_functions_match, mfa}}`.
+  """
+  @spec trace(keyword()) :: {:ok, ElixirScope.Tracer.Session.t()} | {:error, term()}
+  defdelegate trace(opts), to: ElixirScope.Tracer, as: :start
+
+  @doc """
+  Stops a trace session and returns its counters:
+  `{:ok, %{events: n, dropped: d, stopped_because: reason, ...}}`.
+  `stopped_because` is the limit that had stopped it, or `:requested`.
+  """
+  @spec stop_trace(ElixirScope.Tracer.Session.t()) :: {:ok, ElixirScope.Tracer.info()}
+  defdelegate stop_trace(session), to: ElixirScope.Tracer, as: :stop
+
+  @doc "A trace session's counters now (see `stop_trace/1`), and whether it runs."
+  @spec trace_info(ElixirScope.Tracer.Session.t()) :: ElixirScope.Tracer.info()
+  defdelegate trace_info(session), to: ElixirScope.Tracer, as: :info
+
   defp pipeline(opts), do: PipelineManager.pipeline(Keyword.get(opts, :pipeline, PipelineManager))
 end

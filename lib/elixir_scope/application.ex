@@ -23,7 +23,8 @@ defmodule ElixirScope.Application do
 
     children = [
       {Registry, keys: :duplicate, name: ElixirScope.PipelineRegistry},
-      {PipelineManager, name: PipelineManager}
+      {PipelineManager, name: PipelineManager},
+      {DynamicSupervisor, name: ElixirScope.Tracer.Supervisor, strategy: :one_for_one}
     ]
 
     Supervisor.start_link(children, strategy: :one_for_one, name: ElixirScope.Supervisor)

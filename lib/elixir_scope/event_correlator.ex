@@ -114,7 +114,7 @@ defmodule ElixirScope.EventCorrelator do
           unfinished_calls: non_neg_integer(),
           ambiguous_matches: non_neg_integer(),
           depth_overflows: non_neg_integer(),
-          unroutable_sends: non_neg_integer(),
+          unaddressed_sends: non_neg_integer(),
           expired: non_neg_integer(),
           evicted: non_neg_integer(),
           pending_sends: non_neg_integer(),

@@ -49,4 +49,12 @@ defmodule ElixirScope.Native do
   def pipeline_worker_ids(_pipeline), do: nif()
   def pipeline_worker_stats(_pipeline, _id), do: nif()
   def pipeline_stats(_pipeline), do: nif()
+
+  # erl_tracer callbacks: this module is the tracer module of trace sessions.
+  def enabled(_tag, _state, _tracee), do: nif()
+  def trace(_tag, _state, _tracee, _message, _opts), do: nif()
+
+  def trace_session_new(_pipeline, _owner, _config), do: nif()
+  def trace_session_stop(_session, _reason), do: nif()
+  def trace_session_info(_session), do: nif()
 end

@@ -8,6 +8,7 @@
 //! within fixed bounds.
 //! [`pipeline::Pipeline`] ties rings, workers and a store together.
 
+pub mod capture;
 pub mod correlator;
 pub mod event;
 pub mod hash;

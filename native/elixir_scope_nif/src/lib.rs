@@ -11,5 +11,6 @@ mod nif_pipeline;
 mod nif_ring;
 mod nif_store;
 mod resources;
+mod tracer;
 
 rustler::init!("Elixir.ElixirScope.Native");

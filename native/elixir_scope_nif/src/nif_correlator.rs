@@ -69,7 +69,7 @@ fn correlator_stats(env: Env, store: ResourceArc<StoreRes>) -> Term {
         "unfinished_calls" => s.unfinished_calls,
         "ambiguous_matches" => s.ambiguous_matches,
         "depth_overflows" => s.depth_overflows,
-        "unroutable_sends" => s.unroutable_sends,
+        "unaddressed_sends" => s.unaddressed_sends,
         "expired" => s.expired,
         "evicted" => s.evicted,
         "pending_sends" => s.pending_sends,

@@ -10,8 +10,14 @@
 //! channel has seen a single sender, so its confidence is `1 / senders seen`.
 //! When a new sender shows up on a channel later, the recent blind matches
 //! of that channel are patched down to the new `1 / senders` (so a link made
-//! before the ambiguity was visible is never left at 1.0). A send to a name
-//! rather than a pid cannot be routed to a channel and is counted.
+//! before the ambiguity was visible is never left at 1.0).
+//!
+//! A send not addressed to a pid (a registered name, a process alias as in
+//! a `GenServer.call` reply, a port) has no channel. It waits by (sender,
+//! fingerprint) instead, where receives that know their sender also wait
+//! when their channel had nothing for them; a receive registered in both
+//! places leaves both when it is matched. Its confidence is `1 / n` when `n`
+//! candidates were waiting on the other side, else 1.0.
 //!
 //! A matched receive takes the send's id as correlation id and links
 //! `{:receives, send}`; until then it has correlation id 0, confidence 0.
@@ -72,10 +78,30 @@ impl Channel {
     }
 }
 
+/// A receive waiting by (sender, fingerprint), with its receiver so its
+/// channel entry can be found.
+#[derive(Clone, Copy)]
+struct Addressed {
+    id: u64,
+    receiver: u64,
+    at: i64,
+}
+
+/// Unaddressed sends and sender-known receives of one (sender, fingerprint).
+#[derive(Default)]
+struct BySender {
+    sends: VecDeque<Half>,
+    receives: VecDeque<Addressed>,
+    seen_at: i64,
+}
+
 #[derive(Default)]
 pub struct Messages {
     channels: WordMap<(u64, u64), Channel>,
+    by_sender: WordMap<(u64, u64), BySender>,
+    /// Sends waiting in a channel or by sender.
     pending_sends: usize,
+    /// Receives waiting in a channel (some also wait by sender).
     pending_receives: usize,
 }
 
@@ -87,6 +113,28 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Links a waiting receive to the send that just arrived.
+fn matched(
+    receive_id: u64,
+    send_id: u64,
+    confidence: f32,
+    stats: &mut CorrelatorStats,
+    patches: &mut Vec<Patch>,
+) {
+    if confidence < 1.0 {
+        stats.ambiguous_matches += 1;
+    }
+    stats.linked += 1;
+    patches.push(Patch {
+        id: receive_id,
+        change: Change::Matched {
+            link: receives_link(send_id),
+            correlation_id: send_id,
+            confidence,
+        },
+    });
+}
+
 fn receives_link(send_id: u64) -> Link {
     Link {
         kind: LinkKind::Receives,
@@ -96,14 +144,11 @@ fn receives_link(send_id: u64) -> Link {
 
 impl Messages {
     pub fn send(&mut self, e: &Event, stats: &mut CorrelatorStats, patches: &mut Vec<Patch>) {
+        let fp = fingerprint(e.data.as_bytes());
         let Some(receiver) = e.peer.as_pid() else {
-            stats.unroutable_sends += 1;
-            return;
+            return self.unaddressed_send(e, fp, stats, patches);
         };
-        let ch = self
-            .channels
-            .entry((receiver, fingerprint(e.data.as_bytes())))
-            .or_default();
+        let ch = self.channels.entry((receiver, fp)).or_default();
         ch.seen_at = ch.seen_at.max(e.timestamp);
         ch.saw_sender(e.pid, patches);
         let waiting = ch
@@ -119,22 +164,49 @@ impl Messages {
                 } else {
                     1.0
                 };
-                if confidence < 1.0 {
-                    stats.ambiguous_matches += 1;
+                if r.sender != 0 {
+                    if let Some(bs) = self.by_sender.get_mut(&(r.sender, fp)) {
+                        bs.receives.retain(|w| w.id != r.id);
+                    }
                 }
-                stats.linked += 1;
-                patches.push(Patch {
-                    id: r.id,
-                    change: Change::Matched {
-                        link: receives_link(e.id),
-                        correlation_id: e.id,
-                        confidence,
-                    },
-                });
+                matched(r.id, e.id, confidence, stats, patches);
             }
             None => {
                 self.pending_sends += 1;
                 ch.sends.push_back(Half {
+                    id: e.id,
+                    sender: e.pid,
+                    at: e.timestamp,
+                });
+            }
+        }
+    }
+
+    /// A send to a name, alias or port: match a sender-known receive waiting
+    /// by sender, or wait there.
+    fn unaddressed_send(
+        &mut self,
+        e: &Event,
+        fp: u64,
+        stats: &mut CorrelatorStats,
+        patches: &mut Vec<Patch>,
+    ) {
+        stats.unaddressed_sends += 1;
+        let bs = self.by_sender.entry((e.pid, fp)).or_default();
+        bs.seen_at = bs.seen_at.max(e.timestamp);
+        let candidates = bs.receives.len();
+        match bs.receives.pop_front() {
+            Some(r) => {
+                let ch = self.channels.get_mut(&(r.receiver, fp));
+                if let Some(ch) = ch {
+                    ch.receives.retain(|w| w.id != r.id);
+                }
+                self.pending_receives -= 1;
+                matched(r.id, e.id, 1.0 / candidates as f32, stats, patches);
+            }
+            None => {
+                self.pending_sends += 1;
+                bs.sends.push_back(Half {
                     id: e.id,
                     sender: e.pid,
                     at: e.timestamp,
@@ -152,10 +224,8 @@ impl Messages {
     ) {
         stats.linkable += 1;
         let sender = e.peer.as_pid().unwrap_or(0);
-        let ch = self
-            .channels
-            .entry((e.pid, fingerprint(e.data.as_bytes())))
-            .or_default();
+        let fp = fingerprint(e.data.as_bytes());
+        let ch = self.channels.entry((e.pid, fp)).or_default();
         ch.seen_at = ch.seen_at.max(e.timestamp);
         ch.saw_sender(sender, patches);
         let waiting = ch
@@ -179,6 +249,23 @@ impl Messages {
                 c.links = Box::new([receives_link(s.id)]);
             }
             None => {
+                let by_sender = (sender != 0)
+                    .then(|| self.by_sender.get_mut(&(sender, fp)))
+                    .flatten()
+                    .filter(|bs| !bs.sends.is_empty());
+                if let Some(bs) = by_sender {
+                    let candidates = bs.sends.len();
+                    let s = bs.sends.pop_front().expect("not empty");
+                    self.pending_sends -= 1;
+                    c.confidence = 1.0 / candidates as f32;
+                    if c.confidence < 1.0 {
+                        stats.ambiguous_matches += 1;
+                    }
+                    stats.linked += 1;
+                    c.correlation_id = s.id;
+                    c.links = Box::new([receives_link(s.id)]);
+                    return;
+                }
                 self.pending_receives += 1;
                 c.correlation_id = 0;
                 c.confidence = 0.0;
@@ -187,13 +274,22 @@ impl Messages {
                     sender,
                     at: e.timestamp,
                 });
+                if sender != 0 {
+                    let bs = self.by_sender.entry((sender, fp)).or_default();
+                    bs.seen_at = bs.seen_at.max(e.timestamp);
+                    bs.receives.push_back(Addressed {
+                        id: e.id,
+                        receiver: e.pid,
+                        at: e.timestamp,
+                    });
+                }
             }
         }
     }
 
     /// Pending halves and channels (what the entry bound counts).
     pub fn entries(&self) -> usize {
-        self.pending_sends + self.pending_receives + self.channels.len()
+        self.pending_sends + self.pending_receives + self.channels.len() + self.by_sender.len()
     }
 
     pub fn pending_sends(&self) -> usize {
@@ -218,6 +314,14 @@ impl Messages {
             receives += ch.receives.len();
             ch.seen_at >= cutoff || !ch.sends.is_empty() || !ch.receives.is_empty()
         });
+        self.by_sender.retain(|_, bs| {
+            let before = bs.sends.len();
+            bs.sends.retain(|h| h.at >= cutoff);
+            bs.receives.retain(|h| h.at >= cutoff);
+            dropped += (before - bs.sends.len()) as u64;
+            sends += bs.sends.len();
+            bs.seen_at >= cutoff || !bs.sends.is_empty() || !bs.receives.is_empty()
+        });
         self.pending_sends = sends;
         self.pending_receives = receives;
         dropped
@@ -234,6 +338,15 @@ impl Messages {
                         + (ch.sends.capacity() + ch.receives.capacity())
                             * std::mem::size_of::<Half>()
                         + ch.blind.capacity() * 8
+                })
+                .sum::<usize>()
+            + self.by_sender.capacity() * (std::mem::size_of::<((u64, u64), BySender)>() + 1)
+            + self
+                .by_sender
+                .values()
+                .map(|bs| {
+                    bs.sends.capacity() * std::mem::size_of::<Half>()
+                        + bs.receives.capacity() * std::mem::size_of::<Addressed>()
                 })
                 .sum::<usize>()
     }

@@ -132,7 +132,8 @@ pub struct CorrelatorStats {
     pub unfinished_calls: u64,
     pub ambiguous_matches: u64,
     pub depth_overflows: u64,
-    pub unroutable_sends: u64,
+    /// Sends to a name, alias or port (matched by sender, when possible).
+    pub unaddressed_sends: u64,
     pub expired: u64,
     pub evicted: u64,
     pub pending_sends: u64,

@@ -169,6 +169,29 @@ fn a_known_sender_makes_the_match_exact() {
 }
 
 #[test]
+fn sends_to_an_alias_or_name_match_receives_that_know_their_sender() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    // Send first: 10 replies to an alias (peer 0 here: not a pid).
+    sink.feed(&mut cor, &msg(1, 10, K::MessageSend, 0, b"reply"));
+    let r = sink.feed(&mut cor, &msg(2, 30, K::MessageReceive, 10, b"reply"));
+    assert_eq!((r.correlation_id, r.confidence), (1, 1.0));
+    // Receive first: it waits by channel and by sender, and is patched.
+    sink.feed(&mut cor, &msg(4, 30, K::MessageReceive, 10, b"again"));
+    sink.feed(&mut cor, &msg(3, 10, K::MessageSend, 0, b"again"));
+    assert_eq!(sink.links(4), vec![(LinkKind::Receives, 3)]);
+    // Matched through its channel, a receive leaves the by-sender queue too.
+    sink.feed(&mut cor, &msg(6, 30, K::MessageReceive, 10, b"once"));
+    sink.feed(&mut cor, &msg(5, 10, K::MessageSend, 30, b"once"));
+    sink.feed(&mut cor, &msg(7, 10, K::MessageSend, 0, b"once"));
+    assert_eq!(sink.links(6), vec![(LinkKind::Receives, 5)]);
+    let s = cor.stats();
+    assert_eq!(
+        (s.unaddressed_sends, s.pending_sends, s.pending_receives),
+        (3, 1, 0)
+    );
+}
+
+#[test]
 fn root_call_after_receive_is_caused_by_it_and_chains_back() {
     let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
     sink.feed(&mut cor, &call(1, 10, 1)); // caller's call

@@ -107,9 +107,14 @@ const MAX_SPARE_BYTES: usize = 1 << 16;
 
 impl Decoder {
     pub fn new(max_payload: usize) -> Decoder {
+        Decoder::with_stamp(max_payload, Stamp::now())
+    }
+
+    /// A decoder whose events default to `stamp`.
+    pub fn with_stamp(max_payload: usize, stamp: Stamp) -> Decoder {
         let (bytes, scratch) = SPARE.take().unwrap_or_default();
         Decoder {
-            stamp: Stamp::now(),
+            stamp,
             max_payload,
             bytes,
             scratch,
@@ -213,7 +218,8 @@ impl Decoder {
         })
     }
 
-    fn payload(&mut self, t: Term) -> Payload {
+    /// Encodes one term, truncated past `max_payload` bytes.
+    pub fn payload(&mut self, t: Term) -> Payload {
         self.bytes.clear();
         term::encode(t, self.max_payload, &mut self.bytes, &mut self.scratch);
         Payload::from_bytes(&self.bytes)

@@ -204,6 +204,18 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
     }
 }
 
+/// Appends a map from atoms to already encoded values (used to build a
+/// `%{old: ..., new: ...}` from two payloads without their terms).
+pub fn encode_atom_map(pairs: &[(rustler::Atom, &[u8])], out: &mut Vec<u8>) {
+    out.push(tag::MAP);
+    varint::push(out, pairs.len() as u64);
+    for (key, value) in pairs {
+        out.push(tag::ATOM);
+        varint::push(out, word(key.as_c_arg()));
+        out.extend_from_slice(value);
+    }
+}
+
 fn put_external(sink: &mut Sink, env: Env, t: ErlNifTerm) {
     // SAFETY: `t` is a live term of `env`.
     let bin = unsafe { Term::new(env, t) }.to_binary();

@@ -1,0 +1,229 @@
+//! Safety limits of a trace session, checked on every trace event.
+//!
+//! Algorithm: a session is live until the first limit trips; from then on
+//! every event is refused. Limits are an event count (`max_events`), a rate
+//! (`n` events per fixed window of `window_ns`; the event that would exceed
+//! `n` trips it) and a deadline (monotonic ns). An explicit [`Limits::stop`]
+//! (owner down, requested) ends the session the same way.
+//!
+//! Invariants: `stopped` goes from 0 to a reason exactly once (the first
+//! stopper wins and is the one told [`Admit::trip`]); `admitted` never
+//! exceeds `max_events` (an overshoot by a racing thread is taken back);
+//! every event offered is either admitted or counted in `refused`.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+
+/// Why a session stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    MaxEvents = 1,
+    RateLimit = 2,
+    Duration = 3,
+    OwnerDown = 4,
+    Requested = 5,
+}
+
+impl StopReason {
+    fn from_u8(v: u8) -> Option<StopReason> {
+        Some(match v {
+            1 => StopReason::MaxEvents,
+            2 => StopReason::RateLimit,
+            3 => StopReason::Duration,
+            4 => StopReason::OwnerDown,
+            5 => StopReason::Requested,
+            _ => return None,
+        })
+    }
+}
+
+/// The limits of one session.
+#[derive(Clone, Copy, Debug)]
+pub struct LimitsConfig {
+    pub max_events: u64,
+    /// At most `.0` events per window of `.1` ns.
+    pub rate: Option<(u64, i64)>,
+    /// Monotonic ns after which the session stops.
+    pub deadline: i64,
+}
+
+/// The verdict on one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admit {
+    /// Record the event.
+    pub record: bool,
+    /// This event stopped the session (the caller tells the owner).
+    pub trip: Option<StopReason>,
+}
+
+pub struct Limits {
+    config: LimitsConfig,
+    stopped: AtomicU8,
+    admitted: AtomicU64,
+    refused: AtomicU64,
+    window_start: AtomicI64,
+    window_count: AtomicU64,
+}
+
+impl Limits {
+    pub fn new(config: LimitsConfig, now: i64) -> Limits {
+        Limits {
+            config,
+            stopped: AtomicU8::new(0),
+            admitted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            window_start: AtomicI64::new(now),
+            window_count: AtomicU64::new(0),
+        }
+    }
+
+    /// Decides on one event seen at `now` (monotonic ns).
+    pub fn admit(&self, now: i64) -> Admit {
+        if self.stopped.load(Ordering::Relaxed) != 0 {
+            return self.refuse(None);
+        }
+        if now >= self.config.deadline {
+            return self.refuse(Some(StopReason::Duration));
+        }
+        if let Some((n, window)) = self.config.rate {
+            let start = self.window_start.load(Ordering::Relaxed);
+            if now - start >= window
+                && self
+                    .window_start
+                    .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.window_count.store(0, Ordering::Relaxed);
+            }
+            if self.window_count.fetch_add(1, Ordering::Relaxed) >= n {
+                return self.refuse(Some(StopReason::RateLimit));
+            }
+        }
+        let before = self.admitted.fetch_add(1, Ordering::Relaxed);
+        if before >= self.config.max_events {
+            self.admitted.fetch_sub(1, Ordering::Relaxed);
+            return self.refuse(Some(StopReason::MaxEvents));
+        }
+        let last = before + 1 == self.config.max_events;
+        Admit {
+            record: true,
+            trip: (last && self.stop(StopReason::MaxEvents)).then_some(StopReason::MaxEvents),
+        }
+    }
+
+    fn refuse(&self, reason: Option<StopReason>) -> Admit {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        Admit {
+            record: false,
+            trip: reason.filter(|&r| self.stop(r)),
+        }
+    }
+
+    /// Stops the session; true if this call stopped it (first reason wins).
+    pub fn stop(&self, reason: StopReason) -> bool {
+        self.stopped
+            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed) != 0
+    }
+
+    pub fn stopped_because(&self) -> Option<StopReason> {
+        StopReason::from_u8(self.stopped.load(Ordering::Acquire))
+    }
+
+    /// Events admitted so far.
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    /// Events refused so far (after a stop, or the one that tripped a limit).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_events: u64, rate: Option<(u64, i64)>, deadline: i64) -> Limits {
+        Limits::new(
+            LimitsConfig {
+                max_events,
+                rate,
+                deadline,
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn max_events_admits_exactly_n_and_trips_on_the_last() {
+        let l = limits(3, None, i64::MAX);
+        let verdicts: Vec<Admit> = (0..5).map(|t| l.admit(t)).collect();
+        assert!(verdicts[..3].iter().all(|a| a.record));
+        assert_eq!(verdicts[2].trip, Some(StopReason::MaxEvents));
+        assert!(verdicts[..2].iter().all(|a| a.trip.is_none()));
+        assert!(verdicts[3..].iter().all(|a| !a.record && a.trip.is_none()));
+        assert_eq!((l.admitted(), l.refused()), (3, 2));
+        assert_eq!(l.stopped_because(), Some(StopReason::MaxEvents));
+    }
+
+    #[test]
+    fn the_rate_limit_trips_on_the_event_over_n_within_a_window() {
+        let l = limits(u64::MAX, Some((2, 100)), i64::MAX);
+        assert!(l.admit(0).record && l.admit(50).record);
+        // A new window starts at 100: two more fit.
+        assert!(l.admit(100).record && l.admit(150).record);
+        let over = l.admit(160);
+        assert_eq!(
+            over,
+            Admit {
+                record: false,
+                trip: Some(StopReason::RateLimit)
+            }
+        );
+        assert!(!l.admit(1_000).record, "stays stopped");
+        assert_eq!((l.admitted(), l.refused()), (4, 2));
+    }
+
+    #[test]
+    fn the_deadline_trips_once() {
+        let l = limits(u64::MAX, None, 10);
+        assert!(l.admit(9).record);
+        assert_eq!(l.admit(10).trip, Some(StopReason::Duration));
+        assert_eq!(l.admit(11).trip, None);
+        assert_eq!(l.stopped_because(), Some(StopReason::Duration));
+    }
+
+    #[test]
+    fn the_first_stop_wins() {
+        let l = limits(u64::MAX, None, i64::MAX);
+        assert!(l.stop(StopReason::OwnerDown));
+        assert!(!l.stop(StopReason::Requested));
+        assert_eq!(l.stopped_because(), Some(StopReason::OwnerDown));
+        assert!(!l.admit(0).record);
+    }
+
+    #[test]
+    fn concurrent_admits_never_exceed_max_events() {
+        let l = std::sync::Arc::new(limits(10_000, None, i64::MAX));
+        let trips: u64 = (0..4)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    (0..5_000).filter(|&t| l.admit(t).trip.is_some()).count() as u64
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(trips, 1);
+        assert_eq!(l.admitted(), 10_000);
+        assert_eq!(l.admitted() + l.refused(), 20_000);
+    }
+}

@@ -1,0 +1,293 @@
+//! A trace session: the erl_tracer state shared by every traced process.
+//!
+//! The session resource is the `TracerState` the VM hands to `enabled/3`
+//! and `trace/5` on the traced process's own scheduler. Each trace event is
+//! checked against the session's [`Limits`], stamped, translated and pushed
+//! into its pid's ring shard of the pipeline; no message is sent. The first
+//! limit that trips stops the session: from then on `enabled/3` answers
+//! `remove` (each tracee drops the tracer at its next event) and the owning
+//! Elixir process is sent `{:elixir_scope_trace_stopped, reason}` once, so it
+//! clears the trace flags and patterns.
+//!
+//! Counters: every event reaching `trace/5` is admitted (`captured` or
+//! `ring_full`), refused by the limits (`refused`), or unreadable
+//! (`unreadable`); so nothing is dropped without being counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustler::{Atom, Encoder, Env, LocalPid, NifMap, ResourceArc, Term};
+
+use elixir_scope_core::capture::limits::{Limits, LimitsConfig, StopReason};
+use elixir_scope_core::capture::server_states::ServerStates;
+use elixir_scope_core::event::{Event, EventKind};
+
+use super::translate::{self, Payloads, TraceMessage};
+use crate::atoms;
+use crate::codec::event::{Decoder, Stamp};
+use crate::codec::word;
+use crate::resources::PipelineRes;
+
+/// Processes whose callbacks in progress are remembered (for state changes).
+const MAX_SERVER_PIDS: usize = 100_000;
+
+/// Session options, flattened by `ElixirScope.Tracer`.
+#[derive(NifMap)]
+pub struct SessionConfig<'a> {
+    max_events: u64,
+    /// 0 = no rate limit.
+    rate_events: u64,
+    rate_window_ms: u64,
+    duration_ms: u64,
+    /// `nil` = capture no payloads.
+    payload_bytes: Option<usize>,
+    /// Never traced (the pipeline's own processes).
+    excluded: Vec<Term<'a>>,
+    /// GenServer modules whose callbacks yield `:state_change` events.
+    servers: Vec<Atom>,
+    /// Count events and do nothing else: the VM's floor, for benchmarks.
+    count_only: bool,
+}
+
+pub struct TraceSession {
+    pipeline: ResourceArc<PipelineRes>,
+    owner: LocalPid,
+    limits: Limits,
+    payload_bytes: Option<usize>,
+    /// Wall clock minus monotonic clock at session start (ns).
+    wall_offset: i64,
+    excluded: Vec<u64>,
+    servers: Vec<u64>,
+    count_only: bool,
+    states: ServerStates,
+    captured: AtomicU64,
+    state_changes: AtomicU64,
+    ring_full: AtomicU64,
+    unreadable: AtomicU64,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for TraceSession {}
+
+// See resources.rs: every field keeps its invariants at each atomic step or
+// lock release.
+impl std::panic::RefUnwindSafe for TraceSession {}
+
+impl TraceSession {
+    pub fn new(pipeline: ResourceArc<PipelineRes>, owner: LocalPid, c: SessionConfig) -> Self {
+        let now = Stamp::now();
+        let ms = |v: u64| (v as i64).saturating_mul(1_000_000);
+        TraceSession {
+            pipeline,
+            owner,
+            limits: Limits::new(
+                LimitsConfig {
+                    max_events: c.max_events,
+                    rate: (c.rate_events > 0).then(|| (c.rate_events, ms(c.rate_window_ms))),
+                    deadline: now.mono.saturating_add(ms(c.duration_ms)),
+                },
+                now.mono,
+            ),
+            payload_bytes: c.payload_bytes,
+            wall_offset: now.wall - now.mono,
+            excluded: c
+                .excluded
+                .iter()
+                .filter(|p| p.is_pid())
+                .map(|p| word(p.as_c_arg()))
+                .collect(),
+            servers: c.servers.iter().map(|a| word(a.as_c_arg())).collect(),
+            count_only: c.count_only,
+            states: ServerStates::new(MAX_SERVER_PIDS),
+            captured: AtomicU64::new(0),
+            state_changes: AtomicU64::new(0),
+            ring_full: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
+        }
+    }
+
+    /// `enabled/3`: whether the VM should build this trace event.
+    pub fn enabled(&self, tag: Term, tracee: Term) -> Atom {
+        if self.limits.is_stopped() || self.excluded.contains(&word(tracee.as_c_arg())) {
+            return atoms::remove();
+        }
+        let t = tag.as_c_arg();
+        let wanted = [
+            atoms::call(),
+            atoms::return_from(),
+            atoms::exception_from(),
+            atoms::send(),
+            atoms::receive(),
+            atoms::spawn(),
+            atoms::exit(),
+            atoms::link(),
+            atoms::unlink(),
+            atoms::send_to_non_existing_process(),
+            atoms::trace_status(),
+        ];
+        if wanted.iter().any(|a| a.as_c_arg() == t) {
+            atoms::trace()
+        } else {
+            atoms::discard()
+        }
+    }
+
+    /// `trace/5`: records one trace event.
+    pub fn record<'a>(
+        &self,
+        env: Env<'a>,
+        tag: Term<'a>,
+        tracee: Term<'a>,
+        message: Term<'a>,
+        opts: Term<'a>,
+    ) {
+        if self.count_only {
+            self.captured.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if !tracee.is_pid() {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: a plain clock read on a scheduler thread.
+        let mono = unsafe {
+            rustler::sys::enif_monotonic_time(rustler::sys::ErlNifTimeUnit::ERL_NIF_NSEC)
+        };
+        let admit = self.limits.admit(mono);
+        if let Some(reason) = admit.trip {
+            // The owner may already be gone; its monitor then stops us anyway.
+            let _ = env.send(
+                &self.owner,
+                (atoms::elixir_scope_trace_stopped(), reason_atom(reason)),
+            );
+        }
+        if !admit.record {
+            return;
+        }
+        let stamp = Stamp {
+            mono,
+            wall: mono + self.wall_offset,
+        };
+        let m = TraceMessage {
+            tag,
+            pid: word(tracee.as_c_arg()),
+            message,
+            opts,
+            stamp,
+        };
+        let mut payloads = Payloads {
+            decoder: Decoder::with_stamp(self.payload_bytes.unwrap_or(0), stamp),
+            enabled: self.payload_bytes.is_some(),
+        };
+        let Some(event) = translate::event(&m, &mut payloads) else {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let state_change = self.track_server_state(&m, &event, &mut payloads);
+        let mut batch = self
+            .pipeline
+            .pipeline
+            .begin_ingest(1 + state_change.is_some() as usize);
+        if let Some(change) = state_change {
+            if batch.push(change).is_some() {
+                self.state_changes.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.ring_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let counter = match batch.push(event) {
+            Some(_) => &self.captured,
+            None => &self.ring_full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Remembers a server callback's old state on entry; on return yields
+    /// the `:state_change` when the state differs.
+    fn track_server_state(
+        &self,
+        m: &TraceMessage,
+        event: &Event,
+        payloads: &mut Payloads,
+    ) -> Option<Event> {
+        if event.kind == EventKind::ProcessExit {
+            self.states.forget(event.pid);
+        }
+        if !payloads.enabled
+            || !self.servers.contains(&event.module)
+            || !translate::is_server_callback(event)
+        {
+            return None;
+        }
+        match event.kind {
+            EventKind::FunctionCall => {
+                let old = payloads.decoder.payload(translate::old_state(m)?);
+                self.states.enter(event.pid, old);
+                None
+            }
+            EventKind::FunctionReturn => {
+                let old = self.states.leave(event.pid)?;
+                let new = payloads.decoder.payload(translate::new_state(m)?);
+                (new != old).then(|| Event {
+                    kind: EventKind::StateChange,
+                    data: translate::state_change_data(&old, &new),
+                    ..event.clone()
+                })
+            }
+            EventKind::FunctionException => {
+                self.states.leave(event.pid);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Stops the session; true if this call stopped it.
+    pub fn stop(&self, reason: StopReason) -> bool {
+        self.limits.stop(reason)
+    }
+
+    pub fn info<'a>(&self, env: Env<'a>) -> Term<'a> {
+        let captured = self.captured.load(Ordering::Relaxed);
+        let dropped = self.limits.refused()
+            + self.ring_full.load(Ordering::Relaxed)
+            + self.unreadable.load(Ordering::Relaxed);
+        crate::atom_map!(env, {
+            "events" => captured,
+            "state_changes" => self.state_changes.load(Ordering::Relaxed),
+            "dropped" => dropped,
+            "dropped_by_cause" => crate::atom_map!(env, {
+                "after_stop" => self.limits.refused(),
+                "buffer_full" => self.ring_full.load(Ordering::Relaxed),
+                "unreadable" => self.unreadable.load(Ordering::Relaxed),
+            }),
+            "stopped_because" => match self.limits.stopped_because() {
+                Some(r) => reason_atom(r).encode(env),
+                None => atoms::nil().encode(env),
+            },
+            "servers_in_callback" => self.states.len(),
+            "untracked_callbacks" => self.states.untracked(),
+        })
+    }
+}
+
+pub fn reason_atom(r: StopReason) -> Atom {
+    match r {
+        StopReason::MaxEvents => atoms::max_events(),
+        StopReason::RateLimit => atoms::rate_limit(),
+        StopReason::Duration => atoms::duration(),
+        StopReason::OwnerDown => atoms::owner_down(),
+        StopReason::Requested => atoms::requested(),
+    }
+}
+
+pub fn reason_of(a: Atom) -> Option<StopReason> {
+    [
+        StopReason::MaxEvents,
+        StopReason::RateLimit,
+        StopReason::Duration,
+        StopReason::OwnerDown,
+        StopReason::Requested,
+    ]
+    .into_iter()
+    .find(|&r| reason_atom(r) == a)
+}

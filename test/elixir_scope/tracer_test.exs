@@ -1,0 +1,257 @@
+defmodule ElixirScope.TracerTest do
+  use ExUnit.Case
+
+  alias ElixirScope.{EventCorrelator, Traced}
+  alias ElixirScope.Storage.DataAccess
+  alias ElixirScope.Traced.{Client, Counter}
+
+  setup do
+    on_exit(fn ->
+      if pid = Process.whereis(ElixirScope.Tracer.Server),
+        do: ElixirScope.Tracer.Server.stop(pid, :requested)
+    end)
+  end
+
+  defp events_of(pids) do
+    :ok = ElixirScope.flush()
+
+    pids
+    |> Enum.flat_map(&DataAccess.query_by_pid(&1, order: :asc))
+    |> Enum.sort_by(& &1.event.id)
+  end
+
+  defp find(events, fun), do: Enum.find(events, &fun.(&1.event)) || flunk("no such event")
+
+  defp wait_stopped(session, tries \\ 200) do
+    info = ElixirScope.trace_info(session)
+
+    cond do
+      not info.running and not Process.alive?(session.server) -> info
+      tries == 0 -> flunk("session still running: #{inspect(info)}")
+      true -> Process.sleep(10) && wait_stopped(session, tries - 1)
+    end
+  end
+
+  describe "a GenServer.call, traced on both sides" do
+    test "links call, send, receive, callback, state change and reply" do
+      {:ok, server} = Counter.start(0)
+      client = Traced.runner()
+
+      {:ok, session} =
+        ElixirScope.trace(pids: [client, server], calls: [Counter, Client], messages: true)
+
+      assert Traced.run(client, fn -> Client.bump(server) end) == 1
+      assert {:ok, %{stopped_because: :requested, dropped: 0}} = ElixirScope.stop_trace(session)
+      events = events_of([client, server])
+
+      bump = find(events, &(&1.type == :function_call and &1.function == :bump))
+
+      call_send =
+        find(events, fn e ->
+          e.type == :message_send and e.pid == client and
+            match?({:"$gen_call", _, :bump}, e.data)
+        end)
+
+      assert call_send.event.peer == server
+      assert call_send.parent_id == bump.event.id
+
+      call_receive =
+        find(events, &(&1.type == :message_receive and match?({:"$gen_call", _, _}, &1.data)))
+
+      assert call_receive.event.pid == server
+      assert call_receive.event.peer == client, "the receive knows its sender"
+      assert call_receive.links == [receives: call_send.event.id]
+      assert call_receive.correlation_confidence == 1.0
+
+      handle_call = find(events, &(&1.type == :function_call and &1.function == :handle_call))
+      assert {:caused_by, call_receive.event.id} in handle_call.links
+
+      change = find(events, &(&1.type == :state_change))
+      assert change.event.data == %{old: 0, new: 1}
+      assert change.links == [caused_by: call_receive.event.id]
+      assert change.parent_id == handle_call.event.id
+
+      reply_send = find(events, &(&1.type == :message_send and &1.pid == server))
+
+      reply_receive =
+        find(
+          events,
+          &(&1.type == :message_receive and &1.pid == client and
+              match?({_, 1}, &1.data))
+        )
+
+      assert reply_receive.links == [receives: reply_send.event.id]
+
+      chain = EventCorrelator.get_correlation_chain(change.event.id)
+      ids = Enum.map(chain, & &1.event.id)
+      assert bump.event.id in ids
+      assert List.last(ids) == change.event.id
+
+      assert Enum.find_index(ids, &(&1 == bump.event.id)) <
+               Enum.find_index(ids, &(&1 == call_receive.event.id))
+    end
+
+    test "a cast that leaves the state unchanged yields no state change" do
+      {:ok, server} = Counter.start(5)
+      {:ok, session} = ElixirScope.trace(pids: server, calls: [Counter])
+      GenServer.cast(server, {:add, 0})
+      GenServer.cast(server, {:add, 2})
+      assert GenServer.call(server, :peek) == 7
+      {:ok, info} = ElixirScope.stop_trace(session)
+      assert info.state_changes == 1
+      changes = events_of([server]) |> Enum.filter(&(&1.event.type == :state_change))
+      assert [%{event: %{data: %{old: 5, new: 7}}}] = changes
+    end
+  end
+
+  test "descendants: true follows spawned children" do
+    parent = Traced.runner()
+
+    {:ok, session} =
+      ElixirScope.trace(pids: parent, descendants: true, procs: true, messages: true)
+
+    child =
+      Traced.run(parent, fn ->
+        me = self()
+        child = spawn(fn -> send(me, :hello_from_child) end)
+        receive do: (:hello_from_child -> child)
+      end)
+
+    {:ok, _} = ElixirScope.stop_trace(session)
+    events = events_of([parent, child])
+    spawn_event = find(events, &(&1.type == :process_spawn))
+    assert spawn_event.event.peer == child
+    child_send = find(events, &(&1.type == :message_send and &1.pid == child))
+    assert child_send.event.data == :hello_from_child
+    child_receive = find(events, &(&1.type == :message_receive and &1.data == :hello_from_child))
+    assert child_receive.links == [receives: child_send.event.id]
+    assert find(events, &(&1.type == :process_exit and &1.pid == child)).event.data == :normal
+  end
+
+  describe "limits stop the trace with the right reason" do
+    test "max_events" do
+      runner = Traced.runner()
+
+      {:ok, session} =
+        ElixirScope.trace(pids: runner, calls: [{Client, :step, 1}], max_events: 10)
+
+      Traced.run(runner, fn -> Client.loop(100) end)
+      info = wait_stopped(session)
+      assert info.stopped_because == :max_events
+      assert info.events == 10
+      assert info.dropped >= 0
+      assert :erlang.trace_info(runner, :flags) == {:flags, []}
+      assert :erlang.trace_info({Client, :step, 1}, :traced) == {:traced, false}
+      assert length(events_of([runner])) == 10
+    end
+
+    test "rate_limit" do
+      runner = Traced.runner()
+
+      {:ok, session} =
+        ElixirScope.trace(pids: runner, calls: [{Client, :step, 1}], rate_limit: {50, 60_000})
+
+      Traced.run(runner, fn -> Client.loop(1_000) end)
+      info = wait_stopped(session)
+      assert info.stopped_because == :rate_limit
+      assert info.events == 50
+    end
+
+    test "duration" do
+      runner = Traced.runner()
+      {:ok, session} = ElixirScope.trace(pids: runner, messages: true, duration_ms: 50)
+      assert wait_stopped(session).stopped_because == :duration
+      assert :erlang.trace_info(runner, :flags) == {:flags, []}
+    end
+
+    test "owner death" do
+      runner = Traced.runner()
+      test = self()
+
+      owner =
+        spawn(fn ->
+          {:ok, session} = ElixirScope.trace(pids: runner, messages: true)
+          send(test, {:session, session})
+        end)
+
+      assert_receive {:session, session}
+      refute Process.alive?(owner)
+      assert wait_stopped(session).stopped_because == :owner_down
+      {:ok, info} = ElixirScope.stop_trace(session)
+      assert info.stopped_because == :owner_down, "the first reason stays"
+    end
+  end
+
+  test "tracing survives a traced process crashing" do
+    {:ok, server} = Counter.start(0)
+    client = Traced.runner()
+
+    {:ok, session} =
+      ElixirScope.trace(pids: [client, server], calls: [Counter], procs: true, messages: true)
+
+    ExUnit.CaptureLog.capture_log(fn ->
+      Traced.run(client, fn -> catch_exit(GenServer.call(server, :crash)) end)
+    end)
+
+    {:ok, other} = Counter.start(1)
+    assert ElixirScope.trace_info(session).running
+    assert Traced.run(client, fn -> GenServer.call(other, :peek) end) == 1
+    {:ok, info} = ElixirScope.stop_trace(session)
+    assert info.stopped_because == :requested
+    events = events_of([client, server])
+    exception = find(events, &(&1.type == :function_exception))
+    assert {:error, %RuntimeError{message: "boom"}} = exception.event.data
+    assert find(events, &(&1.type == :process_exit and &1.pid == server))
+    assert find(events, &(&1.type == :message_send and &1.pid == client and &1.peer == other))
+  end
+
+  describe "refusals" do
+    test "another tool's tracer is never taken over" do
+      runner = Traced.runner()
+      :erlang.trace(runner, true, [:send, {:tracer, self()}])
+
+      assert {:error, {:already_traced, ^runner, _}} =
+               ElixirScope.trace(pids: runner, messages: true)
+
+      assert :erlang.trace_info(runner, :tracer) == {:tracer, self()}
+      :erlang.trace(runner, false, [:all])
+    end
+
+    test "bad options" do
+      assert ElixirScope.trace(messages: true) == {:error, {:missing_option, :pids}}
+      assert ElixirScope.trace(pids: self()) == {:error, :nothing_to_trace}
+      assert ElixirScope.trace(pids: self(), colour: :red) == {:error, {:unknown_option, :colour}}
+
+      assert ElixirScope.trace(pids: self(), messages: true, max_events: 0) ==
+               {:error, {:invalid_option, :max_events, 0}}
+
+      assert ElixirScope.trace(pids: self(), calls: ["x"]) ==
+               {:error, {:invalid_option, :calls, "x"}}
+
+      assert {:error, {:too_broad, _}} = ElixirScope.trace(pids: :new, calls: :all)
+
+      assert ElixirScope.trace(pids: self(), calls: [NoSuchModule]) ==
+               {:error, {:module_not_found, NoSuchModule}}
+
+      dead = spawn(fn -> :ok end)
+      Process.sleep(10)
+      assert ElixirScope.trace(pids: dead, messages: true) == {:error, {:no_such_process, dead}}
+      assert ElixirScope.trace(:nope) == {:error, {:invalid_options, :nope}}
+      assert Process.whereis(ElixirScope.Tracer.Server) == nil
+    end
+
+    test "one session at a time" do
+      {:ok, session} = ElixirScope.trace(pids: Traced.runner(), messages: true)
+      assert {:error, {:session_active, _}} = ElixirScope.trace(pids: self(), messages: true)
+      {:ok, _} = ElixirScope.stop_trace(session)
+    end
+  end
+
+  test "the pipeline's own processes are never traced" do
+    {:ok, session} = ElixirScope.trace(pids: :all, messages: true, procs: true, max_events: 5_000)
+    ElixirScope.Capture.PipelineManager.get_pipeline_stats()
+    {:ok, _} = ElixirScope.stop_trace(session)
+    manager = Process.whereis(ElixirScope.Capture.PipelineManager)
+    assert events_of([manager, session.server]) == []
+  end
+end

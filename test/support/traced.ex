@@ -1,0 +1,56 @@
+defmodule ElixirScope.Traced do
+  @moduledoc false
+  # Real processes for the tracer tests.
+
+  defmodule Counter do
+    @moduledoc false
+    use GenServer
+
+    def start(n), do: GenServer.start(__MODULE__, n)
+
+    @impl true
+    def init(n), do: {:ok, n}
+
+    @impl true
+    def handle_call(:bump, _from, n), do: {:reply, n + 1, n + 1}
+    def handle_call(:crash, _from, _n), do: raise("boom")
+    def handle_call(:peek, _from, n), do: {:reply, n, n}
+
+    @impl true
+    def handle_cast({:add, k}, n), do: {:noreply, n + k}
+  end
+
+  defmodule Client do
+    @moduledoc false
+    def bump(server), do: GenServer.call(server, :bump)
+
+    def loop(0), do: :done
+    def loop(n), do: loop(step(n))
+
+    def step(n), do: n - 1
+  end
+
+  @doc "A process that runs each function it is sent, replying `{:ran, result}`."
+  def runner do
+    spawn(fn -> run_loop() end)
+  end
+
+  defp run_loop do
+    receive do
+      {:run, from, fun} ->
+        send(from, {:ran, fun.()})
+        run_loop()
+    end
+  end
+
+  @doc "Runs `fun` in `runner` and waits for its result."
+  def run(runner, fun) do
+    send(runner, {:run, self(), fun})
+
+    receive do
+      {:ran, result} -> result
+    after
+      5_000 -> raise "runner did not answer"
+    end
+  end
+end
