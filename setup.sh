@@ -4,6 +4,7 @@
 #   ./setup.sh demo    the demo on the default pipeline
 #   ./setup.sh test    cargo test + mix test
 #   ./setup.sh bench   bench/pipeline.exs
+#   ./setup.sh bench-tracer   bench/tracer.exs
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,11 +13,12 @@ command -v elixir >/dev/null 2>&1 || need+=(elixir)
 command -v erl >/dev/null 2>&1 || need+=(erlang-dev)
 [ -d "$(ls -d /usr/lib/erlang/lib/proper-* 2>/dev/null | head -n1)" ] || need+=(erlang-proper)
 [ -d "$(ls -d /usr/lib/erlang/lib/tools-* 2>/dev/null | head -n1)" ] || need+=(erlang-tools)
+[ -d "$(ls -d /usr/lib/erlang/lib/runtime_tools-* 2>/dev/null | head -n1)" ] || need+=(erlang-runtime-tools)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-    elixir erlang-dev erlang-tools erlang-dialyzer erlang-proper >/dev/null
+    elixir erlang-dev erlang-tools erlang-runtime-tools erlang-dialyzer erlang-proper >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
 export MIX_HOME="${MIX_HOME:-$PWD/_build/mix_home}"
@@ -25,5 +27,6 @@ case "${1:-}" in
   demo) exec mix run bench/demo.exs ;;
   test) cargo test --workspace && mix test ;;
   bench) shift; exec env MIX_ENV=prod mix run bench/pipeline.exs "$@" ;;
-  *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
+  bench-tracer) shift; exec env MIX_ENV=prod mix run bench/tracer.exs "$@" ;;
+  *) echo "usage: $0 demo|test|bench|bench-tracer" >&2; exit 2 ;;
 esac

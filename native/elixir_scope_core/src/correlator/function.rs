@@ -56,6 +56,7 @@ pub fn call(
         }
         None => {
             c.root_id = e.id;
+            ctx.root_cause = ctx.just_received;
             if ctx.just_received != 0 {
                 links.push(Link {
                     kind: LinkKind::CausedBy,

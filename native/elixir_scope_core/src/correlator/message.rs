@@ -113,6 +113,14 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Removes the entry with `id`; both queues of a receive keep arrival
+/// order, so it is almost always the front one (O(1)).
+fn take_by_id<T>(queue: &mut VecDeque<T>, id: u64, id_of: impl Fn(&T) -> u64) {
+    if let Some(i) = queue.iter().position(|t| id_of(t) == id) {
+        queue.remove(i);
+    }
+}
+
 /// Links a waiting receive to the send that just arrived.
 fn matched(
     receive_id: u64,
@@ -166,7 +174,7 @@ impl Messages {
                 };
                 if r.sender != 0 {
                     if let Some(bs) = self.by_sender.get_mut(&(r.sender, fp)) {
-                        bs.receives.retain(|w| w.id != r.id);
+                        take_by_id(&mut bs.receives, r.id, |w| w.id);
                     }
                 }
                 matched(r.id, e.id, confidence, stats, patches);
@@ -197,9 +205,8 @@ impl Messages {
         let candidates = bs.receives.len();
         match bs.receives.pop_front() {
             Some(r) => {
-                let ch = self.channels.get_mut(&(r.receiver, fp));
-                if let Some(ch) = ch {
-                    ch.receives.retain(|w| w.id != r.id);
+                if let Some(ch) = self.channels.get_mut(&(r.receiver, fp)) {
+                    take_by_id(&mut ch.receives, r.id, |w| w.id);
                 }
                 self.pending_receives -= 1;
                 matched(r.id, e.id, 1.0 / candidates as f32, stats, patches);

@@ -110,8 +110,11 @@ pub struct Context {
     pub frames: Vec<function::Frame>,
     /// The last event of this pid was a receive (its id), or 0.
     pub just_received: u64,
-    /// The last receive of this pid (what a state change is caused by), or 0.
+    /// The last receive of this pid, or 0.
     pub last_receive: u64,
+    /// The receive that caused the current root call (the message a
+    /// GenServer callback is handling), or 0.
+    pub root_cause: u64,
     /// The spawn event that created this pid, once known, or 0.
     pub spawned_by: u64,
     /// This pid's first root call, or 0 (linked to the spawn when it arrives).

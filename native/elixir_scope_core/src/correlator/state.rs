@@ -1,7 +1,9 @@
 //! State strategy: a `:state_change` is caused by what its pid was handling.
 //!
-//! That is the pid's latest receive when there is one (a GenServer changes
-//! state while handling a message), else its innermost open call; the event
+//! That is the receive that started the current root call (a GenServer
+//! callback handling a message; replies received inside it, from nested
+//! calls, are not the cause), else the pid's latest receive, else its
+//! innermost open call; the event
 //! also sits in the pid's call stack (parent = innermost open call, root =
 //! outermost), so a chain can be walked back either way.
 
@@ -10,11 +12,18 @@ use crate::event::{Correlation, Link, LinkKind};
 
 pub fn change(ctx: &Context, c: &mut Correlation) {
     function::within_stack(ctx, c);
-    let cause = if ctx.last_receive != 0 {
-        ctx.last_receive
-    } else {
-        c.parent_id
-    };
+    let cause = [
+        if ctx.frames.is_empty() {
+            0
+        } else {
+            ctx.root_cause
+        },
+        ctx.last_receive,
+        c.parent_id,
+    ]
+    .into_iter()
+    .find(|&id| id != 0)
+    .unwrap_or(0);
     if cause != 0 {
         c.links = Box::new([Link {
             kind: LinkKind::CausedBy,

@@ -198,9 +198,16 @@ fn root_call_after_receive_is_caused_by_it_and_chains_back() {
     sink.feed(&mut cor, &msg(2, 10, K::MessageSend, 20, b"req"));
     sink.feed(&mut cor, &msg(3, 20, K::MessageReceive, 0, b"req"));
     sink.feed(&mut cor, &call(4, 20, 5)); // handle_call
+                                          // Inside it, a nested call to a third server and its reply.
+    sink.feed(&mut cor, &msg(6, 20, K::MessageSend, 30, b"nested"));
+    sink.feed(&mut cor, &msg(7, 20, K::MessageReceive, 30, b"reply"));
     let sc = sink.feed(&mut cor, &ev(5, 20, K::StateChange));
     assert_eq!(sink.links(4), vec![(LinkKind::CausedBy, 3)]);
-    assert_eq!(sink.links(5), vec![(LinkKind::CausedBy, 3)]);
+    assert_eq!(
+        sink.links(5),
+        vec![(LinkKind::CausedBy, 3)],
+        "the request being handled, not the nested reply"
+    );
     assert_eq!(sc.parent_id, 4);
     let chain = chain_of(&sink, 5);
     assert_eq!(chain, vec![1, 2, 3, 5]);
