@@ -116,7 +116,13 @@ defmodule TracerBench do
 
   def elixir_scope(build, pipeline) do
     w = build.()
-    opts = [pids: w.pids, pipeline: pipeline, max_events: 1_000_000_000_000, duration_ms: 3_600_000]
+
+    opts = [
+      pids: w.pids,
+      pipeline: pipeline,
+      max_events: 1_000_000_000_000,
+      duration_ms: 3_600_000
+    ]
 
     opts =
       if w.calls?,
@@ -131,7 +137,8 @@ defmodule TracerBench do
     {:ok, info} = ElixirScope.stop_trace(session)
 
     if info.events != w.events or info.dropped > 0,
-      do: IO.puts("  elixir_scope captured #{info.events} of #{w.events}, dropped #{info.dropped}")
+      do:
+        IO.puts("  elixir_scope captured #{info.events} of #{w.events}, dropped #{info.dropped}")
 
     {us, stored_us}
   end
@@ -240,6 +247,20 @@ name = :tracer_bench
     config: [capture: [ring_size: 1_048_576, shards: 4], storage: [max_events: 4_000_000]]
   )
 
-IO.puts("Tracer benchmark on #{System.schedulers_online()} schedulers, OTP #{System.otp_release()}")
-TracerBench.report("calls (call + return_from)", fn -> TracerBench.calls(calls) end, 2 * calls, name)
-TracerBench.report("ping-pong (send + receive)", fn -> TracerBench.ping_pong(rounds) end, 4 * rounds + 4, name)
+IO.puts(
+  "Tracer benchmark on #{System.schedulers_online()} schedulers, OTP #{System.otp_release()}"
+)
+
+TracerBench.report(
+  "calls (call + return_from)",
+  fn -> TracerBench.calls(calls) end,
+  2 * calls,
+  name
+)
+
+TracerBench.report(
+  "ping-pong (send + receive)",
+  fn -> TracerBench.ping_pong(rounds) end,
+  4 * rounds + 4,
+  name
+)

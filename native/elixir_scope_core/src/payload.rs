@@ -120,13 +120,22 @@ impl Payload {
         }
     }
 
-    /// A payload holding one local pid.
+    /// A payload holding one local pid (built in place: no allocation).
     pub fn pid(raw: u64) -> Self {
-        let mut bytes = vec![tag::PID];
-        varint::push(&mut bytes, raw);
-        Self::from_bytes(&bytes)
+        let mut buf = [0; INLINE_CAP];
+        buf[0] = tag::PID;
+        let (mut v, mut len) = (raw, 1);
+        while v >= 0x80 {
+            buf[len] = (v as u8) | 0x80;
+            v >>= 7;
+            len += 1;
+        }
+        buf[len] = v as u8;
+        Payload::Inline {
+            len: len as u8 + 1,
+            buf,
+        }
     }
-
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Payload::Inline { len, buf } => &buf[..*len as usize],
@@ -214,6 +223,12 @@ mod tests {
             assert_eq!(varint::unzigzag(varint::zigzag(i)), i);
         }
         assert_eq!(varint::zigzag(-1), 1);
+        for raw in [0, 0x7f, 0x80, 0x1234_5678_9abc_def3, u64::MAX] {
+            let mut bytes = vec![tag::PID];
+            varint::push(&mut bytes, raw);
+            assert_eq!(Payload::pid(raw).as_bytes(), &bytes[..]);
+            assert_eq!(Payload::pid(raw).as_pid(), Some(raw));
+        }
         let mut pos = 0;
         assert_eq!(varint::decode(&[0x80, 0x80], &mut pos), None, "cut short");
     }

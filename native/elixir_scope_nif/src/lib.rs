@@ -13,4 +13,11 @@ mod nif_store;
 mod resources;
 mod tracer;
 
-rustler::init!("Elixir.ElixirScope.Native");
+fn load(env: rustler::Env, _info: rustler::Term) -> bool {
+    // The fast path is an optimization: a VM with another term layout just
+    // does without it.
+    codec::term::check_immediate_tags(env);
+    tracer::handle::open(env)
+}
+
+rustler::init!("Elixir.ElixirScope.Native", load = load);

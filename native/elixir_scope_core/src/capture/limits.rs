@@ -52,6 +52,8 @@ pub struct LimitsConfig {
 pub struct Admit {
     /// Record the event.
     pub record: bool,
+    /// Events admitted so far, this one included (0 when refused).
+    pub count: u64,
     /// This event stopped the session (the caller tells the owner).
     pub trip: Option<StopReason>,
 }
@@ -107,6 +109,7 @@ impl Limits {
         let last = before + 1 == self.config.max_events;
         Admit {
             record: true,
+            count: before + 1,
             trip: (last && self.stop(StopReason::MaxEvents)).then_some(StopReason::MaxEvents),
         }
     }
@@ -115,6 +118,7 @@ impl Limits {
         self.refused.fetch_add(1, Ordering::Relaxed);
         Admit {
             record: false,
+            count: 0,
             trip: reason.filter(|&r| self.stop(r)),
         }
     }
@@ -165,6 +169,10 @@ mod tests {
         let l = limits(3, None, i64::MAX);
         let verdicts: Vec<Admit> = (0..5).map(|t| l.admit(t)).collect();
         assert!(verdicts[..3].iter().all(|a| a.record));
+        assert_eq!(
+            verdicts.iter().map(|a| a.count).collect::<Vec<_>>(),
+            [1, 2, 3, 0, 0]
+        );
         assert_eq!(verdicts[2].trip, Some(StopReason::MaxEvents));
         assert!(verdicts[..2].iter().all(|a| a.trip.is_none()));
         assert!(verdicts[3..].iter().all(|a| !a.record && a.trip.is_none()));
@@ -183,6 +191,7 @@ mod tests {
             over,
             Admit {
                 record: false,
+                count: 0,
                 trip: Some(StopReason::RateLimit)
             }
         );

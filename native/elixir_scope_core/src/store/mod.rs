@@ -20,6 +20,7 @@ mod timeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, RwLock};
 
 use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig, Patch};
@@ -348,7 +349,9 @@ impl Store {
 /// always finds its target already written and readers never see a pair
 /// half-patched.
 pub struct SharedStore {
-    next_id: AtomicU64,
+    /// Taken by producers on every ingest: on its own cache line, away from
+    /// the lock words the workers write.
+    next_id: CachePadded<AtomicU64>,
     store: RwLock<Store>,
     correlator: Mutex<Correlator>,
     /// Patches whose target was not in the store.
@@ -362,7 +365,7 @@ impl SharedStore {
 
     pub fn with_correlator(config: StoreConfig, correlation: CorrelatorConfig) -> Self {
         SharedStore {
-            next_id: AtomicU64::new(1),
+            next_id: CachePadded::new(AtomicU64::new(1)),
             store: RwLock::new(Store::new(config)),
             correlator: Mutex::new(Correlator::new(correlation)),
             missed_patches: AtomicU64::new(0),

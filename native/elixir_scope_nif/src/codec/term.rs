@@ -21,12 +21,99 @@ use rustler::sys::{
     enif_make_map_from_arrays, enif_make_new_binary, enif_make_tuple_from_array, enif_term_type,
     ErlNifBinary, ErlNifPid, ErlNifTerm, ErlNifTermType,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rustler::{Encoder, Env, Term};
 
 use elixir_scope_core::payload::{tag, varint};
 
 use super::{from_word, word};
 use crate::atoms;
+
+/// Immediates recognized by their tag bits (the 64-bit ERTS term format),
+/// saving two VM calls per small integer, atom or `[]`. Only used once
+/// [`check_immediate_tags`] confirmed the format at load.
+static IMMEDIATE_TAGS: AtomicBool = AtomicBool::new(false);
+
+#[derive(Debug, PartialEq)]
+enum Immediate {
+    Small(i64),
+    Atom,
+    Nil,
+}
+
+#[inline]
+fn immediate(t: ErlNifTerm) -> Option<Immediate> {
+    let w = word(t);
+    if w & 0xF == 0xF {
+        Some(Immediate::Small((w as i64) >> 4))
+    } else if w & 0x3F == 0x0B {
+        Some(Immediate::Atom)
+    } else if w == 0x3B {
+        Some(Immediate::Nil)
+    } else {
+        None
+    }
+}
+
+/// True if `t` is an atom (by its tag bits when known to be valid).
+#[inline]
+pub fn is_atom(t: Term) -> bool {
+    if IMMEDIATE_TAGS.load(Ordering::Relaxed) {
+        immediate(t.as_c_arg()) == Some(Immediate::Atom)
+    } else {
+        t.is_atom()
+    }
+}
+
+/// A non-negative small integer (by its tag bits when known to be valid).
+#[inline]
+pub fn small_usize(t: Term) -> Option<usize> {
+    match IMMEDIATE_TAGS.load(Ordering::Relaxed) {
+        true => match immediate(t.as_c_arg()) {
+            Some(Immediate::Small(i)) => usize::try_from(i).ok(),
+            _ => None,
+        },
+        false => t.decode::<usize>().ok(),
+    }
+}
+
+/// The length of the list an encoding starts with, read from its header:
+/// `Some(0)` for `[]`, `None` when it is not a list or was truncated.
+pub fn encoded_list_length(bytes: &[u8]) -> Option<usize> {
+    match *bytes.first()? {
+        tag::NIL => Some(0),
+        tag::LIST => {
+            let mut pos = 1;
+            varint::decode(bytes, &mut pos).map(|n| n as usize)
+        }
+        _ => None,
+    }
+}
+
+/// Checks the tag layout [`immediate`] relies on against terms the VM built,
+/// and enables it when every check passes. Call once at load.
+pub fn check_immediate_tags(env: Env) -> bool {
+    let smalls = [0i64, 1, -1, 42, -(1 << 40), (1 << 59) - 1, -(1 << 59)];
+    let ok = smalls
+        .iter()
+        .all(|&i| immediate(i.encode(env).as_c_arg()) == Some(Immediate::Small(i)))
+        && [atoms::ok(), atoms::nil(), atoms::error()]
+            .iter()
+            .all(|a| immediate(a.as_c_arg()) == Some(Immediate::Atom))
+        && immediate(Term::list_new_empty(env).as_c_arg()) == Some(Immediate::Nil)
+        && [
+            (1i64 << 60).encode(env),
+            (1.5f64).encode(env),
+            "binary".encode(env),
+            (1, 2).encode(env),
+            vec![1].encode(env),
+        ]
+        .iter()
+        .all(|t| immediate(t.as_c_arg()).is_none());
+    IMMEDIATE_TAGS.store(ok, Ordering::Relaxed);
+    ok
+}
 
 /// Deepest nesting kept; deeper terms are truncated.
 pub const MAX_DEPTH: u32 = 256;
@@ -72,6 +159,13 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    pub const fn new() -> Scratch {
+        Scratch {
+            stack: Vec::new(),
+            list: Vec::new(),
+        }
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.stack.capacity() * std::mem::size_of::<(ErlNifTerm, u32)>()
             + self.list.capacity() * std::mem::size_of::<ErlNifTerm>()
@@ -96,8 +190,26 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
     stack.push((term.as_c_arg(), 0));
     let mut nodes = 0usize;
     let mut cut: Option<&str> = None;
+    let fast = IMMEDIATE_TAGS.load(Ordering::Relaxed);
     while let Some((t, depth)) = stack.pop() {
         nodes += 1;
+        if fast {
+            match immediate(t) {
+                Some(Immediate::Small(i)) => {
+                    sink.put_tag(tag::INT, varint::zigzag(i));
+                    continue;
+                }
+                Some(Immediate::Atom) => {
+                    sink.put_tag(tag::ATOM, word(t));
+                    continue;
+                }
+                Some(Immediate::Nil) => {
+                    sink.put(&[tag::NIL]);
+                    continue;
+                }
+                None => {}
+            }
+        }
         if nodes > MAX_NODES {
             cut = Some(", size counted up to 1000000 terms");
             break;

@@ -5,10 +5,13 @@
 //! so `ElixirScope.Native` is that module. Both callbacks run on the traced
 //! process's scheduler and must be quick: see [`session`].
 
+pub mod handle;
 mod session;
 mod translate;
 
-use rustler::{Atom, Env, LocalPid, ResourceArc, Term};
+use std::sync::Arc;
+
+use rustler::{Atom, Env, LocalPid, NifResult, ResourceArc, Term};
 
 use crate::atoms;
 use crate::resources::PipelineRes;
@@ -16,7 +19,7 @@ use session::{reason_of, SessionConfig, TraceSession};
 
 #[rustler::nif(name = "enabled")]
 fn enabled<'a>(tag: Term<'a>, state: Term<'a>, tracee: Term<'a>) -> Atom {
-    match state.try_get_resource::<TraceSession>() {
+    match handle::get(state) {
         Some(session) => session.enabled(tag, tracee),
         None => atoms::remove(),
     }
@@ -31,32 +34,32 @@ fn trace<'a>(
     message: Term<'a>,
     opts: Term<'a>,
 ) -> Atom {
-    if let Some(session) = state.try_get_resource::<TraceSession>() {
+    if let Some(session) = handle::get(state) {
         session.record(env, tag, tracee, message, opts);
     }
     atoms::ok()
 }
 
 #[rustler::nif]
-fn trace_session_new(
+fn trace_session_new<'a>(
+    env: Env<'a>,
     pipeline: ResourceArc<PipelineRes>,
     owner: LocalPid,
     config: SessionConfig,
-) -> ResourceArc<TraceSession> {
-    ResourceArc::new(TraceSession::new(pipeline, owner, config))
+) -> Term<'a> {
+    handle::make(env, Arc::new(TraceSession::new(pipeline, owner, config)))
 }
 
 /// Stops the session for `reason`; false if it had already stopped.
 #[rustler::nif]
-fn trace_session_stop(
-    session: ResourceArc<TraceSession>,
-    reason: Atom,
-) -> rustler::NifResult<bool> {
+fn trace_session_stop(session: Term, reason: Atom) -> NifResult<bool> {
+    let session = handle::get(session).ok_or(rustler::Error::BadArg)?;
     let reason = reason_of(reason).ok_or(rustler::Error::BadArg)?;
     Ok(session.stop(reason))
 }
 
 #[rustler::nif]
-fn trace_session_info(env: Env, session: ResourceArc<TraceSession>) -> Term {
-    session.info(env)
+fn trace_session_info<'a>(env: Env<'a>, session: Term<'a>) -> NifResult<Term<'a>> {
+    let session = handle::get(session).ok_or(rustler::Error::BadArg)?;
+    Ok(session.info(env))
 }

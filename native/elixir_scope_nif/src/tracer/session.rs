@@ -9,9 +9,10 @@
 //! Elixir process is sent `{:elixir_scope_trace_stopped, reason}` once, so it
 //! clears the trace flags and patterns.
 //!
-//! Counters: every event reaching `trace/5` is admitted (`captured` or
-//! `ring_full`), refused by the limits (`refused`), or unreadable
-//! (`unreadable`); so nothing is dropped without being counted.
+//! Counters: every event reaching `trace/5` is refused by the limits, or
+//! admitted; an admitted event is captured, lost to a full ring
+//! (`ring_full`) or of a shape we cannot read (`unreadable`). So captured
+//! events are derived, not counted, and nothing is dropped uncounted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,9 +24,12 @@ use elixir_scope_core::event::{Event, EventKind};
 
 use super::translate::{self, Payloads, TraceMessage};
 use crate::atoms;
-use crate::codec::event::{Decoder, Stamp};
+use crate::codec::event::{calibrate_clock, monotonic_ns, Stamp};
 use crate::codec::word;
 use crate::resources::PipelineRes;
+
+/// Events between two calibrations of the clock offset (see `monotonic_ns`).
+const CALIBRATE_EVERY: u64 = 1 << 16;
 
 /// Processes whose callbacks in progress are remembered (for state changes).
 const MAX_SERVER_PIDS: usize = 100_000;
@@ -59,14 +63,14 @@ pub struct TraceSession {
     servers: Vec<u64>,
     count_only: bool,
     states: ServerStates,
-    captured: AtomicU64,
-    state_changes: AtomicU64,
+    /// Events seen in `count_only` mode.
+    counted: AtomicU64,
+    // Of the events admitted by the limits, those not captured:
     ring_full: AtomicU64,
     unreadable: AtomicU64,
+    state_changes: AtomicU64,
+    lost_state_changes: AtomicU64,
 }
-
-#[rustler::resource_impl]
-impl rustler::Resource for TraceSession {}
 
 // See resources.rs: every field keeps its invariants at each atomic step or
 // lock release.
@@ -74,6 +78,7 @@ impl std::panic::RefUnwindSafe for TraceSession {}
 
 impl TraceSession {
     pub fn new(pipeline: ResourceArc<PipelineRes>, owner: LocalPid, c: SessionConfig) -> Self {
+        calibrate_clock();
         let now = Stamp::now();
         let ms = |v: u64| (v as i64).saturating_mul(1_000_000);
         TraceSession {
@@ -98,10 +103,11 @@ impl TraceSession {
             servers: c.servers.iter().map(|a| word(a.as_c_arg())).collect(),
             count_only: c.count_only,
             states: ServerStates::new(MAX_SERVER_PIDS),
-            captured: AtomicU64::new(0),
-            state_changes: AtomicU64::new(0),
+            counted: AtomicU64::new(0),
             ring_full: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
+            state_changes: AtomicU64::new(0),
+            lost_state_changes: AtomicU64::new(0),
         }
     }
 
@@ -141,18 +147,16 @@ impl TraceSession {
         opts: Term<'a>,
     ) {
         if self.count_only {
-            self.captured.fetch_add(1, Ordering::Relaxed);
+            self.counted.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if !tracee.is_pid() {
-            self.unreadable.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        // SAFETY: a plain clock read on a scheduler thread.
-        let mono = unsafe {
-            rustler::sys::enif_monotonic_time(rustler::sys::ErlNifTimeUnit::ERL_NIF_NSEC)
-        };
+        // The OS clock plus a calibrated offset: half the cost of
+        // enif_monotonic_time, re-calibrated every CALIBRATE_EVERY events.
+        let mono = monotonic_ns();
         let admit = self.limits.admit(mono);
+        if admit.record && admit.count.is_multiple_of(CALIBRATE_EVERY) {
+            calibrate_clock();
+        }
         if let Some(reason) = admit.trip {
             // The owner may already be gone; its monitor then stops us anyway.
             let _ = env.send(
@@ -161,6 +165,10 @@ impl TraceSession {
             );
         }
         if !admit.record {
+            return;
+        }
+        if !tracee.is_pid() {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let stamp = Stamp {
@@ -174,31 +182,29 @@ impl TraceSession {
             opts,
             stamp,
         };
-        let mut payloads = Payloads {
-            decoder: Decoder::with_stamp(self.payload_bytes.unwrap_or(0), stamp),
-            enabled: self.payload_bytes.is_some(),
-        };
-        let Some(event) = translate::event(&m, &mut payloads) else {
+        let recorded = Payloads::with(self.payload_bytes, |payloads| {
+            let event = translate::event(&m, payloads)?;
+            let state_change = self.track_server_state(&m, &event, payloads);
+            Some((event, state_change))
+        });
+        let Some((event, state_change)) = recorded else {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let state_change = self.track_server_state(&m, &event, &mut payloads);
         let mut batch = self
             .pipeline
             .pipeline
             .begin_ingest(1 + state_change.is_some() as usize);
         if let Some(change) = state_change {
-            if batch.push(change).is_some() {
-                self.state_changes.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.ring_full.fetch_add(1, Ordering::Relaxed);
-            }
+            let counter = match batch.push(change) {
+                Some(_) => &self.state_changes,
+                None => &self.lost_state_changes,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
-        let counter = match batch.push(event) {
-            Some(_) => &self.captured,
-            None => &self.ring_full,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if batch.push(event).is_none() {
+            self.ring_full.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Remembers a server callback's old state on entry; on return yields
@@ -220,13 +226,13 @@ impl TraceSession {
         }
         match event.kind {
             EventKind::FunctionCall => {
-                let old = payloads.decoder.payload(translate::old_state(m)?);
+                let old = payloads.of(translate::old_state(m)?);
                 self.states.enter(event.pid, old);
                 None
             }
             EventKind::FunctionReturn => {
                 let old = self.states.leave(event.pid)?;
-                let new = payloads.decoder.payload(translate::new_state(m)?);
+                let new = payloads.of(translate::new_state(m)?);
                 (new != old).then(|| Event {
                     kind: EventKind::StateChange,
                     data: translate::state_change_data(&old, &new),
@@ -247,18 +253,23 @@ impl TraceSession {
     }
 
     pub fn info<'a>(&self, env: Env<'a>) -> Term<'a> {
-        let captured = self.captured.load(Ordering::Relaxed);
-        let dropped = self.limits.refused()
-            + self.ring_full.load(Ordering::Relaxed)
-            + self.unreadable.load(Ordering::Relaxed);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (ring_full, unreadable) = (load(&self.ring_full), load(&self.unreadable));
+        let captured = if self.count_only {
+            load(&self.counted)
+        } else {
+            self.limits.admitted() - ring_full - unreadable
+        };
+        let dropped =
+            self.limits.refused() + ring_full + unreadable + load(&self.lost_state_changes);
         crate::atom_map!(env, {
             "events" => captured,
-            "state_changes" => self.state_changes.load(Ordering::Relaxed),
+            "state_changes" => load(&self.state_changes),
             "dropped" => dropped,
             "dropped_by_cause" => crate::atom_map!(env, {
                 "after_stop" => self.limits.refused(),
-                "buffer_full" => self.ring_full.load(Ordering::Relaxed),
-                "unreadable" => self.unreadable.load(Ordering::Relaxed),
+                "buffer_full" => ring_full + load(&self.lost_state_changes),
+                "unreadable" => unreadable,
             }),
             "stopped_because" => match self.limits.stopped_because() {
                 Some(r) => reason_atom(r).encode(env),

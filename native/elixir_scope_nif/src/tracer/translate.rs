@@ -23,7 +23,9 @@ use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
 use elixir_scope_core::payload::Payload;
 
 use crate::atoms;
-use crate::codec::event::{Decoder, Stamp};
+use std::cell::RefCell;
+
+use crate::codec::event::Stamp;
 use crate::codec::{term, word};
 
 /// One trace callback's arguments.
@@ -67,19 +69,56 @@ impl<'a> TraceMessage<'a> {
     }
 }
 
-/// Encodes payloads, or skips them when the session captures none.
-pub struct Payloads {
-    pub decoder: Decoder,
+/// The least bytes kept of a peer or tag (they are small: a name, an alias).
+const MIN_LIMIT: usize = 256;
+
+thread_local! {
+    /// Encoding buffers of this scheduler thread, reused by every callback.
+    static BUFFERS: RefCell<(Vec<u8>, term::Scratch)> =
+        const { RefCell::new((Vec::new(), term::Scratch::new())) };
+}
+
+/// Encodes payloads into this thread's buffers; event data is skipped when
+/// the session captures none (`limit` = `None`).
+pub struct Payloads<'b> {
+    bytes: &'b mut Vec<u8>,
+    scratch: &'b mut term::Scratch,
+    limit: usize,
     pub enabled: bool,
 }
 
-impl Payloads {
-    fn of(&mut self, t: Term) -> Payload {
+impl Payloads<'_> {
+    /// Runs `f` with this thread's buffers.
+    pub fn with<R>(limit: Option<usize>, f: impl FnOnce(&mut Payloads) -> R) -> R {
+        BUFFERS.with_borrow_mut(|(bytes, scratch)| {
+            f(&mut Payloads {
+                bytes,
+                scratch,
+                limit: limit.unwrap_or(0),
+                enabled: limit.is_some(),
+            })
+        })
+    }
+
+    /// Event data and states: encoded only when payloads are captured.
+    pub fn of(&mut self, t: Term) -> Payload {
         if self.enabled {
-            self.decoder.payload(t)
+            self.encode(t, self.limit)
         } else {
             Payload::empty()
         }
+    }
+
+    /// Peers and tags: encoded whatever the payload setting, with at least
+    /// `MIN_LIMIT` bytes.
+    fn always(&mut self, t: Term) -> Payload {
+        self.encode(t, self.limit.max(MIN_LIMIT))
+    }
+
+    fn encode(&mut self, t: Term, limit: usize) -> Payload {
+        self.bytes.clear();
+        term::encode(t, limit, self.bytes, self.scratch);
+        Payload::from_bytes(self.bytes)
     }
 }
 
@@ -87,9 +126,14 @@ impl Payloads {
 pub fn event(m: &TraceMessage, p: &mut Payloads) -> Option<Event> {
     if m.is(atoms::call()) {
         let [module, function, args] = tuple::<3>(m.message)?;
-        let arity = list_length(args)?;
+        let data = p.of(args);
+        // The arity is in the encoded list's header, unless it was cut.
+        let arity = match term::encoded_list_length(data.as_bytes()) {
+            Some(n) => n,
+            None => list_length(args)?,
+        };
         let mut e = mfa_event(m, EventKind::FunctionCall, module, function, arity)?;
-        e.data = p.of(args);
+        e.data = data;
         Some(e)
     } else if m.is(atoms::return_from()) || m.is(atoms::exception_from()) {
         let kind = if m.is(atoms::return_from()) {
@@ -98,24 +142,24 @@ pub fn event(m: &TraceMessage, p: &mut Payloads) -> Option<Event> {
             EventKind::FunctionException
         };
         let [module, function, arity] = tuple::<3>(m.message)?;
-        let mut e = mfa_event(m, kind, module, function, arity.decode::<usize>().ok()?)?;
+        let mut e = mfa_event(m, kind, module, function, term::small_usize(arity)?)?;
         e.data = p.of(m.opt(atoms::extra())?);
         Some(e)
     } else if m.is(atoms::send()) || m.is(atoms::send_to_non_existing_process()) {
         let mut e = m.event(EventKind::MessageSend);
         e.data = p.of(m.message);
-        e.peer = p.decoder.payload(m.opt(atoms::extra())?);
+        e.peer = p.always(m.opt(atoms::extra())?);
         Some(e)
     } else if m.is(atoms::receive()) {
         let mut e = m.event(EventKind::MessageReceive);
         e.data = p.of(m.message);
         if let Some(sender) = m.opt(atoms::match_spec_result()).filter(|s| s.is_pid()) {
-            e.peer = p.decoder.payload(sender);
+            e.peer = p.always(sender);
         }
         Some(e)
     } else if m.is(atoms::spawn()) {
         let mut e = m.event(EventKind::ProcessSpawn);
-        e.peer = p.decoder.payload(m.message);
+        e.peer = p.always(m.message);
         e.data = p.of(m.opt(atoms::extra())?);
         Some(e)
     } else if m.is(atoms::exit()) {
@@ -124,8 +168,8 @@ pub fn event(m: &TraceMessage, p: &mut Payloads) -> Option<Event> {
         Some(e)
     } else if m.is(atoms::link()) || m.is(atoms::unlink()) {
         let mut e = m.event(EventKind::ProcessLink);
-        e.data = p.decoder.payload(m.tag);
-        e.peer = p.decoder.payload(m.message);
+        e.data = p.always(m.tag);
+        e.peer = p.always(m.message);
         Some(e)
     } else {
         None
@@ -139,7 +183,7 @@ fn mfa_event(
     function: Term,
     arity: usize,
 ) -> Option<Event> {
-    if !module.is_atom() || !function.is_atom() || arity >= NO_ARITY as usize {
+    if !term::is_atom(module) || !term::is_atom(function) || arity >= NO_ARITY as usize {
         return None;
     }
     let mut e = m.event(kind);
