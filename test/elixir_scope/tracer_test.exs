@@ -128,6 +128,37 @@ defmodule ElixirScope.TracerTest do
     assert find(events, &(&1.type == :process_exit and &1.pid == child)).event.data == :normal
   end
 
+  test "pids: :new traces processes spawned afterwards, and only those" do
+    before = Traced.runner()
+    {:ok, session} = ElixirScope.trace(pids: :new, procs: true, max_events: 1_000)
+    late = spawn(fn -> :ok end)
+    ref = Process.monitor(late)
+    assert_receive {:DOWN, ^ref, _, _, _}
+    {:ok, _} = ElixirScope.stop_trace(session)
+    assert :erlang.trace_info(:new, :flags) == {:flags, []}
+    assert find(events_of([late]), &(&1.type == :process_exit)).event.data == :normal
+    assert events_of([before]) == []
+  end
+
+  test "payloads: :none keeps the shape and drops the data; a byte limit truncates" do
+    runner = Traced.runner()
+    big = String.duplicate("x", 1_000)
+    {:ok, session} = ElixirScope.trace(pids: runner, calls: [{Client, :step, 1}], payloads: :none)
+    Traced.run(runner, fn -> Client.step(5) end)
+    {:ok, _} = ElixirScope.stop_trace(session)
+    [call, ret] = events_of([runner])
+    assert {call.event.function, call.event.arity, call.event.data} == {:step, 1, nil}
+    assert {ret.event.type, ret.event.data} == {:function_return, nil}
+
+    runner = Traced.runner()
+    {:ok, session} = ElixirScope.trace(pids: runner, messages: true, payloads: 64)
+    Traced.run(runner, fn -> send(self(), big) && receive(do: (^big -> :ok)) end)
+    {:ok, _} = ElixirScope.stop_trace(session)
+    sent = find(events_of([runner]), &(&1.type == :message_send and &1.peer == runner))
+    assert {:truncated, size, _hint} = sent.event.data
+    assert size > 1_000
+  end
+
   describe "limits stop the trace with the right reason" do
     test "max_events" do
       runner = Traced.runner()
