@@ -182,19 +182,24 @@ impl TraceSession {
             opts,
             stamp,
         };
-        let recorded = Payloads::with(self.payload_bytes, |payloads| {
-            let event = translate::event(&m, payloads)?;
-            let state_change = self.track_server_state(&m, &event, payloads);
-            Some((event, state_change))
+        Payloads::with(self.payload_bytes, |payloads| {
+            let Some(event) = translate::event(&m, payloads) else {
+                self.unreadable.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let change = match self.servers.is_empty() {
+                true => None,
+                false => self.track_server_state(&m, &event, payloads),
+            };
+            self.push(event, change);
         });
-        let Some((event, state_change)) = recorded else {
-            self.unreadable.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let mut batch = self
-            .pipeline
-            .pipeline
-            .begin_ingest(1 + state_change.is_some() as usize);
+    }
+
+    /// Queues a trace event, after the state change it yielded if any (so
+    /// the change is correlated inside the callback).
+    fn push(&self, event: Event, state_change: Option<Event>) {
+        let pipeline = &self.pipeline.pipeline;
+        let mut batch = pipeline.begin_ingest(1 + state_change.is_some() as usize);
         if let Some(change) = state_change {
             let counter = match batch.push(change) {
                 Some(_) => &self.state_changes,
