@@ -24,20 +24,25 @@ defmodule ElixirScope do
   @type invalid_reason :: :not_an_event | {field :: atom(), problem :: atom()}
 
   @doc """
-  Queues one event (`%Event{}` or the compact tuple). Returns its id, or
+  Queues one event (`%Event{}` or the compact tuple). Returns its id,
   `{:error, :buffer_full}` when its shard is full under `:drop_newest`
-  (counted in `stats().dropped.buffer_full`).
+  (counted in `stats().dropped.buffer_full`), or `{:error, :load_shed}`
+  when its process is being shed under load (`stats().dropped.shed`, see
+  `ElixirScope.Capture.BackpressureManager`). A malformed event is refused,
+  counted in `stats().dropped.invalid` and kept as a dead letter
+  (`ElixirScope.Debug.Layer2.dead_letters/2`).
   """
   @spec ingest(Event.t() | Event.compact(), keyword()) ::
-          {:ok, pos_integer()} | {:error, :buffer_full | {:invalid_event, invalid_reason()}}
+          {:ok, pos_integer()}
+          | {:error, :buffer_full | :load_shed | {:invalid_event, invalid_reason()}}
   def ingest(event, opts \\ []), do: Native.pipeline_ingest(pipeline(opts), event)
 
   @doc """
   Queues a list of events in order. Returns `{:ok, queued}`; malformed
   events are skipped and reported as
-  `{:error, {:invalid_events, queued, [{index, reason}]}}` (indexes from 0).
-  Events rejected by a full shard are not in `queued` and are counted in
-  `stats/0`.
+  `{:error, {:invalid_events, queued, [{index, reason}]}}` (indexes from 0)
+  and kept as dead letters. Events refused by a full shard or shed are not
+  in `queued` and are counted in `stats/0`.
   """
   @spec ingest_batch([Event.t() | Event.compact()], keyword()) ::
           {:ok, non_neg_integer()}
@@ -100,7 +105,8 @@ defmodule ElixirScope do
             invalid: non_neg_integer(),
             buffer_full: non_neg_integer(),
             overwritten: non_neg_integer(),
-            worker_crash: non_neg_integer()
+            worker_crash: non_neg_integer(),
+            shed: non_neg_integer()
           },
           dropped_total: non_neg_integer(),
           evicted: non_neg_integer(),

@@ -49,6 +49,9 @@ defmodule ElixirScope.Native do
   def pipeline_worker_ids(_pipeline), do: nif()
   def pipeline_worker_stats(_pipeline, _id), do: nif()
   def pipeline_stats(_pipeline), do: nif()
+  def pipeline_set_shedding(_pipeline, _fraction), do: nif()
+  def pipeline_metrics_tick(_pipeline), do: nif()
+  def pipeline_dead_letters(_pipeline, _n), do: nif()
 
   # erl_tracer callbacks: this module is the tracer module of trace sessions.
   def enabled(_tag, _state, _tracee), do: nif()

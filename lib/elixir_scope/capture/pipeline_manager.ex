@@ -21,6 +21,7 @@ defmodule ElixirScope.Capture.PipelineManager do
   """
   use GenServer
 
+  alias ElixirScope.Capture.BackpressureManager
   alias ElixirScope.Config.Layer2
   alias ElixirScope.Native
 
@@ -134,7 +135,8 @@ defmodule ElixirScope.Capture.PipelineManager do
     with {:ok, config} <- Layer2.merge(base_config(opts), Keyword.get(opts, :config, [])),
          {:ok, handle} <- attach_or_start(opts, config) do
       {:ok, _} = Registry.register(@registry, :pipelines, handle)
-      {:ok, %{name: opts[:name], pipeline: handle, config: config}}
+      state = %{name: opts[:name], pipeline: handle, config: config, check: initial_check()}
+      {:ok, check(state)}
     else
       {:error, reason} -> {:stop, reason}
     end
@@ -183,6 +185,14 @@ defmodule ElixirScope.Capture.PipelineManager do
   @impl true
   def handle_call(:pipeline, _from, state), do: {:reply, state.pipeline, state}
   def handle_call(:config, _from, state), do: {:reply, state.config, state}
+  def handle_call(:pressure, _from, state), do: {:reply, state.check.pressure, state}
+  def handle_call(:check_state, _from, state), do: {:reply, state.check, state}
+
+  def handle_call(:scaling_recommendation, _from, state),
+    do: {:reply, state.check.recommendation, state}
+
+  def handle_call({:load_shedding, mode}, _from, state),
+    do: {:reply, :ok, set_shedding(state, mode)}
 
   def handle_call({:update_config, changes}, _from, state) do
     with {:ok, config} <- Layer2.merge(state.config, changes),
@@ -223,6 +233,107 @@ defmodule ElixirScope.Capture.PipelineManager do
       workers > max -> Native.pipeline_scale_workers(handle, max)
       true -> :ok
     end
+  end
+
+  # --- pressure checks (see BackpressureManager) ---------------------------
+
+  defp initial_check do
+    %{
+      pressure: :normal,
+      recommendation: :maintain,
+      inputs: nil,
+      window: nil,
+      normal_streak: 0,
+      shedding: :off,
+      stats: nil
+    }
+  end
+
+  @impl true
+  def handle_info(:check, state), do: {:noreply, check(state)}
+  def handle_info(_other, state), do: {:noreply, state}
+
+  # Measures the pipeline, rates the pressure, scales and sheds; schedules
+  # the next check.
+  defp check(state) do
+    %{pipeline: h, config: config, check: previous} = state
+    bp = config.backpressure
+    window = Native.pipeline_metrics_tick(h)
+    stats = Native.pipeline_stats(h)
+    store = Native.store_stats(Native.pipeline_store(h))
+
+    inputs = %{
+      buffer_utilization: stats.buffer_utilization,
+      latency_p99_ms: window.last.latency_p99_ns / 1.0e6,
+      memory_ratio:
+        (stats.ring_memory_bytes + store.memory_bytes) / (bp.memory_limit_mb * 1_048_576),
+      error_rate: error_rate(previous.stats, stats)
+    }
+
+    pressure = BackpressureManager.pressure(inputs, bp)
+    recommendation = BackpressureManager.recommend(pressure, stats.workers, config.pipeline)
+    streak = if pressure == :normal, do: previous.normal_streak + 1, else: 0
+
+    check = %{
+      previous
+      | pressure: pressure,
+        recommendation: recommendation,
+        inputs: inputs,
+        window: window,
+        normal_streak: streak,
+        stats: stats
+    }
+
+    Process.send_after(self(), :check, bp.check_interval_ms)
+
+    %{state | check: check}
+    |> scale(recommendation, stats)
+    |> shed_automatically(pressure)
+  end
+
+  # Events dropped (other than shed) per event ingested since the last check.
+  defp error_rate(nil, _now), do: 0.0
+
+  defp error_rate(before, now) do
+    ingested = now.ingested - before.ingested
+    dropped = now.dropped_total - now.dropped.shed - (before.dropped_total - before.dropped.shed)
+    if ingested > 0, do: dropped / ingested, else: 0.0
+  end
+
+  defp scale(state, {:scale_up, n}, stats) do
+    Native.pipeline_scale_workers(state.pipeline, stats.workers + n)
+    state
+  end
+
+  defp scale(state, {:scale_down, n}, stats) do
+    bp = state.config.backpressure
+
+    if state.check.normal_streak >= bp.scale_down_after_checks and
+         stats.buffer_utilization < bp.scale_down_threshold do
+      Native.pipeline_scale_workers(state.pipeline, stats.workers - n)
+      put_in(state.check.normal_streak, 0)
+    else
+      state
+    end
+  end
+
+  defp scale(state, :maintain, _stats), do: state
+
+  defp shed_automatically(%{check: %{shedding: :manual}} = state, _pressure), do: state
+
+  defp shed_automatically(%{check: %{shedding: :off}} = state, :critical),
+    do: set_shedding(state, :auto)
+
+  defp shed_automatically(%{check: %{shedding: :auto}} = state, pressure)
+       when pressure in [:normal, :elevated],
+       do: set_shedding(state, :off)
+
+  defp shed_automatically(state, _pressure), do: state
+
+  defp set_shedding(state, mode) do
+    fraction = if mode == :off, do: 0.0, else: state.config.backpressure.shed_fraction
+    Native.pipeline_set_shedding(state.pipeline, fraction)
+    put_in(state.check.shedding, mode)
   end
 
   @impl true

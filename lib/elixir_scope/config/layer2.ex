@@ -3,7 +3,8 @@ defmodule ElixirScope.Config.Layer2 do
   Layer 2 configuration: the guide's §9.2 defaults plus the native
   pipeline's own settings (`:capture`, `storage.max_events`,
   `correlation.max_entries`: the most pending message halves and tracked
-  processes the correlator keeps).
+  processes the correlator keeps) and the pressure thresholds of guide
+  §2.4 (see `ElixirScope.Capture.BackpressureManager`).
 
   The default pipeline reads overrides from the application environment:
 
@@ -36,7 +37,16 @@ defmodule ElixirScope.Config.Layer2 do
             check_interval_ms: pos_integer(),
             scale_up_threshold: float(),
             scale_down_threshold: float(),
-            emergency_threshold: float()
+            emergency_threshold: float(),
+            high_threshold: float(),
+            elevated_threshold: float(),
+            high_latency_ms: pos_integer(),
+            elevated_latency_ms: pos_integer(),
+            memory_limit_mb: pos_integer(),
+            critical_memory: float(),
+            high_error_rate: float(),
+            scale_down_after_checks: pos_integer(),
+            shed_fraction: float()
           },
           storage: %{
             write_batch_size: pos_integer(),
@@ -69,7 +79,16 @@ defmodule ElixirScope.Config.Layer2 do
         check_interval_ms: 100,
         scale_up_threshold: 0.7,
         scale_down_threshold: 0.3,
-        emergency_threshold: 0.95
+        emergency_threshold: 0.95,
+        high_threshold: 0.80,
+        elevated_threshold: 0.50,
+        high_latency_ms: 50,
+        elevated_latency_ms: 20,
+        memory_limit_mb: 500,
+        critical_memory: 0.90,
+        high_error_rate: 0.05,
+        scale_down_after_checks: 10,
+        shed_fraction: 0.5
       },
       storage: %{write_batch_size: 1000, write_timeout_ms: 5000, max_events: 1_000_000},
       capture: %{
@@ -172,8 +191,18 @@ defmodule ElixirScope.Config.Layer2 do
     end
   end
 
+  @backpressure_counts [
+    :check_interval_ms,
+    :high_latency_ms,
+    :elevated_latency_ms,
+    :memory_limit_mb,
+    :scale_down_after_checks
+  ]
+
+  defp check([:backpressure, k], v) when k in @backpressure_counts,
+    do: if(is_integer(v) and v > 0, do: :ok, else: :not_a_positive_integer)
+
   defp check([:backpressure, _], v) when is_float(v) and v >= 0.0 and v <= 1.0, do: :ok
-  defp check([:backpressure, :check_interval_ms], v) when is_integer(v) and v > 0, do: :ok
   defp check([:backpressure, _], _), do: :not_a_fraction
 
   defp check([:capture, :overflow_strategy], v) when v in [:drop_newest, :drop_oldest], do: :ok

@@ -95,6 +95,25 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// The counts recorded after `earlier` (a snapshot of the same source).
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        Snapshot {
+            counts: self
+                .counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(now, then)| now.saturating_sub(*then))
+                .collect(),
+        }
+    }
+
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Snapshot) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }

@@ -10,11 +10,14 @@
 
 pub mod capture;
 pub mod correlator;
+pub mod dead_letters;
 pub mod event;
 pub mod hash;
 pub mod histogram;
+pub mod metrics;
 pub mod payload;
 pub mod pipeline;
 pub mod pool;
 pub mod ring;
+pub mod shedding;
 pub mod store;

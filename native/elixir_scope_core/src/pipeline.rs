@@ -14,9 +14,11 @@
 //! the pipeline is flushed up to them once every `completed` reaches them.
 //!
 //! Accounting invariant (exact when quiescent, checked by tests):
-//! `ingested = stored + dropped + queued`, where `ingested = invalid +
-//! Σ ring writes + Σ ring rejections`, `dropped = invalid + rejected +
-//! overwritten + lost_in_panic` and `queued = Σ ring len + in_flight`.
+//! `ingested = stored + dropped + queued`, where
+//! `ingested = invalid + shed + Σ ring writes + Σ ring rejections`,
+//! `dropped = invalid + shed + rejected + overwritten + lost_in_panic` and
+//! `queued = Σ ring len + in_flight`. Shed events (see [`crate::shedding`])
+//! never reach a ring.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,12 +26,21 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::dead_letters::{DeadLetter, DeadLetters};
 use crate::event::Event;
 use crate::hash::mix;
 use crate::histogram::Snapshot;
+use crate::metrics::{Totals, Window, Windows};
 use crate::pool::{Pool, PoolError, WorkerStats, WorkerStatsSnapshot};
 use crate::ring::{check_size, Overflow, Pushed, Ring, RingError, RingStats};
+use crate::shedding::Shedder;
 use crate::store::SharedStore;
+
+/// Malformed events kept (the newest) for `Debug.Layer2.dead_letters`.
+pub const DEAD_LETTERS: usize = 1000;
+
+/// Metric windows summed into the "recent" figures.
+pub const METRIC_WINDOWS: usize = 10;
 
 /// Monotonic clock in ns, the BEAM's in production.
 pub type Clock = fn() -> i64;
@@ -95,6 +106,7 @@ pub(crate) struct Core {
     in_flight: AtomicU64,
     lost_in_panic: AtomicU64,
     batches: AtomicU64,
+    shedder: Shedder,
 }
 
 /// A worker's reusable buffers: the batch taken from a shard and the ingest
@@ -175,6 +187,8 @@ pub struct Pipeline {
     core: Arc<Core>,
     pool: Pool,
     config: Mutex<PipelineConfig>,
+    windows: Mutex<Windows>,
+    dead_letters: DeadLetters,
 }
 
 /// An ingest in progress; see [`Pipeline::begin_ingest`].
@@ -188,8 +202,13 @@ pub struct IngestBatch<'p> {
 
 impl IngestBatch<'_> {
     /// Gives `event` the next id and queues it on its pid's shard; returns
-    /// the id, or `None` when the shard was full (drop-newest).
-    pub fn push(&mut self, mut event: Event) -> Option<u64> {
+    /// the id, or why it was refused (shard full under drop-newest, or its
+    /// process shed).
+    pub fn push(&mut self, mut event: Event) -> Result<u64, Refused> {
+        if self.pipeline.core.shedder.sheds(event.pid) {
+            self.out.shed += 1;
+            return Err(Refused::Shed);
+        }
         if self.next == self.end {
             // More events than expected: reserve one more id.
             self.next = self.pipeline.core.store.next_ids(1);
@@ -202,11 +221,11 @@ impl IngestBatch<'_> {
             Pushed::Stored { overwritten, .. } => {
                 self.out.accepted += 1;
                 self.out.overwritten += overwritten;
-                Some(id)
+                Ok(id)
             }
             Pushed::Rejected => {
                 self.out.rejected += 1;
-                None
+                Err(Refused::Full)
             }
         }
     }
@@ -214,6 +233,15 @@ impl IngestBatch<'_> {
     pub fn finish(self) -> Ingested {
         self.out
     }
+}
+
+/// Why an event was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its shard was full (drop-newest).
+    Full,
+    /// Its process is being shed.
+    Shed,
 }
 
 /// Outcome of an ingest call.
@@ -225,6 +253,8 @@ pub struct Ingested {
     pub rejected: u64,
     /// Older events displaced to make room (drop-oldest).
     pub overwritten: u64,
+    /// Events of shed processes.
+    pub shed: u64,
 }
 
 /// Counters and gauges of a pipeline.
@@ -238,6 +268,9 @@ pub struct PipelineStats {
     pub rejected: u64,
     pub overwritten: u64,
     pub lost_in_panic: u64,
+    pub shed: u64,
+    /// Share of processes being shed (0 = not shedding).
+    pub shedding: f64,
     pub batches: u64,
     pub workers: usize,
     pub worker_panics: u64,
@@ -251,7 +284,7 @@ pub struct PipelineStats {
 
 impl PipelineStats {
     pub fn dropped(&self) -> u64 {
-        self.invalid + self.rejected + self.overwritten + self.lost_in_panic
+        self.invalid + self.rejected + self.overwritten + self.lost_in_panic + self.shed
     }
 }
 
@@ -292,6 +325,7 @@ impl Pipeline {
             in_flight: AtomicU64::new(0),
             lost_in_panic: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            shedder: Shedder::default(),
         });
         let pool = Pool::new(config.max_workers);
         for _ in 0..config.workers {
@@ -302,6 +336,8 @@ impl Pipeline {
             core,
             pool,
             config: Mutex::new(config),
+            windows: Mutex::new(Windows::new(METRIC_WINDOWS)),
+            dead_letters: DeadLetters::new(DEAD_LETTERS),
         })
     }
 
@@ -342,19 +378,24 @@ impl Pipeline {
     pub fn ingest(&self, events: Vec<Event>) -> Ingested {
         let mut batch = self.begin_ingest(events.len());
         for event in events {
-            batch.push(event);
+            let _ = batch.push(event); // counted in the outcome
         }
         batch.finish()
     }
 
-    /// Queues one event; returns its id, or `None` if its shard was full.
-    pub fn ingest_one(&self, event: Event) -> Option<u64> {
+    /// Queues one event; returns its id, or why it was refused.
+    pub fn ingest_one(&self, event: Event) -> Result<u64, Refused> {
         self.begin_ingest(1).push(event)
     }
 
-    /// Counts events refused at ingest for being malformed.
-    pub fn count_invalid(&self, n: u64) {
-        self.core.invalid.fetch_add(n, Ordering::Relaxed);
+    /// Refuses a malformed event: counted as invalid, kept as a dead letter.
+    pub fn refuse(&self, letter: DeadLetter) {
+        self.core.invalid.fetch_add(1, Ordering::Relaxed);
+        self.dead_letters.push(letter);
+    }
+
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead_letters
     }
 
     /// Write positions of every shard now; see [`Pipeline::is_flushed`].
@@ -446,6 +487,8 @@ impl Pipeline {
             in_flight,
             invalid: c.invalid.load(Ordering::Relaxed),
             lost_in_panic: c.lost_in_panic.load(Ordering::Relaxed),
+            shed: c.shedder.shed(),
+            shedding: c.shedder.fraction(),
             batches: c.batches.load(Ordering::Relaxed),
             workers: self.pool.len(),
             ..Default::default()
@@ -458,13 +501,33 @@ impl Pipeline {
             s.shard_utilization.push(r.utilization());
             s.ring_memory_bytes += r.size * std::mem::size_of::<Event>() as u64;
         }
-        s.ingested += s.invalid;
+        s.ingested += s.invalid + s.shed;
         s.queued += in_flight;
         s.buffer_utilization = s.shard_utilization.iter().cloned().fold(0.0, f64::max);
-        let (latency, panics) = self.pool.latency_and_panics();
-        s.latency = latency;
-        s.worker_panics = panics;
+        let totals = self.pool.totals();
+        s.latency = totals.latency;
+        s.worker_panics = totals.panics;
         s
+    }
+
+    /// Sheds `fraction` (0..=1) of the processes from now on; 0 stops.
+    pub fn set_shedding(&self, fraction: f64) {
+        self.core.shedder.set(fraction);
+    }
+
+    /// Closes the current metrics window; returns it and the sum of the
+    /// last [`METRIC_WINDOWS`] windows (see [`crate::metrics`]).
+    pub fn metrics_tick(&self) -> (Window, Window) {
+        let pool = self.pool.totals();
+        let now = Totals {
+            at: (self.core.clock)(),
+            stored: self.core.stored.load(Ordering::Relaxed),
+            batches: self.core.batches.load(Ordering::Relaxed),
+            correlated: self.core.store.correlator().stats().correlated,
+            busy_ns: pool.busy_ns,
+            latency: pool.latency,
+        };
+        self.windows.lock().tick(now)
     }
 }
 

@@ -87,9 +87,18 @@ pub struct Pool {
     workers: Mutex<Vec<Arc<Worker>>>,
     next_id: AtomicU64,
     max_workers: AtomicUsize,
-    /// Panics and latencies of workers that have since been removed.
+    /// Panics, latencies and busy time of workers since removed.
     retired_panics: AtomicU64,
     retired_latency: Histogram,
+    retired_busy_ns: AtomicU64,
+}
+
+/// Cumulative figures of every worker the pool ever had.
+pub(crate) struct PoolTotals {
+    pub latency: Snapshot,
+    pub panics: u64,
+    /// Time spent processing batches, summed over workers.
+    pub busy_ns: u64,
 }
 
 impl Pool {
@@ -100,6 +109,7 @@ impl Pool {
             max_workers: AtomicUsize::new(max_workers),
             retired_panics: AtomicU64::new(0),
             retired_latency: Histogram::default(),
+            retired_busy_ns: AtomicU64::new(0),
         }
     }
 
@@ -143,10 +153,16 @@ impl Pool {
     fn retire(&self, worker: &Worker) {
         worker.stop.store(true, Ordering::Release);
         worker.wake();
-        self.retired_panics.fetch_add(
-            worker.stats.panics.load(Ordering::Relaxed),
+        let s = &worker.stats;
+        self.retired_panics
+            .fetch_add(s.panics.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.retired_busy_ns.fetch_add(
+            s.processing_time_ns.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
+        // A batch the worker finishes after this is missing from the
+        // latency figures (not from the store).
+        self.retired_latency.absorb(&s.latency);
     }
 
     pub(crate) fn scale_to(&self, core: &Arc<Core>, n: usize) -> Result<(), PoolError> {
@@ -197,15 +213,19 @@ impl Pool {
     }
 
     /// Merged latency histogram and panic count of all workers, past and present.
-    pub(crate) fn latency_and_panics(&self) -> (Snapshot, u64) {
-        let mut snapshot = Snapshot::default();
-        self.retired_latency.merge_into(&mut snapshot);
-        let mut panics = self.retired_panics.load(Ordering::Relaxed);
+    pub(crate) fn totals(&self) -> PoolTotals {
+        let mut t = PoolTotals {
+            latency: Snapshot::default(),
+            panics: self.retired_panics.load(Ordering::Relaxed),
+            busy_ns: self.retired_busy_ns.load(Ordering::Relaxed),
+        };
+        self.retired_latency.merge_into(&mut t.latency);
         for w in self.workers.lock().iter() {
-            w.stats.latency.merge_into(&mut snapshot);
-            panics += w.stats.panics.load(Ordering::Relaxed);
+            w.stats.latency.merge_into(&mut t.latency);
+            t.panics += w.stats.panics.load(Ordering::Relaxed);
+            t.busy_ns += w.stats.processing_time_ns.load(Ordering::Relaxed);
         }
-        (snapshot, panics)
+        t
     }
 }
 

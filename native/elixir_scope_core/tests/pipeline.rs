@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use elixir_scope_core::dead_letters::DeadLetter;
 use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
 use elixir_scope_core::payload::Payload;
 use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, PipelineStats};
@@ -121,7 +122,13 @@ fn floods_drop_and_count_under_both_policies() {
         for seq in 0..20_000 {
             p.ingest(vec![event(1, seq)]);
         }
-        p.count_invalid(7);
+        for _ in 0..7 {
+            p.refuse(DeadLetter {
+                at: 0,
+                reason: Payload::empty(),
+                event: Payload::empty(),
+            });
+        }
         flush(&p);
         let s = p.stats();
         assert_accounted(&s);
@@ -247,4 +254,47 @@ fn dropping_the_pipeline_stops_its_threads() {
         assert!(Instant::now() < deadline, "worker threads still alive");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+#[test]
+fn shedding_drops_whole_processes_counts_them_and_stops() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let p = start(PipelineConfig::default(), &store);
+    let pids: Vec<u64> = (0..200u64).map(|i| (i << 4) | 3).collect();
+    p.set_shedding(0.5);
+    for seq in 0..10 {
+        p.ingest(pids.iter().map(|&pid| event(pid, seq)).collect());
+    }
+    flush(&p);
+    let s = p.stats();
+    assert_accounted(&s);
+    assert!(s.shed > 0 && s.stored > 0, "{s:?}");
+    assert_eq!(s.shed + s.stored, 2000);
+    assert_eq!(s.shedding, 0.5);
+    // Each process is kept whole or dropped whole.
+    for &pid in &pids {
+        let n = store.read().by_pid(pid, usize::MAX, Order::Asc).len();
+        assert!(n == 0 || n == 10, "pid {pid}: {n} events");
+    }
+    p.set_shedding(0.0);
+    p.ingest(pids.iter().map(|&pid| event(pid, 99)).collect());
+    flush(&p);
+    assert_eq!(p.stats().stored, s.stored + 200);
+}
+
+#[test]
+fn metric_windows_report_what_was_stored_since_the_last_tick() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let p = start(PipelineConfig::default(), &store);
+    p.metrics_tick();
+    p.ingest((0..500).map(|s| event(7, s)).collect());
+    flush(&p);
+    let (last, recent) = p.metrics_tick();
+    assert_eq!((last.stored, last.correlated), (500, 500));
+    assert!(last.batches >= 1 && last.elapsed_ns > 0);
+    assert_eq!(last.latency.total(), 500);
+    assert!(last.busy_ns > 0);
+    let (quiet, recent2) = p.metrics_tick();
+    assert_eq!((quiet.stored, quiet.latency.total()), (0, 0));
+    assert_eq!((recent.stored, recent2.stored), (500, 500));
 }

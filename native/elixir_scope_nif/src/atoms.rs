@@ -11,6 +11,7 @@ rustler::atoms! {
     desc,
     not_found,
     buffer_full,
+    load_shed,
     not_an_event,
     not_a_list,
     invalid_event,

@@ -6,12 +6,15 @@ use std::time::Duration;
 use rustler::sys::enif_get_list_length;
 use rustler::{Atom, Encoder, Env, NifMap, ResourceArc, Term};
 
-use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig};
+use elixir_scope_core::dead_letters::DeadLetter;
+use elixir_scope_core::metrics::Window;
+use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, Refused};
 use elixir_scope_core::pool::PoolError;
 
 use crate::atoms;
 use crate::codec::each_in_list;
-use crate::codec::event::{calibrate_clock, monotonic_ns, Decoder};
+use crate::codec::event::{calibrate_clock, monotonic_ns, Decoder, Invalid};
+use crate::codec::term;
 use crate::nif_ring::{overflow_of, ring_error};
 use crate::resources::{PipelineRes, RingRes, StoreRes};
 
@@ -123,19 +126,31 @@ fn pipeline_store(p: ResourceArc<PipelineRes>) -> ResourceArc<StoreRes> {
     ResourceArc::new(StoreRes(p.pipeline.store().clone()))
 }
 
+/// A refused event as a dead letter: the reason and the event, encoded.
+fn dead_letter(env: Env, decoder: &mut Decoder, why: Invalid, event: Term) -> DeadLetter {
+    DeadLetter {
+        at: decoder.stamp.mono,
+        reason: decoder.payload(why.encode(env)),
+        event: decoder.payload(event),
+    }
+}
+
 fn decoder(p: &PipelineRes) -> Decoder {
     Decoder::new(p.max_payload.load(Ordering::Relaxed))
 }
 
 #[rustler::nif]
 fn pipeline_ingest<'a>(env: Env<'a>, p: ResourceArc<PipelineRes>, event: Term<'a>) -> Term<'a> {
-    match decoder(&p).event(event) {
+    let mut decoder = decoder(&p);
+    match decoder.event(event) {
         Ok(e) => match p.pipeline.ingest_one(e) {
-            Some(id) => (atoms::ok(), id).encode(env),
-            None => (atoms::error(), atoms::buffer_full()).encode(env),
+            Ok(id) => (atoms::ok(), id).encode(env),
+            Err(Refused::Full) => (atoms::error(), atoms::buffer_full()).encode(env),
+            Err(Refused::Shed) => (atoms::error(), atoms::load_shed()).encode(env),
         },
         Err(why) => {
-            p.pipeline.count_invalid(1);
+            p.pipeline
+                .refuse(dead_letter(env, &mut decoder, why, event));
             (atoms::error(), (atoms::invalid_event(), why)).encode(env)
         }
     }
@@ -156,16 +171,18 @@ fn pipeline_ingest_batch<'a>(
     let mut bad = Vec::new();
     let walked = each_in_list(events, |i, t| match decoder.event(t) {
         Ok(e) => {
-            batch.push(e);
+            let _ = batch.push(e);
         }
-        Err(why) => bad.push((i, why)),
+        Err(why) => {
+            p.pipeline.refuse(dead_letter(env, &mut decoder, why, t));
+            bad.push((i, why));
+        }
     });
     debug_assert!(walked.is_ok(), "checked to be a proper list");
     let accepted = batch.finish().accepted;
     if bad.is_empty() {
         (atoms::ok(), accepted).encode(env)
     } else {
-        p.pipeline.count_invalid(bad.len() as u64);
         (atoms::error(), (atoms::invalid_events(), accepted, bad)).encode(env)
     }
 }
@@ -247,7 +264,9 @@ fn pipeline_stats(env: Env, p: ResourceArc<PipelineRes>) -> Term {
             "buffer_full" => s.rejected,
             "overwritten" => s.overwritten,
             "worker_crash" => s.lost_in_panic,
+            "shed" => s.shed,
         }),
+        "shedding" => s.shedding,
         "dropped_total" => s.dropped(),
         "batches" => s.batches,
         "workers" => s.workers,
@@ -263,5 +282,58 @@ fn pipeline_stats(env: Env, p: ResourceArc<PipelineRes>) -> Term {
             "p99" => l.quantile(0.99),
             "max" => l.quantile(1.0),
         }),
+    })
+}
+
+#[rustler::nif]
+fn pipeline_set_shedding(p: ResourceArc<PipelineRes>, fraction: f64) -> Atom {
+    p.pipeline.set_shedding(fraction);
+    atoms::ok()
+}
+
+/// Closes the current metrics window: `%{last: window, recent: window}`.
+#[rustler::nif]
+fn pipeline_metrics_tick(env: Env, p: ResourceArc<PipelineRes>) -> Term {
+    let (last, recent) = p.pipeline.metrics_tick();
+    crate::atom_map!(env, {
+        "last" => window_map(env, &last),
+        "recent" => window_map(env, &recent),
+    })
+}
+
+fn window_map<'a>(env: Env<'a>, w: &Window) -> Term<'a> {
+    let l = &w.latency;
+    crate::atom_map!(env, {
+        "elapsed_ns" => w.elapsed_ns,
+        "stored" => w.stored,
+        "batches" => w.batches,
+        "correlated" => w.correlated,
+        "busy_ns" => w.busy_ns,
+        "latency_count" => l.total(),
+        "latency_p50_ns" => l.quantile(0.50),
+        "latency_p95_ns" => l.quantile(0.95),
+        "latency_p99_ns" => l.quantile(0.99),
+    })
+}
+
+/// The newest `n` dead letters, newest first, and the counts.
+#[rustler::nif]
+fn pipeline_dead_letters(env: Env, p: ResourceArc<PipelineRes>, n: usize) -> Term {
+    let letters = p.pipeline.dead_letters();
+    let latest: Vec<Term> = letters
+        .latest(n)
+        .iter()
+        .map(|l| {
+            crate::atom_map!(env, {
+                "at" => l.at,
+                "reason" => term::decode(env, l.reason.as_bytes()),
+                "event" => term::decode(env, l.event.as_bytes()),
+            })
+        })
+        .collect();
+    crate::atom_map!(env, {
+        "letters" => latest,
+        "total" => letters.total(),
+        "evicted" => letters.evicted(),
     })
 }

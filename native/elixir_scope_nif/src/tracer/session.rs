@@ -11,7 +11,8 @@
 //!
 //! Counters: every event reaching `trace/5` is refused by the limits, or
 //! admitted; an admitted event is captured, lost to a full ring
-//! (`ring_full`) or of a shape we cannot read (`unreadable`). So captured
+//! (`ring_full`), shed with its process under load (`shed`) or of a shape
+//! we cannot read (`unreadable`). So captured
 //! events are derived, not counted, and nothing is dropped uncounted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use rustler::{Atom, Encoder, Env, LocalPid, NifMap, ResourceArc, Term};
 use elixir_scope_core::capture::limits::{Limits, LimitsConfig, StopReason};
 use elixir_scope_core::capture::server_states::ServerStates;
 use elixir_scope_core::event::{Event, EventKind};
+use elixir_scope_core::pipeline::Refused;
 
 use super::translate::{self, Payloads, TraceMessage};
 use crate::atoms;
@@ -67,6 +69,7 @@ pub struct TraceSession {
     counted: AtomicU64,
     // Of the events admitted by the limits, those not captured:
     ring_full: AtomicU64,
+    shed: AtomicU64,
     unreadable: AtomicU64,
     state_changes: AtomicU64,
     lost_state_changes: AtomicU64,
@@ -105,6 +108,7 @@ impl TraceSession {
             states: ServerStates::new(MAX_SERVER_PIDS),
             counted: AtomicU64::new(0),
             ring_full: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
             state_changes: AtomicU64::new(0),
             lost_state_changes: AtomicU64::new(0),
@@ -202,13 +206,19 @@ impl TraceSession {
         let mut batch = pipeline.begin_ingest(1 + state_change.is_some() as usize);
         if let Some(change) = state_change {
             let counter = match batch.push(change) {
-                Some(_) => &self.state_changes,
-                None => &self.lost_state_changes,
+                Ok(_) => &self.state_changes,
+                Err(_) => &self.lost_state_changes,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        if batch.push(event).is_none() {
-            self.ring_full.fetch_add(1, Ordering::Relaxed);
+        match batch.push(event) {
+            Ok(_) => {}
+            Err(Refused::Full) => {
+                self.ring_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Refused::Shed) => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -260,13 +270,14 @@ impl TraceSession {
     pub fn info<'a>(&self, env: Env<'a>) -> Term<'a> {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (ring_full, unreadable) = (load(&self.ring_full), load(&self.unreadable));
+        let shed = load(&self.shed);
         let captured = if self.count_only {
             load(&self.counted)
         } else {
-            self.limits.admitted() - ring_full - unreadable
+            self.limits.admitted() - ring_full - shed - unreadable
         };
         let dropped =
-            self.limits.refused() + ring_full + unreadable + load(&self.lost_state_changes);
+            self.limits.refused() + ring_full + shed + unreadable + load(&self.lost_state_changes);
         crate::atom_map!(env, {
             "events" => captured,
             "state_changes" => load(&self.state_changes),
@@ -275,6 +286,7 @@ impl TraceSession {
                 "after_stop" => self.limits.refused(),
                 "buffer_full" => ring_full + load(&self.lost_state_changes),
                 "unreadable" => unreadable,
+                "shed" => shed,
             }),
             "stopped_because" => match self.limits.stopped_because() {
                 Some(r) => reason_atom(r).encode(env),

@@ -1,0 +1,63 @@
+defmodule ElixirScope.HealthCheck.Layer2 do
+  @moduledoc """
+  Layer 2 health (guide §10.2): each check is `:ok` or `{:error, why}`.
+
+    * `:worker_pool` — at least one worker thread runs;
+    * `:buffers` — no shard above `backpressure.emergency_threshold`;
+    * `:pressure` — the last check was not `:critical`;
+    * `:correlation_state` — the correlator is within `correlation.max_entries`;
+    * `:storage` — the store answers and is within `storage.max_events`.
+  """
+
+  alias ElixirScope.Capture.PipelineManager
+  alias ElixirScope.Native
+
+  @type check :: :ok | {:error, term()}
+  @type checks :: %{
+          worker_pool: check(),
+          buffers: check(),
+          pressure: check(),
+          correlation_state: check(),
+          storage: check()
+        }
+
+  @doc "`{:ok, checks}` when every check passes, else `{:error, checks}`."
+  @spec check_health(GenServer.server()) :: {:ok, checks()} | {:error, checks()}
+  def check_health(server \\ PipelineManager) do
+    config = PipelineManager.get_config(server)
+    handle = PipelineManager.pipeline(server)
+    stats = Native.pipeline_stats(handle)
+    store = Native.pipeline_store(handle)
+    pressure = GenServer.call(server, :pressure)
+
+    checks = %{
+      worker_pool: check(stats.workers > 0, :no_workers),
+      buffers:
+        check(
+          stats.buffer_utilization <= config.backpressure.emergency_threshold,
+          {:buffer_utilization, stats.buffer_utilization}
+        ),
+      pressure: check(pressure != :critical, {:pressure, pressure}),
+      correlation_state: correlation_check(store, config),
+      storage: storage_check(store, config)
+    }
+
+    if Enum.all?(checks, fn {_, c} -> c == :ok end),
+      do: {:ok, checks},
+      else: {:error, checks}
+  end
+
+  defp check(true, _why), do: :ok
+  defp check(false, why), do: {:error, why}
+
+  defp correlation_check(store, config) do
+    c = Native.correlator_stats(store)
+    entries = c.active_correlations + c.tracked_processes
+    check(entries <= config.correlation.max_entries, {:correlation_entries, entries})
+  end
+
+  defp storage_check(store, config) do
+    s = Native.store_stats(store)
+    check(s.retained <= config.storage.max_events, {:retained, s.retained})
+  end
+end

@@ -1,0 +1,158 @@
+defmodule ElixirScope.BackpressureTest do
+  use ExUnit.Case
+
+  alias ElixirScope.Capture.{BackpressureManager, PipelineManager}
+  alias ElixirScope.Config.Layer2
+  alias ElixirScope.{Debug, HealthCheck, Metrics, PipelineMetrics}
+  alias ElixirScope.Storage.DataAccess
+  import ElixirScope.TestEvents
+
+  defp eventually(fun, tries \\ 300) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> flunk("condition not reached")
+      true -> Process.sleep(10) && eventually(fun, tries - 1)
+    end
+  end
+
+  defp workers(p), do: PipelineManager.get_pipeline_stats(p).workers
+
+  describe "pressure and scaling rules (guide §2.4)" do
+    @bp Layer2.default_config().backpressure
+    @bounds %{min_workers: 2, max_workers: 16, target_workers: 4}
+
+    defp rate(buffer, latency \\ 0.0, memory \\ 0.0, errors \\ 0.0),
+      do:
+        BackpressureManager.pressure(
+          %{
+            buffer_utilization: buffer,
+            latency_p99_ms: latency,
+            memory_ratio: memory,
+            error_rate: errors
+          },
+          @bp
+        )
+
+    test "pressure levels follow the guide's thresholds" do
+      assert rate(0.1) == :normal
+      assert rate(0.51) == :elevated
+      assert rate(0.1, 21.0) == :elevated
+      assert rate(0.81) == :high
+      assert rate(0.1, 51.0) == :high
+      assert rate(0.1, 0.0, 0.0, 0.2) == :high
+      assert rate(0.96) == :critical
+      assert rate(0.1, 0.0, 0.91) == :critical
+    end
+
+    test "scaling recommendations stay within the worker bounds" do
+      assert BackpressureManager.recommend(:critical, 2, @bounds) == {:scale_up, 4}
+      assert BackpressureManager.recommend(:critical, 14, @bounds) == {:scale_up, 2}
+      assert BackpressureManager.recommend(:critical, 16, @bounds) == :maintain
+      assert BackpressureManager.recommend(:high, 2, @bounds) == {:scale_up, 2}
+      assert BackpressureManager.recommend(:elevated, 3, @bounds) == {:scale_up, 1}
+      assert BackpressureManager.recommend(:elevated, 4, @bounds) == :maintain
+      assert BackpressureManager.recommend(:normal, 3, @bounds) == {:scale_down, 1}
+      assert BackpressureManager.recommend(:normal, 2, @bounds) == :maintain
+    end
+
+    test "thresholds are validated config" do
+      assert Layer2.merge(Layer2.default_config(), backpressure: [high_latency_ms: 0]) ==
+               {:error,
+                {:invalid_config, [:backpressure, :high_latency_ms], :not_a_positive_integer}}
+
+      assert Layer2.merge(Layer2.default_config(), backpressure: [shed_fraction: 1.5]) ==
+               {:error, {:invalid_config, [:backpressure, :shed_fraction], :not_a_fraction}}
+    end
+  end
+
+  test "pressure up: workers scale up and whole processes are shed; down: shedding stops, workers scale down" do
+    # A memory limit far below the rings' size makes the pressure critical;
+    # raising it makes it normal again.
+    p =
+      private_pipeline(
+        pipeline: [min_workers: 1, max_workers: 6, target_workers: 2],
+        backpressure: [check_interval_ms: 20, memory_limit_mb: 1, scale_down_after_checks: 3]
+      )
+
+    eventually(fn -> BackpressureManager.check_pressure(p) == :critical end)
+    eventually(fn -> workers(p) == 6 end)
+    assert Metrics.Layer2.snapshot(p).shedding == 0.5
+
+    assert {:error, %{pressure: {:error, {:pressure, :critical}}}} =
+             HealthCheck.Layer2.check_health(p)
+
+    pids = for _ <- 1..64, do: spawn(fn -> :ok end)
+
+    for round <- 1..10,
+        do: ElixirScope.ingest_batch(for(pid <- pids, do: call(pid, [round])), pipeline: p)
+
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    stats = ElixirScope.stats(pipeline: p)
+    assert stats.dropped.shed > 0 and stats.stored > 0
+    assert stats.ingested == stats.stored + stats.dropped_total + stats.queued
+    counts = for pid <- pids, do: length(DataAccess.query_by_pid(pid, pipeline: p))
+    assert Enum.all?(counts, &(&1 in [0, 10])), "whole processes kept or shed: #{inspect(counts)}"
+
+    :ok = PipelineManager.update_config(p, backpressure: [memory_limit_mb: 100_000])
+    eventually(fn -> BackpressureManager.check_pressure(p) == :normal end)
+    eventually(fn -> Metrics.Layer2.snapshot(p).shedding == 0.0 end)
+    eventually(fn -> workers(p) == 1 end)
+    assert {:ok, _checks} = HealthCheck.Layer2.check_health(p)
+  end
+
+  test "manual load shedding stays on until disabled and refuses with :load_shed" do
+    p = private_pipeline(backpressure: [check_interval_ms: 20])
+    :ok = BackpressureManager.enable_load_shedding(p)
+    pids = for _ <- 1..64, do: spawn(fn -> :ok end)
+    results = for pid <- pids, do: ElixirScope.ingest(call(pid), pipeline: p)
+    shed = Enum.count(results, &(&1 == {:error, :load_shed}))
+    assert shed > 0 and shed < 64
+    Process.sleep(100)
+
+    assert Metrics.Layer2.snapshot(p).shedding == 0.5,
+           "normal pressure does not end manual shedding"
+
+    :ok = BackpressureManager.disable_load_shedding(p)
+    assert Enum.all?(pids, &match?({:ok, _}, ElixirScope.ingest(call(&1), pipeline: p)))
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    assert ElixirScope.stats(pipeline: p).dropped.shed == shed
+  end
+
+  test "metrics snapshot has the guide's fields, measured" do
+    p = private_pipeline(backpressure: [check_interval_ms: 20])
+
+    {:ok, 2_000} =
+      ElixirScope.ingest_batch(for(i <- 1..2_000, do: call(self(), [i])), pipeline: p)
+
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+
+    eventually(fn -> Metrics.Layer2.snapshot(p).events_per_second > 0 end)
+    m = Metrics.Layer2.snapshot(p)
+    assert %PipelineMetrics{total_workers: 2, pressure: :normal, dropped_events: 0} = m
+    assert m.batches_per_second > 0 and m.correlations_per_second > 0
+    assert m.processing_latency_p99 >= m.processing_latency_p50
+    assert map_size(m.buffer_utilization) == 8
+    assert m.memory_usage_mb > m.ets_memory_mb and m.ets_memory_mb > 0
+    assert m.correlation_success_rate == 1.0
+    assert m.avg_worker_load >= 0.0 and m.avg_worker_load <= 1.0
+  end
+
+  test "malformed events are kept as dead letters with their reason, and counted" do
+    p = private_pipeline()
+    {:error, {:invalid_event, :not_an_event}} = ElixirScope.ingest(:junk, pipeline: p)
+
+    {:error, {:invalid_events, 1, [{1, {:pid, :not_a_local_pid}}]}} =
+      ElixirScope.ingest_batch([call(), %{call() | pid: :nobody}], pipeline: p)
+
+    assert [
+             %{reason: {:pid, :not_a_local_pid}, event: %ElixirScope.Event{pid: :nobody}},
+             %{reason: :not_an_event, event: :junk, at: at}
+           ] = Debug.Layer2.dead_letters(10, pipeline: p)
+
+    assert is_integer(at)
+    assert Debug.Layer2.dead_letters(1, pipeline: p) |> length() == 1
+    assert ElixirScope.stats(pipeline: p).dropped.invalid == 2
+    assert %{dead_letters: %{total: 2, evicted: 0}} = Debug.Layer2.get_pipeline_state(pipeline: p)
+    assert_raise ArgumentError, fn -> Debug.Layer2.dead_letters(-1) end
+  end
+end
