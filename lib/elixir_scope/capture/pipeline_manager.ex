@@ -135,7 +135,7 @@ defmodule ElixirScope.Capture.PipelineManager do
     with {:ok, config} <- Layer2.merge(base_config(opts), Keyword.get(opts, :config, [])),
          {:ok, handle} <- attach_or_start(opts, config) do
       {:ok, _} = Registry.register(@registry, :pipelines, handle)
-      state = %{name: opts[:name], pipeline: handle, config: config, check: initial_check()}
+      state = %{name: opts[:name], pipeline: handle, config: config, check: initial_check(handle)}
       {:ok, check(state)}
     else
       {:error, reason} -> {:stop, reason}
@@ -237,14 +237,18 @@ defmodule ElixirScope.Capture.PipelineManager do
 
   # --- pressure checks (see BackpressureManager) ---------------------------
 
-  defp initial_check do
+  # A manager reattaching to a pipeline that was shedding treats it as
+  # automatic shedding, which ends when pressure falls.
+  defp initial_check(handle) do
+    shedding = if Native.pipeline_stats(handle).shedding > 0, do: :auto, else: :off
+
     %{
       pressure: :normal,
       recommendation: :maintain,
       inputs: nil,
       window: nil,
       normal_streak: 0,
-      shedding: :off,
+      shedding: shedding,
       stats: nil
     }
   end
