@@ -52,6 +52,7 @@ defmodule ElixirScope.Native do
   def pipeline_set_shedding(_pipeline, _fraction), do: nif()
   def pipeline_metrics_tick(_pipeline), do: nif()
   def pipeline_dead_letters(_pipeline, _n), do: nif()
+  def pipeline_inject_fault(_pipeline, _fault), do: nif()
 
   # erl_tracer callbacks: this module is the tracer module of trace sessions.
   def enabled(_tag, _state, _tracee), do: nif()

@@ -51,7 +51,9 @@ defmodule ElixirScope.Config.Layer2 do
           storage: %{
             write_batch_size: pos_integer(),
             write_timeout_ms: pos_integer(),
-            max_events: pos_integer()
+            max_events: pos_integer(),
+            circuit_breaker_threshold: pos_integer(),
+            circuit_breaker_timeout_ms: pos_integer()
           },
           capture: %{
             ring_size: pos_integer(),
@@ -90,7 +92,13 @@ defmodule ElixirScope.Config.Layer2 do
         scale_down_after_checks: 10,
         shed_fraction: 0.5
       },
-      storage: %{write_batch_size: 1000, write_timeout_ms: 5000, max_events: 1_000_000},
+      storage: %{
+        write_batch_size: 1000,
+        write_timeout_ms: 5000,
+        max_events: 1_000_000,
+        circuit_breaker_threshold: 5,
+        circuit_breaker_timeout_ms: 60_000
+      },
       capture: %{
         ring_size: 16_384,
         shards: 8,
@@ -243,7 +251,9 @@ defmodule ElixirScope.Config.Layer2 do
       max_workers: config.pipeline.max_workers,
       workers: workers,
       max_idle_sleep_us: config.processing.flush_interval_ms * 1000,
-      max_payload_bytes: config.capture.max_payload_bytes
+      max_payload_bytes: config.capture.max_payload_bytes,
+      breaker_threshold: config.storage.circuit_breaker_threshold,
+      breaker_timeout_ms: config.storage.circuit_breaker_timeout_ms
     }
   end
 

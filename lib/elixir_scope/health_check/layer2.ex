@@ -6,7 +6,8 @@ defmodule ElixirScope.HealthCheck.Layer2 do
     * `:buffers` — no shard above `backpressure.emergency_threshold`;
     * `:pressure` — the last check was not `:critical`;
     * `:correlation_state` — the correlator is within `correlation.max_entries`;
-    * `:storage` — the store answers and is within `storage.max_events`.
+    * `:storage` — the store answers, its write path's circuit breaker is
+      closed, and it is within `storage.max_events`.
   """
 
   alias ElixirScope.Capture.PipelineManager
@@ -39,7 +40,7 @@ defmodule ElixirScope.HealthCheck.Layer2 do
         ),
       pressure: check(pressure != :critical, {:pressure, pressure}),
       correlation_state: correlation_check(store, config),
-      storage: storage_check(store, config)
+      storage: storage_check(store, config, stats.circuit_breaker)
     }
 
     if Enum.all?(checks, fn {_, c} -> c == :ok end),
@@ -56,8 +57,13 @@ defmodule ElixirScope.HealthCheck.Layer2 do
     check(entries <= config.correlation.max_entries, {:correlation_entries, entries})
   end
 
-  defp storage_check(store, config) do
+  defp storage_check(store, config, breaker) do
     s = Native.store_stats(store)
-    check(s.retained <= config.storage.max_events, {:retained, s.retained})
+
+    cond do
+      breaker.state != :closed -> {:error, {:circuit_breaker, breaker.state}}
+      s.retained > config.storage.max_events -> {:error, {:retained, s.retained}}
+      true -> :ok
+    end
   end
 end

@@ -8,10 +8,12 @@
 //! within fixed bounds.
 //! [`pipeline::Pipeline`] ties rings, workers and a store together.
 
+pub mod breaker;
 pub mod capture;
 pub mod correlator;
 pub mod dead_letters;
 pub mod event;
+pub mod faults;
 pub mod hash;
 pub mod histogram;
 pub mod metrics;

@@ -20,14 +20,17 @@
 //! `queued = Σ ring len + in_flight`. Shed events (see [`crate::shedding`])
 //! never reach a ring.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::breaker::{Breaker, BreakerStats};
 use crate::dead_letters::{DeadLetter, DeadLetters};
 use crate::event::Event;
+use crate::faults::{Fault, Faults};
 use crate::hash::mix;
 use crate::histogram::Snapshot;
 use crate::metrics::{Totals, Window, Windows};
@@ -60,6 +63,16 @@ pub struct PipelineConfig {
     pub workers: usize,
     /// Longest sleep of an idle worker.
     pub max_idle_sleep: Duration,
+    /// Failed store writes in a row that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before a probe write.
+    pub breaker_timeout: Duration,
+}
+
+impl PipelineConfig {
+    fn breaker_timeout_ns(&self) -> i64 {
+        self.breaker_timeout.as_nanos().min(i64::MAX as u128) as i64
+    }
 }
 
 impl Default for PipelineConfig {
@@ -73,6 +86,8 @@ impl Default for PipelineConfig {
             max_workers: 16,
             workers: 2,
             max_idle_sleep: Duration::from_millis(10),
+            breaker_threshold: 5,
+            breaker_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -90,8 +105,18 @@ pub enum ConfigError {
 
 pub(crate) struct Shard {
     ring: Arc<Ring<Event>>,
-    lease: Mutex<()>,
+    /// The lease; it guards the batch taken from the ring and not yet
+    /// (fully) written, which is retried before anything newer.
+    lease: Mutex<Taken>,
     completed: AtomicU64,
+}
+
+/// A batch taken from a shard's ring, reversed (the next event to write is
+/// the last), and the ring position just past it.
+#[derive(Default)]
+struct Taken {
+    events: Vec<Event>,
+    position: u64,
 }
 
 pub(crate) struct Core {
@@ -107,29 +132,14 @@ pub(crate) struct Core {
     lost_in_panic: AtomicU64,
     batches: AtomicU64,
     shedder: Shedder,
+    breaker: Breaker,
+    faults: Faults,
 }
 
-/// A worker's reusable buffers: the batch taken from a shard and the ingest
-/// timestamps of its events (no allocation per batch).
+/// A worker's reusable buffer: ingest timestamps of the events it wrote.
 #[derive(Default)]
 pub(crate) struct Buffers {
-    batch: Vec<Event>,
     stamps: Vec<i64>,
-}
-
-/// Counts an in-flight batch back out, as lost, if the worker unwinds.
-struct InFlight<'a> {
-    core: &'a Core,
-    n: u64,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if self.n > 0 {
-            self.core.in_flight.fetch_sub(self.n, Ordering::Relaxed);
-            self.core.lost_in_panic.fetch_add(self.n, Ordering::Relaxed);
-        }
-    }
 }
 
 impl Core {
@@ -141,40 +151,95 @@ impl Core {
             .sum()
     }
 
+    /// Writes the shard's unwritten batch, or a new one from its ring, while
+    /// holding its lease (so per shard, events reach the store in order).
     fn drain(&self, shard: &Shard, buffers: &mut Buffers, stats: &WorkerStats) -> u64 {
-        let Some(_lease) = shard.lease.try_lock() else {
+        let Some(mut taken) = shard.lease.try_lock() else {
             return 0;
         };
-        let Buffers { batch, stamps } = buffers;
-        batch.clear();
-        let position = shard
-            .ring
-            .pop_batch(self.batch_size.load(Ordering::Relaxed), batch);
-        let n = batch.len() as u64;
-        if n > 0 {
-            let started = Instant::now();
-            self.in_flight.fetch_add(n, Ordering::Relaxed);
-            let mut guard = InFlight { core: self, n };
-            stamps.clear();
-            stamps.extend(
-                batch
-                    .iter()
-                    .filter(|e| e.ingest_stamped)
-                    .map(|e| e.timestamp),
-            );
-            self.store.write(batch.drain(..), (self.clock)());
-            self.stored.fetch_add(n, Ordering::Relaxed);
-            self.in_flight.fetch_sub(n, Ordering::Relaxed);
-            guard.n = 0;
-            let now = (self.clock)();
-            for &ts in stamps.iter() {
-                stats.latency.record((now - ts).max(0) as u64);
-            }
-            self.batches.fetch_add(1, Ordering::Relaxed);
-            stats.record_batch(n, started.elapsed());
+        if !self.breaker.allow((self.clock)()) {
+            // Open: events wait in the (bounded, counting) rings.
+            return 0;
         }
-        shard.completed.fetch_max(position, Ordering::Release);
-        n
+        if taken.events.is_empty() {
+            let batch_size = self.batch_size.load(Ordering::Relaxed);
+            taken.position = shard.ring.pop_batch(batch_size, &mut taken.events);
+            if taken.events.is_empty() {
+                shard.completed.fetch_max(taken.position, Ordering::Release);
+                self.breaker.abandon_probe();
+                return 0;
+            }
+            self.in_flight
+                .fetch_add(taken.events.len() as u64, Ordering::Relaxed);
+            taken.events.reverse();
+        }
+        let started = Instant::now();
+        let stored = self.write(&mut taken.events, buffers, stats);
+        if taken.events.is_empty() {
+            shard.completed.fetch_max(taken.position, Ordering::Release);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        if stored > 0 {
+            stats.record_batch(stored, started.elapsed());
+        }
+        stored
+    }
+
+    /// Hands events to the store, from the end of `events`, until it is
+    /// empty or a write fails. A panic in the store costs at most the event
+    /// being written (counted as lost unless it was stored); the rest stays
+    /// in `events` for the next attempt, so nothing is written twice.
+    /// Returns events stored.
+    fn write(&self, events: &mut Vec<Event>, buffers: &mut Buffers, stats: &WorkerStats) -> u64 {
+        let before = events.len();
+        let stamps = &mut buffers.stamps;
+        stamps.clear();
+        let mut current = 0u64;
+        let panic_at = self.faults.take_panic();
+        let fail = self.faults.take_failure();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if fail {
+                return Err(());
+            }
+            let mut i = 0;
+            let batch = std::iter::from_fn(|| {
+                if panic_at == Some(i) {
+                    // Unwinds like a panic, without the panic hook's report.
+                    std::panic::resume_unwind(Box::new("injected worker panic"));
+                }
+                let mut e = events.pop()?;
+                if e.id == 0 {
+                    e.id = self.store.next_ids(1);
+                }
+                current = e.id;
+                i += 1;
+                if e.ingest_stamped {
+                    stamps.push(e.timestamp);
+                }
+                Some(e)
+            });
+            self.store.write(batch, (self.clock)());
+            Ok(())
+        }));
+        let now = (self.clock)();
+        let taken = (before - events.len()) as u64;
+        let mut lost = 0;
+        match result {
+            Ok(Ok(())) => self.breaker.success(),
+            Ok(Err(())) => self.breaker.failure(now),
+            Err(_) => {
+                stats.record_panic();
+                self.breaker.failure(now);
+                lost = u64::from(taken > 0 && self.store.read().get(current).is_none());
+            }
+        }
+        self.in_flight.fetch_sub(taken, Ordering::Relaxed);
+        self.lost_in_panic.fetch_add(lost, Ordering::Relaxed);
+        self.stored.fetch_add(taken - lost, Ordering::Relaxed);
+        for &ts in stamps.iter() {
+            stats.latency.record((now - ts).max(0) as u64);
+        }
+        taken - lost
     }
 
     pub(crate) fn max_idle_sleep(&self) -> Duration {
@@ -310,7 +375,7 @@ impl Pipeline {
             .map(|ring| Shard {
                 completed: AtomicU64::new(ring.read_position()),
                 ring,
-                lease: Mutex::new(()),
+                lease: Mutex::new(Taken::default()),
             })
             .collect();
         let core = Arc::new(Core {
@@ -326,6 +391,8 @@ impl Pipeline {
             lost_in_panic: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             shedder: Shedder::default(),
+            breaker: Breaker::new(config.breaker_threshold, config.breaker_timeout_ns()),
+            faults: Faults::default(),
         });
         let pool = Pool::new(config.max_workers);
         for _ in 0..config.workers {
@@ -467,6 +534,9 @@ impl Pipeline {
             .max_idle_sleep_us
             .store(next.max_idle_sleep.as_micros() as u64, Ordering::Relaxed);
         self.pool.set_max_workers(next.max_workers);
+        self.core
+            .breaker
+            .configure(next.breaker_threshold, next.breaker_timeout_ns());
         *config = next;
         Ok(())
     }
@@ -508,6 +578,17 @@ impl Pipeline {
         s.latency = totals.latency;
         s.worker_panics = totals.panics;
         s
+    }
+
+    /// The store write path's circuit breaker.
+    pub fn breaker(&self) -> BreakerStats {
+        self.core.breaker.stats()
+    }
+
+    /// Test hook: makes the next store writes panic or fail.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault) {
+        self.core.faults.arm(fault);
     }
 
     /// Sheds `fraction` (0..=1) of the processes from now on; 0 stops.

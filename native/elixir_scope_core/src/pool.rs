@@ -49,6 +49,10 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
+    pub(crate) fn record_panic(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn record_batch(&self, n: u64, took: Duration) {
         self.events_processed.fetch_add(n, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -252,7 +256,9 @@ fn run(core: Arc<Core>, me: Arc<Worker>) {
                 }
             }
             Err(_) => {
-                me.stats.panics.fetch_add(1, Ordering::Relaxed);
+                // Outside a store write (those are caught in `Core::write`):
+                // nothing in flight is lost, the loop starts afresh.
+                me.stats.record_panic();
                 buffers = Buffers::default();
             }
         }

@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use elixir_scope_core::breaker::BreakerState;
 use elixir_scope_core::dead_letters::DeadLetter;
 use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
+use elixir_scope_core::faults::Fault;
 use elixir_scope_core::payload::Payload;
 use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, PipelineStats};
 use elixir_scope_core::pool::PoolError;
@@ -297,4 +299,63 @@ fn metric_windows_report_what_was_stored_since_the_last_tick() {
     let (quiet, recent2) = p.metrics_tick();
     assert_eq!((quiet.stored, quiet.latency.total()), (0, 0));
     assert_eq!((recent.stored, recent2.stored), (500, 500));
+}
+
+fn stored_seqs(store: &SharedStore, pid: u64) -> Vec<u64> {
+    store
+        .read()
+        .by_pid(pid, usize::MAX, Order::Asc)
+        .iter()
+        .map(|s| seq_of(&s.event))
+        .collect()
+}
+
+#[test]
+fn a_worker_panic_mid_batch_loses_nothing_and_stores_nothing_twice() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    // No worker until everything is queued: the first batch is the whole lot.
+    let config = PipelineConfig {
+        workers: 0,
+        ..Default::default()
+    };
+    let p = start(config, &store);
+    p.ingest((0..1000).map(|s| event(4, s)).collect());
+    p.inject_fault(Fault::PanicAt {
+        batches: 1,
+        at: 500,
+    });
+    p.spawn_worker().unwrap();
+    flush(&p);
+    let s = p.stats();
+    assert_accounted(&s);
+    assert_eq!((s.stored, s.lost_in_panic, s.worker_panics), (1000, 0, 1));
+    assert_eq!(stored_seqs(&store, 4), (0..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn failing_store_writes_open_the_breaker_then_it_half_opens_and_closes() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let config = PipelineConfig {
+        workers: 1,
+        breaker_threshold: 3,
+        breaker_timeout: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let p = start(config, &store);
+    p.inject_fault(Fault::Fail { batches: 3 });
+    p.ingest((0..100).map(|s| event(6, s)).collect());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.breaker().state != BreakerState::Open {
+        assert!(Instant::now() < deadline, "breaker never opened");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let open = p.stats();
+    assert_eq!(open.stored, 0, "nothing written while failing or open");
+    assert_eq!(open.ingested, open.stored + open.dropped() + open.queued);
+    flush(&p); // the timeout passes, a probe succeeds
+    assert_eq!(p.breaker().state, BreakerState::Closed);
+    assert_eq!(p.breaker().trips, 1);
+    let s = p.stats();
+    assert_accounted(&s);
+    assert_eq!(stored_seqs(&store, 6), (0..100).collect::<Vec<_>>());
 }

@@ -4,9 +4,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustler::sys::enif_get_list_length;
-use rustler::{Atom, Encoder, Env, NifMap, ResourceArc, Term};
+use rustler::{Atom, Encoder, Env, NifMap, NifResult, ResourceArc, Term};
 
+use elixir_scope_core::breaker::{BreakerState, BreakerStats};
 use elixir_scope_core::dead_letters::DeadLetter;
+use elixir_scope_core::faults::Fault;
 use elixir_scope_core::metrics::Window;
 use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, Refused};
 use elixir_scope_core::pool::PoolError;
@@ -30,6 +32,8 @@ struct NativeConfig {
     workers: usize,
     max_idle_sleep_us: u64,
     max_payload_bytes: usize,
+    breaker_threshold: u32,
+    breaker_timeout_ms: u64,
 }
 
 impl NativeConfig {
@@ -43,6 +47,8 @@ impl NativeConfig {
             max_workers: self.max_workers,
             workers: self.workers,
             max_idle_sleep: Duration::from_micros(self.max_idle_sleep_us),
+            breaker_threshold: self.breaker_threshold,
+            breaker_timeout: Duration::from_millis(self.breaker_timeout_ms),
         })
     }
 }
@@ -267,6 +273,7 @@ fn pipeline_stats(env: Env, p: ResourceArc<PipelineRes>) -> Term {
             "shed" => s.shed,
         }),
         "shedding" => s.shedding,
+        "circuit_breaker" => breaker_map(env, p.pipeline.breaker()),
         "dropped_total" => s.dropped(),
         "batches" => s.batches,
         "workers" => s.workers,
@@ -336,4 +343,32 @@ fn pipeline_dead_letters(env: Env, p: ResourceArc<PipelineRes>, n: usize) -> Ter
         "total" => letters.total(),
         "evicted" => letters.evicted(),
     })
+}
+
+fn breaker_map(env: Env, b: BreakerStats) -> Term {
+    let state = match b.state {
+        BreakerState::Closed => atoms::closed(),
+        BreakerState::Open => atoms::open(),
+        BreakerState::HalfOpen => atoms::half_open(),
+    };
+    crate::atom_map!(env, {
+        "state" => state,
+        "consecutive_failures" => b.consecutive_failures,
+        "trips" => b.trips,
+    })
+}
+
+/// Test hook: `{:panic_at, batches, index}` or `{:fail, batches}`.
+#[rustler::nif]
+fn pipeline_inject_fault(p: ResourceArc<PipelineRes>, fault: Term) -> NifResult<Atom> {
+    let fault = if let Ok((tag, batches, at)) = fault.decode::<(Atom, u32, usize)>() {
+        (tag == atoms::panic_at()).then_some(Fault::PanicAt { batches, at })
+    } else if let Ok((tag, batches)) = fault.decode::<(Atom, u32)>() {
+        (tag == atoms::fail()).then_some(Fault::Fail { batches })
+    } else {
+        None
+    };
+    p.pipeline
+        .inject_fault(fault.ok_or(rustler::Error::BadArg)?);
+    Ok(atoms::ok())
 }
