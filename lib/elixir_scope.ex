@@ -60,7 +60,7 @@ defmodule ElixirScope do
 
   def flush(timeout, opts) when (is_integer(timeout) and timeout >= 0) or timeout == :infinity do
     handles =
-      case Keyword.fetch(opts, :pipeline) do
+      case PipelineManager.server_option(opts) do
         {:ok, server} -> [PipelineManager.pipeline(server)]
         :error -> PipelineManager.all_pipelines()
       end
@@ -198,5 +198,5 @@ defmodule ElixirScope do
   @spec trace_info(ElixirScope.Tracer.Session.t()) :: ElixirScope.Tracer.info()
   defdelegate trace_info(session), to: ElixirScope.Tracer, as: :info
 
-  defp pipeline(opts), do: PipelineManager.pipeline(Keyword.get(opts, :pipeline, PipelineManager))
+  defp pipeline(opts), do: PipelineManager.from_options(opts)
 end

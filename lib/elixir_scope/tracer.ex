@@ -47,6 +47,8 @@ defmodule ElixirScope.Tracer do
     {:ok, info(s)}
   end
 
+  def stop(other), do: raise(ArgumentError, "not a trace session: #{inspect(other)}")
+
   @doc "The session's counters now."
   @spec info(Session.t()) :: info()
   def info(%Session{} = s) do
@@ -55,4 +57,6 @@ defmodule ElixirScope.Tracer do
     |> Map.take([:events, :state_changes, :dropped, :dropped_by_cause, :stopped_because])
     |> then(&Map.put(&1, :running, &1.stopped_because == nil and Process.alive?(s.server)))
   end
+
+  def info(other), do: raise(ArgumentError, "not a trace session: #{inspect(other)}")
 end

@@ -106,7 +106,7 @@ defmodule ElixirScope.Capture.PipelineManager do
         raise ArgumentError, "the default ElixirScope pipeline is not running"
 
       nil ->
-        GenServer.call(name, :pipeline)
+        call_pipeline(name)
 
       handle ->
         handle
@@ -116,11 +116,36 @@ defmodule ElixirScope.Capture.PipelineManager do
   def pipeline(pid) when is_pid(pid) do
     case Registry.values(@registry, :pipelines, pid) do
       [handle] -> handle
-      [] -> GenServer.call(pid, :pipeline)
+      [] -> call_pipeline(pid)
     end
   end
 
-  def pipeline(server), do: GenServer.call(server, :pipeline)
+  def pipeline(server), do: call_pipeline(server)
+
+  defp call_pipeline(server) do
+    GenServer.call(server, :pipeline)
+  catch
+    :exit, _ -> raise ArgumentError, "no ElixirScope pipeline at #{inspect(server)}"
+  end
+
+  @doc false
+  # The `pipeline:` option of a call's keyword options: `{:ok, server}`, or
+  # `:error` when not given. Raises on options that are not a keyword list.
+  def server_option(opts) do
+    unless is_list(opts) and Keyword.keyword?(opts),
+      do: raise(ArgumentError, "options must be a keyword list, got: #{inspect(opts)}")
+
+    Keyword.fetch(opts, :pipeline)
+  end
+
+  @doc false
+  # The native handle a call's options address (default: the default pipeline).
+  def from_options(opts) do
+    case server_option(opts) do
+      {:ok, server} -> pipeline(server)
+      :error -> pipeline(__MODULE__)
+    end
+  end
 
   @doc false
   # Native handles of every running pipeline (for flush).

@@ -44,7 +44,15 @@ defmodule ElixirScope.Capture.RingBuffer do
   @spec new(keyword()) ::
           {:ok, t()}
           | {:error, :size_must_be_power_of_2 | :invalid_size | :invalid_overflow_strategy}
-  def new(opts \\ []) do
+  def new(opts \\ [])
+
+  def new(opts) when not is_list(opts),
+    do: raise(ArgumentError, "options must be a keyword list, got: #{inspect(opts)}")
+
+  def new(opts) do
+    unless Keyword.keyword?(opts),
+      do: raise(ArgumentError, "options must be a keyword list, got: #{inspect(opts)}")
+
     size = Keyword.get(opts, :size, 1024)
     overflow = Keyword.get(opts, :overflow_strategy, :drop_newest)
     max_payload = Keyword.get(opts, :max_payload_bytes, 4096)

@@ -29,8 +29,8 @@ defmodule ElixirScope.Debug.Layer2 do
   """
   @spec get_pipeline_state(keyword()) :: map()
   def get_pipeline_state(opts \\ []) do
+    handle = PipelineManager.from_options(opts)
     server = Keyword.get(opts, :pipeline, PipelineManager)
-    handle = PipelineManager.pipeline(server)
     check = GenServer.call(server, :check_state)
     letters = Native.pipeline_dead_letters(handle, 100)
 
@@ -50,5 +50,5 @@ defmodule ElixirScope.Debug.Layer2 do
         do: w
   end
 
-  defp pipeline(opts), do: PipelineManager.pipeline(Keyword.get(opts, :pipeline, PipelineManager))
+  defp pipeline(opts), do: PipelineManager.from_options(opts)
 end

@@ -145,13 +145,15 @@ defmodule ElixirScope.Storage.DataAccess do
   @doc false
   # The store a call addresses: `pipeline:`'s, else the application's.
   def store(opts) do
-    case Keyword.fetch(opts, :pipeline) do
+    case PipelineManager.server_option(opts) do
       {:ok, server} -> Native.pipeline_store(PipelineManager.pipeline(server))
       :error -> ElixirScope.Application.store()
     end
   end
 
   defp limit_order(opts) do
+    PipelineManager.server_option(opts)
+
     limit =
       case Keyword.get(opts, :limit, 1000) do
         :infinity ->
