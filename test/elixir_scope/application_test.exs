@@ -1,0 +1,44 @@
+defmodule ElixirScope.ApplicationTest do
+  use ExUnit.Case
+
+  import ElixirScope.TestEvents
+
+  defp threads, do: length(File.ls!("/proc/self/task"))
+
+  defp rss_mb do
+    [kb] =
+      Regex.run(~r/VmRSS:\s+(\d+) kB/, File.read!("/proc/self/status"), capture: :all_but_first)
+
+    String.to_integer(kb) / 1024
+  end
+
+  defp eventually(fun, tries \\ 300) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> flunk("condition not reached")
+      true -> Process.sleep(10) && eventually(fun, tries - 1)
+    end
+  end
+
+  defp restart_with_traffic do
+    ExUnit.CaptureLog.capture_log(fn -> :ok = Application.stop(:elixir_scope) end)
+    {:ok, _} = Application.ensure_all_started(:elixir_scope)
+    {:ok, 10_000} = ElixirScope.ingest_batch(for(i <- 1..10_000, do: call(self(), [i])))
+    :ok = ElixirScope.flush()
+  end
+
+  test "restarting the application leaks no threads and no memory" do
+    restart_with_traffic()
+    :erlang.garbage_collect()
+    eventually(fn -> threads() == threads() end)
+    {threads_before, rss_before} = {threads(), rss_mb()}
+
+    for _ <- 1..5, do: restart_with_traffic()
+    for pid <- Process.list(), do: :erlang.garbage_collect(pid)
+
+    # Stopped workers exit within their idle sleep.
+    eventually(fn -> threads() <= threads_before end)
+    assert rss_mb() - rss_before < 64, "#{rss_mb() - rss_before} MB more after 5 restarts"
+    assert ElixirScope.stats().stored == 10_000, "a fresh store after each restart"
+  end
+end
