@@ -5,6 +5,7 @@
 #   ./setup.sh test    cargo test + mix test
 #   ./setup.sh bench   bench/pipeline.exs
 #   ./setup.sh bench-tracer   bench/tracer.exs
+#   ./setup.sh bench-load     bench/load.exs
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,5 +29,6 @@ case "${1:-}" in
   test) cargo test --workspace && mix test ;;
   bench) shift; exec env MIX_ENV=prod mix run bench/pipeline.exs "$@" ;;
   bench-tracer) shift; exec env MIX_ENV=prod mix run bench/tracer.exs "$@" ;;
-  *) echo "usage: $0 demo|test|bench|bench-tracer" >&2; exit 2 ;;
+  bench-load) shift; exec env MIX_ENV=prod mix run bench/load.exs "$@" ;;
+  *) echo "usage: $0 demo|test|bench|bench-tracer|bench-load" >&2; exit 2 ;;
 esac
