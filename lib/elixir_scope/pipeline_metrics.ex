@@ -6,8 +6,10 @@ defmodule ElixirScope.PipelineMetrics do
   second at the default `check_interval_ms`); latencies are ring-to-store,
   in microseconds. `ets_memory_mb` is the native store's memory (it takes
   the place of the guide's ETS tables). Beyond the guide: the current
-  `pressure`, the share of processes `shedding` (0.0 when off) and
-  `dropped_by_cause`.
+  `pressure`, the share of processes `shedding` (0.0 when off),
+  `dropped_by_cause` and `state_sizes` (events queued in the rings and
+  retained in the store, and the correlator's pending halves and tracked
+  processes).
   """
 
   @enforce_keys [
@@ -28,7 +30,8 @@ defmodule ElixirScope.PipelineMetrics do
     :ets_memory_mb,
     :pressure,
     :shedding,
-    :dropped_by_cause
+    :dropped_by_cause,
+    :state_sizes
   ]
   defstruct @enforce_keys
 
@@ -50,6 +53,13 @@ defmodule ElixirScope.PipelineMetrics do
           ets_memory_mb: float(),
           pressure: ElixirScope.Capture.BackpressureManager.pressure(),
           shedding: float(),
-          dropped_by_cause: %{atom() => non_neg_integer()}
+          dropped_by_cause: %{atom() => non_neg_integer()},
+          state_sizes: %{
+            queued_events: non_neg_integer(),
+            stored_events: non_neg_integer(),
+            pending_sends: non_neg_integer(),
+            pending_receives: non_neg_integer(),
+            tracked_processes: non_neg_integer()
+          }
         }
 end

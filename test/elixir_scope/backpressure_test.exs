@@ -135,6 +135,7 @@ defmodule ElixirScope.BackpressureTest do
     assert m.memory_usage_mb > m.ets_memory_mb and m.ets_memory_mb > 0
     assert m.correlation_success_rate == 1.0
     assert m.avg_worker_load >= 0.0 and m.avg_worker_load <= 1.0
+    assert %{queued_events: 0, stored_events: 2_000, tracked_processes: 1} = m.state_sizes
   end
 
   test "malformed events are kept as dead letters with their reason, and counted" do

@@ -44,7 +44,14 @@ defmodule ElixirScope.Metrics.Layer2 do
       ets_memory_mb: mb.(store_stats.memory_bytes),
       pressure: check.pressure,
       shedding: stats.shedding,
-      dropped_by_cause: stats.dropped
+      dropped_by_cause: stats.dropped,
+      state_sizes: %{
+        queued_events: stats.queued,
+        stored_events: store_stats.retained,
+        pending_sends: correlation.pending_sends,
+        pending_receives: correlation.pending_receives,
+        tracked_processes: correlation.tracked_processes
+      }
     }
   end
 end
