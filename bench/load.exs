@@ -150,7 +150,7 @@ defmodule LoadBench do
     %{
       rate: rate,
       sent: sent,
-      per_second: Float.round(p.stored / wall_s),
+      per_second: round(p.stored / wall_s),
       p50: p.latency_ns.p50 / 1.0e6,
       p95: p.latency_ns.p95 / 1.0e6,
       p99: p.latency_ns.p99 / 1.0e6,

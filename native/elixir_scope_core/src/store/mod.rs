@@ -146,23 +146,44 @@ impl Store {
         }
     }
 
+    /// Evicts the oldest slots once over `max_events`, in chunks of up to
+    /// 1/64 of it (at most [`EVICT_CHUNK`]), and prunes each index key the
+    /// chunk touched once rather than once per event.
     fn enforce_bound(&mut self) {
-        while self.slots.len() > self.config.max_events {
-            self.pop_front_slot();
+        let max = self.config.max_events;
+        if self.slots.len() <= max {
+            return;
         }
-    }
-
-    fn pop_front_slot(&mut self) {
-        let slot = self.slots.pop_front().flatten();
-        self.base += 1;
+        let target = max - (max / 64).min(EVICT_CHUNK);
+        let (mut pids, mut functions, mut correlations) = (Vec::new(), Vec::new(), Vec::new());
+        while self.slots.len() > target {
+            self.base += 1;
+            if let Some(old) = self.slots.pop_front().flatten() {
+                self.evicted += 1;
+                self.retained -= 1;
+                self.heap_bytes -= old.heap_bytes();
+                pids.push(old.event.pid);
+                functions.push((old.event.module, old.event.function));
+                if joins_another(&old) {
+                    correlations.push(old.correlation.correlation_id);
+                }
+            }
+        }
         self.timeline.advance_to(self.base);
-        if let Some(old) = slot {
-            self.evicted += 1;
-            self.retained -= 1;
-            self.unindex(&old);
+        let (base, slots) = (self.base, &self.slots);
+        let live = |id: u64| id >= base && slots.get((id - base) as usize).is_some();
+        for key in distinct(pids) {
+            self.by_pid.prune(key, live);
+        }
+        for key in distinct(functions) {
+            self.by_function.prune(key, live);
+        }
+        for key in distinct(correlations) {
+            self.by_correlation.prune(key, live);
         }
     }
 
+    /// Drops `old` (removed from its slot) from the indexes.
     fn unindex(&mut self, old: &StoredEvent) {
         self.heap_bytes -= old.heap_bytes();
         let (base, slots) = (self.base, &self.slots);
@@ -481,6 +502,15 @@ impl SharedStore {
     }
 }
 
+/// Most slots evicted at once (see `Store::enforce_bound`).
+const EVICT_CHUNK: usize = 1024;
+
+fn distinct<K: Ord>(mut keys: Vec<K>) -> Vec<K> {
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +574,33 @@ mod tests {
             vec![8, 9, 10, 11, 12]
         );
         assert!(store.get(7).is_none());
+    }
+
+    #[test]
+    fn large_stores_evict_in_chunks_and_prune_every_index() {
+        // max 6400: chunks of 100; pids 1..=4 and two functions interleaved.
+        let mut store = Store::new(StoreConfig { max_events: 6400 });
+        for id in 1..=10_000u64 {
+            let mut e = event(id % 4 + 1, id as i64);
+            e.id = id;
+            e.function = id % 2;
+            store.insert(StoredEvent::uncorrelated(e));
+        }
+        let s = store.stats();
+        assert!((6300..=6400).contains(&s.retained), "{s:?}");
+        assert_eq!(s.retained + s.evicted, 10_000);
+        let oldest = 10_000 - s.retained + 1;
+        let by_pid: usize = (1..=4).map(|p| store.by_pid.ids(&p).count()).sum();
+        assert_eq!(
+            by_pid as u64, s.retained,
+            "no evicted id left in the pid index"
+        );
+        let by_fun: usize = (0..=1)
+            .map(|f| store.by_function.ids(&(0x10b, f)).count())
+            .sum();
+        assert_eq!(by_fun as u64, s.retained);
+        let first = store.by_pid(oldest % 4 + 1, 1, Order::Asc);
+        assert_eq!(ids(&first), vec![oldest]);
     }
 
     #[test]
