@@ -19,7 +19,10 @@ defmodule ElixirScope.Capture.BackpressureManager do
   to 2, `:elevated` one while below `target_workers`, `:normal` removes one
   above `min_workers`), with hysteresis: a worker is only removed after
   `scale_down_after_checks` consecutive normal checks with every shard
-  below `scale_down_threshold`.
+  below `scale_down_threshold`. It never adds workers beyond the number
+  of online schedulers (cores): store writes are serialized, so more
+  threads than cores only contend. `PipelineManager.scale_workers/2` can
+  still go up to `max_workers`.
 
   Load shedding drops whole processes (by pid hash, so the processes kept
   have complete causal chains), `shed_fraction` of them; every shed event
@@ -85,10 +88,16 @@ defmodule ElixirScope.Capture.BackpressureManager do
   end
 
   @doc false
-  # The guide's scaling rule for `workers` within the `pipeline` bounds.
-  @spec recommend(pressure(), non_neg_integer(), map()) :: recommendation()
-  def recommend(pressure, workers, %{min_workers: min, max_workers: max, target_workers: target}) do
-    room = max - workers
+  # The guide's scaling rule for `workers` within the `pipeline` bounds,
+  # adding none beyond `cores`.
+  @spec recommend(pressure(), non_neg_integer(), map(), pos_integer()) :: recommendation()
+  def recommend(
+        pressure,
+        workers,
+        %{min_workers: min, max_workers: max, target_workers: target},
+        cores \\ System.schedulers_online()
+      ) do
+    room = max(0, min(max, max(min, cores)) - workers)
 
     case pressure do
       :critical when room > 0 -> {:scale_up, min(4, room)}

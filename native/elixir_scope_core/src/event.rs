@@ -5,6 +5,7 @@
 //! [`crate::payload::tag`]); `0` means "none" for module and function, and an
 //! id of `0` means "not assigned yet" (the store assigns one on write).
 
+use crate::links::Links;
 use crate::payload::Payload;
 
 /// What happened. The names are the Elixir atoms of `ElixirScope.Event.type`.
@@ -111,6 +112,17 @@ pub enum LinkKind {
 }
 
 impl LinkKind {
+    /// The kind stored as `kind as u8`.
+    pub fn from_u8(v: u8) -> LinkKind {
+        match v {
+            0 => LinkKind::CalledFrom,
+            1 => LinkKind::Completes,
+            2 => LinkKind::Receives,
+            3 => LinkKind::SpawnedBy,
+            _ => LinkKind::CausedBy,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             LinkKind::CalledFrom => "called_from",
@@ -128,7 +140,7 @@ pub struct Correlation {
     pub correlation_id: u64,
     pub parent_id: u64,
     pub root_id: u64,
-    pub links: Box<[Link]>,
+    pub links: Links,
     /// `None` until a correlator has seen the event.
     pub correlation_type: Option<EventKind>,
     /// Monotonic ns when correlated (0 = not correlated).
@@ -152,7 +164,7 @@ impl StoredEvent {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.event.heap_bytes() + self.correlation.links.len() * std::mem::size_of::<Link>()
+        self.event.heap_bytes() + self.correlation.links.heap_bytes()
     }
 }
 

@@ -16,6 +16,7 @@ pub mod event;
 pub mod faults;
 pub mod hash;
 pub mod histogram;
+pub mod links;
 pub mod metrics;
 pub mod payload;
 pub mod pipeline;

@@ -18,6 +18,7 @@
 
 use super::{Change, Context, CorrelatorStats, Patch, UNFINISHED};
 use crate::event::{Correlation, Event, Link, LinkKind, NO_ARITY};
+use crate::links::Links;
 
 /// One open call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +45,7 @@ pub fn call(
     c: &mut Correlation,
     stats: &mut CorrelatorStats,
 ) {
-    let mut links = Vec::new();
+    let mut links = Links::None;
     match ctx.frames.last() {
         Some(parent) => {
             c.parent_id = parent.id;
@@ -74,7 +75,7 @@ pub fn call(
             }
         }
     }
-    c.links = links.into_boxed_slice();
+    c.links = links;
     if ctx.frames.len() < max_depth {
         ctx.frames.push(Frame {
             id: e.id,
@@ -113,10 +114,10 @@ pub fn complete(
     c.correlation_id = call.id;
     c.parent_id = ctx.frames.last().map_or(0, |f| f.id);
     c.root_id = ctx.frames.first().map_or(call.id, |f| f.id);
-    c.links = Box::new([Link {
+    c.links = Links::one(Link {
         kind: LinkKind::Completes,
         target: call.id,
-    }]);
+    });
 }
 
 /// Places a non-call event inside the pid's current call: parent = the

@@ -28,6 +28,7 @@ use std::hash::Hasher;
 use super::{Change, CorrelatorStats, Patch};
 use crate::event::{Correlation, Event, Link, LinkKind};
 use crate::hash::{WordHasher, WordMap};
+use crate::links::Links;
 
 /// Blind matches remembered per channel for a later downgrade.
 const MAX_BLIND: usize = 1024;
@@ -253,7 +254,7 @@ impl Messages {
                 }
                 stats.linked += 1;
                 c.correlation_id = s.id;
-                c.links = Box::new([receives_link(s.id)]);
+                c.links = Links::one(receives_link(s.id));
             }
             None => {
                 let by_sender = (sender != 0)
@@ -270,7 +271,7 @@ impl Messages {
                     }
                     stats.linked += 1;
                     c.correlation_id = s.id;
-                    c.links = Box::new([receives_link(s.id)]);
+                    c.links = Links::one(receives_link(s.id));
                     return;
                 }
                 self.pending_receives += 1;

@@ -80,26 +80,18 @@ impl Change {
     /// Applies the change to a stored correlation.
     pub fn apply(&self, c: &mut Correlation) {
         match *self {
-            Change::Link(link) => add_link(c, link),
+            Change::Link(link) => c.links.push(link),
             Change::Matched {
                 link,
                 correlation_id,
                 confidence,
             } => {
-                add_link(c, link);
+                c.links.push(link);
                 c.correlation_id = correlation_id;
                 c.confidence = confidence;
             }
             Change::Confidence(v) => c.confidence = c.confidence.min(v),
         }
-    }
-}
-
-fn add_link(c: &mut Correlation, link: Link) {
-    if !c.links.contains(&link) {
-        let mut links = std::mem::take(&mut c.links).into_vec();
-        links.push(link);
-        c.links = links.into_boxed_slice();
     }
 }
 

@@ -9,6 +9,7 @@
 
 use super::{function, Context};
 use crate::event::{Correlation, Link, LinkKind};
+use crate::links::Links;
 
 pub fn change(ctx: &Context, c: &mut Correlation) {
     function::within_stack(ctx, c);
@@ -25,9 +26,9 @@ pub fn change(ctx: &Context, c: &mut Correlation) {
     .find(|&id| id != 0)
     .unwrap_or(0);
     if cause != 0 {
-        c.links = Box::new([Link {
+        c.links = Links::one(Link {
             kind: LinkKind::CausedBy,
             target: cause,
-        }]);
+        });
     }
 }
