@@ -5,6 +5,7 @@
 //! VM crash. List-returning queries run on dirty CPU schedulers.
 
 mod atoms;
+mod clock;
 mod codec;
 mod nif_correlator;
 mod nif_pipeline;
@@ -16,6 +17,7 @@ mod tracer;
 fn load(env: rustler::Env, _info: rustler::Term) -> bool {
     // The fast path is an optimization: a VM with another term layout just
     // does without it.
+    clock::calibrate();
     codec::term::check_immediate_tags(env);
     tracer::handle::open(env)
 }

@@ -4,9 +4,7 @@
 use rustler::{Encoder, Env, ResourceArc, Term};
 
 use crate::atoms;
-use crate::codec::event::{
-    calibrate_clock, decode_list, encode_stored_list, link_kind_of, monotonic_ns,
-};
+use crate::codec::event::{decode_list, encode_stored_list, link_kind_of};
 use crate::codec::from_word;
 use crate::resources::StoreRes;
 
@@ -24,7 +22,7 @@ fn correlator_correlate<'a>(
     if !bad.is_empty() {
         return (atoms::error(), (atoms::invalid_events(), 0, bad)).encode(env);
     }
-    let correlated = store.0.correlate_only(good, monotonic_ns());
+    let correlated = store.0.correlate_only(good, crate::clock::monotonic_ns());
     (atoms::ok(), encode_stored_list(env, &correlated)).encode(env)
 }
 
@@ -53,8 +51,8 @@ fn correlator_link<'a>(
 
 #[rustler::nif]
 fn correlator_cleanup(store: ResourceArc<StoreRes>) -> u64 {
-    calibrate_clock();
-    store.0.correlator().cleanup(monotonic_ns())
+    crate::clock::calibrate();
+    store.0.correlator().cleanup(crate::clock::monotonic_ns())
 }
 
 #[rustler::nif]

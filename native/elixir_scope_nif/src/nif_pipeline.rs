@@ -15,7 +15,7 @@ use elixir_scope_core::pool::PoolError;
 
 use crate::atoms;
 use crate::codec::each_in_list;
-use crate::codec::event::{calibrate_clock, monotonic_ns, Decoder, Invalid};
+use crate::codec::event::{Decoder, Invalid};
 use crate::codec::term;
 use crate::nif_ring::{overflow_of, ring_error};
 use crate::resources::{PipelineRes, RingRes, StoreRes};
@@ -86,10 +86,16 @@ fn pipeline_start<'a>(
     config: NativeConfig,
     rings: Vec<ResourceArc<RingRes>>,
 ) -> Term<'a> {
-    calibrate_clock();
+    crate::clock::calibrate();
     let started = config.to_core().and_then(|core_config| {
         let rings = rings.iter().map(|r| r.0.clone()).collect();
-        Pipeline::start(core_config, store.0.clone(), rings, monotonic_ns).map_err(config_reason)
+        Pipeline::start(
+            core_config,
+            store.0.clone(),
+            rings,
+            crate::clock::monotonic_ns,
+        )
+        .map_err(config_reason)
     });
     ok_or(
         env,
@@ -257,7 +263,7 @@ fn pipeline_worker_stats(env: Env, p: ResourceArc<PipelineRes>, id: u64) -> Term
 
 #[rustler::nif]
 fn pipeline_stats(env: Env, p: ResourceArc<PipelineRes>) -> Term {
-    calibrate_clock();
+    crate::clock::calibrate();
     let s = p.pipeline.stats();
     let l = &s.latency;
     crate::atom_map!(env, {

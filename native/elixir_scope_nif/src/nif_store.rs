@@ -8,7 +8,7 @@ use elixir_scope_core::correlator::CorrelatorConfig;
 use elixir_scope_core::store::{Order, SharedStore, StoreConfig};
 
 use crate::atoms;
-use crate::codec::event::{decode_list, encode_stored, encode_stored_list, monotonic_ns};
+use crate::codec::event::{decode_list, encode_stored, encode_stored_list};
 use crate::resources::StoreRes;
 
 /// The correlation part of `ElixirScope.Config.Layer2`.
@@ -158,7 +158,9 @@ fn store_write<'a>(
         return (atoms::error(), atoms::not_a_list()).encode(env);
     };
     let n = good.len();
-    store.0.write(good.into_iter(), monotonic_ns());
+    store
+        .0
+        .write(good.into_iter(), crate::clock::monotonic_ns());
     if bad.is_empty() {
         (atoms::ok(), n).encode(env)
     } else {

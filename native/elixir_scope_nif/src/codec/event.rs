@@ -7,8 +7,8 @@
 //! call's [`Stamp`] (one clock read per NIF call, not per event).
 
 use rustler::sys::{
-    enif_get_local_pid, enif_get_map_value, enif_get_tuple, enif_make_map_from_arrays,
-    enif_monotonic_time, ErlNifPid, ErlNifTerm, ErlNifTimeUnit,
+    enif_get_local_pid, enif_get_map_value, enif_get_tuple, enif_make_map_from_arrays, ErlNifPid,
+    ErlNifTerm,
 };
 use rustler::{Atom, Encoder, Env, Term};
 
@@ -18,6 +18,7 @@ use elixir_scope_core::payload::Payload;
 use super::term;
 use super::{from_word, word};
 use crate::atoms;
+use crate::clock;
 
 /// Monotonic (the BEAM's) and wall-clock (the OS's) time of one NIF call,
 /// in ns.
@@ -28,37 +29,14 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// Call on a scheduler thread (see [`monotonic_ns`]).
+    /// Now, by the calibrated clocks of [`crate::clock`].
     pub fn now() -> Stamp {
-        // SAFETY: a plain clock read.
-        let mono = unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) };
-        // The OS clock is a vDSO read; `enif_time_offset` would take a lock.
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        Stamp { mono, wall }
+        let mono = clock::monotonic_ns();
+        Stamp {
+            mono,
+            wall: clock::wall_ns(mono),
+        }
     }
-}
-
-/// The BEAM's monotonic time, readable from any thread.
-///
-/// `enif_monotonic_time` answers only on scheduler threads (elsewhere it
-/// returns `ERL_NIF_TIME_ERROR`), so worker threads read Rust's monotonic
-/// clock plus an offset to the BEAM's, measured by [`calibrate_clock`] on a
-/// scheduler (at every pipeline start and stats call).
-pub fn monotonic_ns() -> i64 {
-    EPOCH.elapsed().as_nanos() as i64 + CLOCK_OFFSET.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-static EPOCH: std::sync::LazyLock<std::time::Instant> =
-    std::sync::LazyLock::new(std::time::Instant::now);
-static CLOCK_OFFSET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
-
-/// Measures the offset of [`monotonic_ns`]; call on a scheduler thread.
-pub fn calibrate_clock() {
-    let local = EPOCH.elapsed().as_nanos() as i64;
-    let beam = Stamp::now().mono;
-    CLOCK_OFFSET.store(beam - local, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Drop for Decoder {
@@ -142,20 +120,21 @@ impl Decoder {
             (unsafe { enif_get_map_value(env, raw, key.as_c_arg(), &mut v) } != 0)
                 .then(|| unsafe { Term::new(t.get_env(), v) })
         };
-        match get(atoms::__struct__()) {
+        let f = field_atoms().map(get);
+        match f[STRUCT] {
             Some(s) if s == atoms::event_struct().to_term(t.get_env()) => {}
             _ => return Err(Invalid::NotAnEvent),
         }
         self.fields(
-            get(atoms::r#type()),
-            get(atoms::pid()),
-            get(atoms::module()),
-            get(atoms::function()),
-            get(atoms::arity()),
-            get(atoms::timestamp()),
-            get(atoms::wall_time()),
-            get(atoms::data()),
-            get(atoms::peer()),
+            f[TYPE],
+            f[PID],
+            f[MODULE],
+            f[FUNCTION],
+            f[ARITY],
+            f[TIMESTAMP],
+            f[WALL_TIME],
+            f[DATA],
+            f[PEER],
         )
     }
 
@@ -224,6 +203,34 @@ impl Decoder {
         term::encode(t, self.max_payload, &mut self.bytes, &mut self.scratch);
         Payload::from_bytes(&self.bytes)
     }
+}
+
+// Positions of the `%Event{}` fields read.
+const STRUCT: usize = 0;
+const ARITY: usize = 1;
+const DATA: usize = 2;
+const FUNCTION: usize = 3;
+const MODULE: usize = 4;
+const PEER: usize = 5;
+const PID: usize = 6;
+const TIMESTAMP: usize = 7;
+const TYPE: usize = 8;
+const WALL_TIME: usize = 9;
+const FIELDS: usize = 10;
+
+fn field_atoms() -> [Atom; FIELDS] {
+    [
+        atoms::__struct__(),
+        atoms::arity(),
+        atoms::data(),
+        atoms::function(),
+        atoms::module(),
+        atoms::peer(),
+        atoms::pid(),
+        atoms::timestamp(),
+        atoms::r#type(),
+        atoms::wall_time(),
+    ]
 }
 
 fn is_nil(t: Term) -> bool {

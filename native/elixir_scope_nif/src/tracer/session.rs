@@ -26,12 +26,10 @@ use elixir_scope_core::pipeline::Refused;
 
 use super::translate::{self, Payloads, TraceMessage};
 use crate::atoms;
-use crate::codec::event::{calibrate_clock, monotonic_ns, Stamp};
+use crate::clock;
+use crate::codec::event::Stamp;
 use crate::codec::word;
 use crate::resources::PipelineRes;
-
-/// Events between two calibrations of the clock offset (see `monotonic_ns`).
-const CALIBRATE_EVERY: u64 = 1 << 16;
 
 /// Processes whose callbacks in progress are remembered (for state changes).
 const MAX_SERVER_PIDS: usize = 100_000;
@@ -59,8 +57,6 @@ pub struct TraceSession {
     owner: LocalPid,
     limits: Limits,
     payload_bytes: Option<usize>,
-    /// Wall clock minus monotonic clock at session start (ns).
-    wall_offset: i64,
     excluded: Vec<u64>,
     servers: Vec<u64>,
     count_only: bool,
@@ -81,7 +77,7 @@ impl std::panic::RefUnwindSafe for TraceSession {}
 
 impl TraceSession {
     pub fn new(pipeline: ResourceArc<PipelineRes>, owner: LocalPid, c: SessionConfig) -> Self {
-        calibrate_clock();
+        clock::calibrate();
         let now = Stamp::now();
         let ms = |v: u64| (v as i64).saturating_mul(1_000_000);
         TraceSession {
@@ -96,7 +92,6 @@ impl TraceSession {
                 now.mono,
             ),
             payload_bytes: c.payload_bytes,
-            wall_offset: now.wall - now.mono,
             excluded: c
                 .excluded
                 .iter()
@@ -154,13 +149,8 @@ impl TraceSession {
             self.counted.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        // The OS clock plus a calibrated offset: half the cost of
-        // enif_monotonic_time, re-calibrated every CALIBRATE_EVERY events.
-        let mono = monotonic_ns();
-        let admit = self.limits.admit(mono);
-        if admit.record && admit.count.is_multiple_of(CALIBRATE_EVERY) {
-            calibrate_clock();
-        }
+        let stamp = Stamp::now();
+        let admit = self.limits.admit(stamp.mono);
         if let Some(reason) = admit.trip {
             // The owner may already be gone; its monitor then stops us anyway.
             let _ = env.send(
@@ -175,10 +165,6 @@ impl TraceSession {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let stamp = Stamp {
-            mono,
-            wall: mono + self.wall_offset,
-        };
         let m = TraceMessage {
             tag,
             pid: word(tracee.as_c_arg()),
