@@ -139,7 +139,11 @@ defmodule ElixirScope.Capture.PipelineManager do
   end
 
   @doc false
-  # The native handle a call's options address (default: the default pipeline).
+  # The native handle a call's options address (default: the default
+  # pipeline). The two common shapes skip the general option walk.
+  def from_options([]), do: pipeline(__MODULE__)
+  def from_options([{:pipeline, server}]), do: pipeline(server)
+
   def from_options(opts) do
     case server_option(opts) do
       {:ok, server} -> pipeline(server)
