@@ -244,7 +244,13 @@ name = :tracer_bench
   PipelineManager.start_link(
     name: name,
     store: :private,
-    config: [capture: [ring_size: 1_048_576, shards: 4], storage: [max_events: 4_000_000]]
+    # Big rings so a run fits; no load shedding, a memory limit above the
+    # rings' size: raw costs, not the pressure policy.
+    config: [
+      capture: [ring_size: 1_048_576, shards: 4],
+      storage: [max_events: 4_000_000],
+      backpressure: [shed_fraction: 0.0, memory_limit_mb: 4096]
+    ]
   )
 
 IO.puts(

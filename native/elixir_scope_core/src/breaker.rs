@@ -61,14 +61,14 @@ impl Breaker {
         }
     }
 
-    /// May a write be tried at `now`? Turns open into half-open (one probe)
-    /// once the timeout has passed.
-    pub fn allow(&self, now: i64) -> bool {
+    /// May a write be tried now (`now()` is read only when open)? Turns
+    /// open into half-open (one probe) once the timeout has passed.
+    pub fn allow(&self, now: impl FnOnce() -> i64) -> bool {
         match self.state() {
             BreakerState::Closed => true,
             BreakerState::HalfOpen => false,
             BreakerState::Open => {
-                let waited = now - self.opened_at.load(Ordering::Acquire);
+                let waited = now() - self.opened_at.load(Ordering::Acquire);
                 waited >= self.timeout_ns.load(Ordering::Relaxed)
                     && self
                         .state
@@ -86,6 +86,11 @@ impl Breaker {
     /// A probe that found nothing to write: open again, so the next
     /// `allow` probes at once.
     pub fn abandon_probe(&self) {
+        // Checked first: this is called on every empty drain, and a failed
+        // compare-exchange still takes the cache line.
+        if self.state() != BreakerState::HalfOpen {
+            return;
+        }
         let _ = self.state.compare_exchange(
             BreakerState::HalfOpen as u8,
             BreakerState::Open as u8,
@@ -94,10 +99,16 @@ impl Breaker {
         );
     }
 
+    /// A write succeeded. Writes nothing when already closed and clean, so
+    /// workers do not bounce the breaker's cache line on every batch.
     pub fn success(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-        self.state
-            .store(BreakerState::Closed as u8, Ordering::Release);
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.state() != BreakerState::Closed {
+            self.state
+                .store(BreakerState::Closed as u8, Ordering::Release);
+        }
     }
 
     pub fn failure(&self, now: i64) {
@@ -129,28 +140,28 @@ mod tests {
     #[test]
     fn opens_after_threshold_half_opens_after_timeout_and_closes_on_success() {
         let b = Breaker::new(3, 100);
-        assert!(b.allow(0));
+        assert!(b.allow(|| 0));
         b.failure(1);
         b.failure(2);
         assert_eq!(b.state(), BreakerState::Closed);
         b.failure(3);
         assert_eq!(b.state(), BreakerState::Open);
-        assert!(!b.allow(50), "open: no writes");
-        assert!(b.allow(103), "timeout passed: one probe");
+        assert!(!b.allow(|| 50), "open: no writes");
+        assert!(b.allow(|| 103), "timeout passed: one probe");
         assert_eq!(b.state(), BreakerState::HalfOpen);
-        assert!(!b.allow(104), "one probe at a time");
+        assert!(!b.allow(|| 104), "one probe at a time");
         b.failure(105);
         assert_eq!(b.state(), BreakerState::Open, "a failed probe opens again");
-        assert!(!b.allow(150));
-        assert!(b.allow(205));
+        assert!(!b.allow(|| 150));
+        assert!(b.allow(|| 205));
         b.abandon_probe();
         assert!(
-            b.allow(206),
+            b.allow(|| 206),
             "an empty probe does not hold the breaker half-open"
         );
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
-        assert!(b.allow(206));
+        assert!(b.allow(|| 206));
         assert_eq!(
             b.stats(),
             BreakerStats {

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::breaker::{Breaker, BreakerStats};
@@ -104,7 +105,14 @@ pub enum ConfigError {
 }
 
 pub(crate) struct Shard {
+    /// Read by producers on every push.
     ring: Arc<Ring<Event>>,
+    /// Written by workers (on every event written): on cache lines of its
+    /// own, so producers reading `ring` never miss because of it.
+    state: CachePadded<ShardState>,
+}
+
+struct ShardState {
     /// The lease; it guards the batch taken from the ring and not yet
     /// (fully) written, which is retried before anything newer.
     lease: Mutex<Taken>,
@@ -131,7 +139,9 @@ pub(crate) struct Core {
     in_flight: AtomicU64,
     lost_in_panic: AtomicU64,
     batches: AtomicU64,
-    shedder: Shedder,
+    /// Read by producers on every push: kept off the lines the workers'
+    /// counters above are written on.
+    shedder: CachePadded<Shedder>,
     breaker: Breaker,
     faults: Faults,
 }
@@ -154,10 +164,10 @@ impl Core {
     /// Writes the shard's unwritten batch, or a new one from its ring, while
     /// holding its lease (so per shard, events reach the store in order).
     fn drain(&self, shard: &Shard, buffers: &mut Buffers, stats: &WorkerStats) -> u64 {
-        let Some(mut taken) = shard.lease.try_lock() else {
+        let Some(mut taken) = shard.state.lease.try_lock() else {
             return 0;
         };
-        if !self.breaker.allow((self.clock)()) {
+        if !self.breaker.allow(self.clock) {
             // Open: events wait in the (bounded, counting) rings.
             return 0;
         }
@@ -165,7 +175,10 @@ impl Core {
             let batch_size = self.batch_size.load(Ordering::Relaxed);
             taken.position = shard.ring.pop_batch(batch_size, &mut taken.events);
             if taken.events.is_empty() {
-                shard.completed.fetch_max(taken.position, Ordering::Release);
+                shard
+                    .state
+                    .completed
+                    .fetch_max(taken.position, Ordering::Release);
                 self.breaker.abandon_probe();
                 return 0;
             }
@@ -176,7 +189,10 @@ impl Core {
         let started = Instant::now();
         let stored = self.write(&mut taken.events, buffers, stats);
         if taken.events.is_empty() {
-            shard.completed.fetch_max(taken.position, Ordering::Release);
+            shard
+                .state
+                .completed
+                .fetch_max(taken.position, Ordering::Release);
             self.batches.fetch_add(1, Ordering::Relaxed);
         }
         if stored > 0 {
@@ -373,9 +389,11 @@ impl Pipeline {
         let shards = rings
             .into_iter()
             .map(|ring| Shard {
-                completed: AtomicU64::new(ring.read_position()),
+                state: CachePadded::new(ShardState {
+                    completed: AtomicU64::new(ring.read_position()),
+                    lease: Mutex::new(Taken::default()),
+                }),
                 ring,
-                lease: Mutex::new(Taken::default()),
             })
             .collect();
         let core = Arc::new(Core {
@@ -390,7 +408,7 @@ impl Pipeline {
             in_flight: AtomicU64::new(0),
             lost_in_panic: AtomicU64::new(0),
             batches: AtomicU64::new(0),
-            shedder: Shedder::default(),
+            shedder: CachePadded::new(Shedder::default()),
             breaker: Breaker::new(config.breaker_threshold, config.breaker_timeout_ns()),
             faults: Faults::default(),
         });
@@ -483,7 +501,7 @@ impl Pipeline {
             .shards
             .iter()
             .zip(targets)
-            .all(|(s, &t)| s.completed.load(Ordering::Acquire) >= t);
+            .all(|(s, &t)| s.state.completed.load(Ordering::Acquire) >= t);
         if !done {
             self.pool.wake_all();
         }
@@ -604,7 +622,7 @@ impl Pipeline {
             at: (self.core.clock)(),
             stored: self.core.stored.load(Ordering::Relaxed),
             batches: self.core.batches.load(Ordering::Relaxed),
-            correlated: self.core.store.correlator().stats().correlated,
+            correlated: self.core.store.correlator().correlated(),
             busy_ns: pool.busy_ns,
             latency: pool.latency,
         };

@@ -271,6 +271,12 @@ impl Correlator {
         self.processes.edges()
     }
 
+    /// Events correlated so far (O(1), unlike [`Correlator::stats`], which
+    /// walks the state to size it).
+    pub fn correlated(&self) -> u64 {
+        self.stats.correlated
+    }
+
     pub fn stats(&self) -> CorrelatorStats {
         let mut s = self.stats;
         s.pending_sends = self.messages.pending_sends() as u64;
