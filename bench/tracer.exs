@@ -2,7 +2,7 @@
 # Env: BENCH_TRACE_CALLS (traced calls per run, default 500_000),
 #      BENCH_TRACE_ROUNDS (ping-pong round trips per run, default 200_000).
 #
-# One workload, five ways, medians of 3 runs:
+# One workload, five ways taking turns over 5 rounds, medians:
 #   untraced      the loop alone
 #   floor         a NIF tracer whose callback only counts (the VM's own cost)
 #   elixir_scope  ElixirScope.trace/1 into a pipeline (capture = while the
@@ -200,16 +200,26 @@ defmodule TracerBench do
   end
 
   def report(name, build, events, pipeline) do
-    runs = 3
-    med = fn f -> median(for _ <- 1..runs, do: f.()) end
     rate = fn us -> events / us end
-    untraced = med.(fn -> untraced(build) end)
-    floor = med.(fn -> floor(build, pipeline) end)
-    ours = for _ <- 1..runs, do: elixir_scope(build, pipeline)
-    capture = median(Enum.map(ours, &elem(&1, 0)))
-    stored = median(Enum.map(ours, &elem(&1, 1)))
-    classic = med.(fn -> classic(build) end)
-    dbg = med.(fn -> with_dbg(build) end)
+    # The five ways take turns within each of 5 rounds, so a noisy moment
+    # of the machine hits them alike; medians per way.
+    rounds =
+      for _ <- 1..5 do
+        {ours_capture, ours_stored} = elixir_scope(build, pipeline)
+
+        %{
+          untraced: untraced(build),
+          floor: floor(build, pipeline),
+          capture: ours_capture,
+          stored: ours_stored,
+          classic: classic(build),
+          dbg: with_dbg(build)
+        }
+      end
+
+    med = fn key -> median(Enum.map(rounds, & &1[key])) end
+    {untraced, floor, capture} = {med.(:untraced), med.(:floor), med.(:capture)}
+    {stored, classic, dbg} = {med.(:stored), med.(:classic), med.(:dbg)}
 
     IO.puts("\n#{name}: #{events} trace events per run")
     row = fn label, us -> IO.puts(String.pad_trailing(label, 34) <> fmt(us, events)) end

@@ -85,14 +85,9 @@ const MAX_SPARE_BYTES: usize = 1 << 16;
 
 impl Decoder {
     pub fn new(max_payload: usize) -> Decoder {
-        Decoder::with_stamp(max_payload, Stamp::now())
-    }
-
-    /// A decoder whose events default to `stamp`.
-    pub fn with_stamp(max_payload: usize, stamp: Stamp) -> Decoder {
         let (bytes, scratch) = SPARE.take().unwrap_or_default();
         Decoder {
-            stamp,
+            stamp: Stamp::now(),
             max_payload,
             bytes,
             scratch,
