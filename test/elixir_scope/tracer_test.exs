@@ -267,6 +267,13 @@ defmodule ElixirScope.TracerTest do
       dead = spawn(fn -> :ok end)
       Process.sleep(10)
       assert ElixirScope.trace(pids: dead, messages: true) == {:error, {:no_such_process, dead}}
+
+      # A failure after patterns were set leaves none behind.
+      assert ElixirScope.trace(pids: [self(), dead], calls: [{Client, :step, 1}]) ==
+               {:error, {:no_such_process, dead}}
+
+      assert :erlang.trace_info({Client, :step, 1}, :traced) == {:traced, false}
+      assert :erlang.trace_info(self(), :flags) == {:flags, []}
       assert ElixirScope.trace(:nope) == {:error, {:invalid_options, :nope}}
       assert Process.whereis(ElixirScope.Tracer.Server) == nil
     end

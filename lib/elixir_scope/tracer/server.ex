@@ -53,7 +53,7 @@ defmodule ElixirScope.Tracer.Server do
     with :ok <- check_free(o.pids),
          {:ok, patterns} <- set_patterns(o),
          state = %{state | patterns: patterns},
-         :ok <- set_flags(o, ref) do
+         :ok <- set_flags(o, ref, state) do
       Process.monitor(o.owner)
       Process.send_after(self(), {:duration, ref}, o.duration_ms)
 
@@ -156,7 +156,9 @@ defmodule ElixirScope.Tracer.Server do
     {:halt, {:error, reason}}
   end
 
-  defp set_flags(o, ref) do
+  # On failure the patterns already set are cleared here: the caller's
+  # cleanup only knows the state from before they were set.
+  defp set_flags(o, ref, state) do
     if o.messages, do: :erlang.trace_pattern(:receive, @receive_match_spec, [])
 
     flags =
@@ -171,7 +173,9 @@ defmodule ElixirScope.Tracer.Server do
         :erlang.trace(target, true, flags)
         nil
       rescue
-        ArgumentError -> {:error, {:no_such_process, target}}
+        ArgumentError ->
+          cleanup(state, :requested)
+          {:error, {:no_such_process, target}}
       end
     end)
   end

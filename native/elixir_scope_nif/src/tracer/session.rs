@@ -12,8 +12,8 @@
 //! Counters: every event reaching `trace/5` is refused by the limits, or
 //! admitted; an admitted event is captured, lost to a full ring
 //! (`ring_full`), shed with its process under load (`shed`) or of a shape
-//! we cannot read (`unreadable`). So captured
-//! events are derived, not counted, and nothing is dropped uncounted.
+//! we cannot read (`unreadable`). Captured events are derived from those
+//! counts (one atomic less per event), and nothing is dropped uncounted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
