@@ -268,7 +268,7 @@ defmodule ElixirScope.TracerTest do
       Process.sleep(10)
       assert ElixirScope.trace(pids: dead, messages: true) == {:error, {:no_such_process, dead}}
 
-      # A failure after patterns were set leaves none behind.
+      # A refused session leaves no pattern or flag behind.
       assert ElixirScope.trace(pids: [self(), dead], calls: [{Client, :step, 1}]) ==
                {:error, {:no_such_process, dead}}
 
