@@ -181,7 +181,7 @@ defmodule ElixirScope do
   key, value}}`, `{:error, {:missing_option, :pids}}`,
   `{:error, :nothing_to_trace}`, `{:error, {:too_broad, why}}`,
   `{:error, {:no_such_process, pid}}`, `{:error, {:module_not_found, m}}`,
-  `{:error, {:no_functions_match, mfa}}`.
+  `{:error, {:no_functions_match, mfa}}`, `{:error, {:no_pipeline, server}}`.
   """
   @spec trace(keyword()) :: {:ok, ElixirScope.Tracer.Session.t()} | {:error, term()}
   defdelegate trace(opts), to: ElixirScope.Tracer, as: :start

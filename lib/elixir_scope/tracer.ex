@@ -31,13 +31,21 @@ defmodule ElixirScope.Tracer do
   @doc "Starts a session; see `ElixirScope.trace/1`."
   @spec start(keyword()) :: {:ok, Session.t()} | {:error, term()}
   def start(opts) do
-    with {:ok, o} <- Options.parse(opts) do
+    with {:ok, o} <- Options.parse(opts),
+         :ok <- pipeline_running(o.pipeline) do
       case DynamicSupervisor.start_child(ElixirScope.Tracer.Supervisor, {Server, o}) do
         {:ok, server} -> {:ok, GenServer.call(server, :session)}
         {:error, {:already_started, server}} -> {:error, {:session_active, server}}
         {:error, reason} -> {:error, reason}
       end
     end
+  end
+
+  defp pipeline_running(server) do
+    ElixirScope.Capture.PipelineManager.pipeline(server)
+    :ok
+  rescue
+    ArgumentError -> {:error, {:no_pipeline, server}}
   end
 
   @doc "Stops a session (if still running) and returns its final counters."

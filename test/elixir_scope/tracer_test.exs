@@ -275,6 +275,10 @@ defmodule ElixirScope.TracerTest do
       assert :erlang.trace_info({Client, :step, 1}, :traced) == {:traced, false}
       assert :erlang.trace_info(self(), :flags) == {:flags, []}
       assert ElixirScope.trace(:nope) == {:error, {:invalid_options, :nope}}
+
+      assert ElixirScope.trace(pids: self(), messages: true, pipeline: :no_such_pipeline) ==
+               {:error, {:no_pipeline, :no_such_pipeline}}
+
       assert Process.whereis(ElixirScope.Tracer.Server) == nil
     end
 
