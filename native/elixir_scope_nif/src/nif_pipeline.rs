@@ -152,7 +152,7 @@ fn decoder(p: &PipelineRes) -> Decoder {
 }
 
 #[rustler::nif]
-fn pipeline_ingest<'a>(env: Env<'a>, p: ResourceArc<PipelineRes>, event: Term<'a>) -> Term<'a> {
+fn pipeline_ingest<'a>(env: Env<'a>, p: &PipelineRes, event: Term<'a>) -> Term<'a> {
     let mut decoder = decoder(&p);
     match decoder.event(event) {
         Ok(e) => match p.pipeline.ingest_one(e) {
@@ -169,11 +169,7 @@ fn pipeline_ingest<'a>(env: Env<'a>, p: ResourceArc<PipelineRes>, event: Term<'a
 }
 
 #[rustler::nif]
-fn pipeline_ingest_batch<'a>(
-    env: Env<'a>,
-    p: ResourceArc<PipelineRes>,
-    events: Term<'a>,
-) -> Term<'a> {
+fn pipeline_ingest_batch<'a>(env: Env<'a>, p: &PipelineRes, events: Term<'a>) -> Term<'a> {
     // A proper list is checked (and counted) before anything is queued.
     let Some(expected) = list_length(events) else {
         return (atoms::error(), atoms::not_a_list()).encode(env);

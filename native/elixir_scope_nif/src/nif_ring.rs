@@ -42,7 +42,7 @@ fn ring_new(env: Env, size: usize, overflow: Atom) -> Term {
 #[rustler::nif]
 fn ring_write<'a>(
     env: Env<'a>,
-    ring: ResourceArc<RingRes>,
+    ring: &RingRes,
     event: Term<'a>,
     max_payload: usize,
 ) -> Term<'a> {

@@ -44,7 +44,7 @@ impl Drop for Decoder {
         let bytes = std::mem::take(&mut self.bytes);
         let scratch = std::mem::take(&mut self.scratch);
         if bytes.capacity() + scratch.heap_bytes() <= MAX_SPARE_BYTES {
-            SPARE.set(Some((bytes, scratch)));
+            SPARE.with(|spare| spare.set(Some((bytes, scratch))));
         }
     }
 }
@@ -85,7 +85,7 @@ const MAX_SPARE_BYTES: usize = 1 << 16;
 
 impl Decoder {
     pub fn new(max_payload: usize) -> Decoder {
-        let (bytes, scratch) = SPARE.take().unwrap_or_default();
+        let (bytes, scratch) = SPARE.with(|spare| spare.take()).unwrap_or_default();
         Decoder {
             stamp: Stamp::now(),
             max_payload,
