@@ -153,7 +153,7 @@ fn decoder(p: &PipelineRes) -> Decoder {
 
 #[rustler::nif]
 fn pipeline_ingest<'a>(env: Env<'a>, p: &PipelineRes, event: Term<'a>) -> Term<'a> {
-    let mut decoder = decoder(&p);
+    let mut decoder = decoder(p);
     match decoder.event(event) {
         Ok(e) => match p.pipeline.ingest_one(e) {
             Ok(id) => (atoms::ok(), id).encode(env),
@@ -174,7 +174,7 @@ fn pipeline_ingest_batch<'a>(env: Env<'a>, p: &PipelineRes, events: Term<'a>) ->
     let Some(expected) = list_length(events) else {
         return (atoms::error(), atoms::not_a_list()).encode(env);
     };
-    let mut decoder = decoder(&p);
+    let mut decoder = decoder(p);
     let mut batch = p.pipeline.begin_ingest(expected);
     let mut bad = Vec::new();
     let walked = each_in_list(events, |i, t| match decoder.event(t) {
