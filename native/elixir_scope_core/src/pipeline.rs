@@ -171,6 +171,12 @@ impl Core {
             // Open: events wait in the (bounded, counting) rings.
             return 0;
         }
+        if self.store.is_writing() {
+            // Writes are serialized: another worker is writing and drains
+            // every shard in turn; waiting on the lock would only cost
+            // context switches.
+            return 0;
+        }
         if taken.events.is_empty() {
             let batch_size = self.batch_size.load(Ordering::Relaxed);
             taken.position = shard.ring.pop_batch(batch_size, &mut taken.events);
