@@ -5,9 +5,13 @@
 //! by the user (`attach`) are extra shards written directly by their owner.
 //!
 //! Leases: a shard is drained only by the worker holding its `lease`
-//! (`try_lock`, never waited on), and the lease is held until the batch is
-//! in the store; so per shard, batches reach the store in ring order, and an
-//! idle worker simply drains whichever shard is free.
+//! (`try_lock`, never waited on). A batch taken from the ring stays under
+//! the lease until every event of it is written (a failed or panicking
+//! write leaves the rest for the next try), so per shard, events reach the
+//! store in ring order, exactly once. An idle worker simply drains
+//! whichever shard is free; a worker that finds a store write in progress
+//! backs off rather than queue on the store's lock (writes are serialized).
+//! Store writes pass a circuit breaker ([`crate::breaker`]).
 //!
 //! Flush: `completed` is the ring position below which every event is either
 //! stored or counted as dropped. `flush_targets` samples the write positions;
@@ -167,14 +171,15 @@ impl Core {
         let Some(mut taken) = shard.state.lease.try_lock() else {
             return 0;
         };
-        if !self.breaker.allow(self.clock) {
-            // Open: events wait in the (bounded, counting) rings.
-            return 0;
-        }
         if self.store.is_writing() {
             // Writes are serialized: another worker is writing and drains
             // every shard in turn; waiting on the lock would only cost
-            // context switches.
+            // context switches. (Checked before the breaker, so a half-open
+            // probe is never taken and then left unused.)
+            return 0;
+        }
+        if !self.breaker.allow(self.clock) {
+            // Open: events wait in the (bounded, counting) rings.
             return 0;
         }
         if taken.events.is_empty() {

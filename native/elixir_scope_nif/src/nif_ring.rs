@@ -40,12 +40,7 @@ fn ring_new(env: Env, size: usize, overflow: Atom) -> Term {
 }
 
 #[rustler::nif]
-fn ring_write<'a>(
-    env: Env<'a>,
-    ring: &RingRes,
-    event: Term<'a>,
-    max_payload: usize,
-) -> Term<'a> {
+fn ring_write<'a>(env: Env<'a>, ring: &RingRes, event: Term<'a>, max_payload: usize) -> Term<'a> {
     match Decoder::new(max_payload).event(event) {
         Ok(e) => match ring.0.push(e) {
             Pushed::Stored { .. } => atoms::ok().encode(env),
