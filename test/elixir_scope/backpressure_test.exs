@@ -103,6 +103,8 @@ defmodule ElixirScope.BackpressureTest do
     eventually(fn -> Metrics.Layer2.snapshot(p).shedding == 0.0 end)
     eventually(fn -> workers(p) == 1 end)
     assert {:ok, _checks} = HealthCheck.Layer2.check_health(p)
+    GenServer.stop(p)
+    assert HealthCheck.Layer2.check_health(p) == {:error, %{pipeline: {:error, :not_running}}}
   end
 
   test "manual load shedding stays on until disabled and refuses with :load_shed" do

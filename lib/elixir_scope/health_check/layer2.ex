@@ -22,9 +22,20 @@ defmodule ElixirScope.HealthCheck.Layer2 do
           storage: check()
         }
 
-  @doc "`{:ok, checks}` when every check passes, else `{:error, checks}`."
-  @spec check_health(GenServer.server()) :: {:ok, checks()} | {:error, checks()}
+  @doc """
+  `{:ok, checks}` when every check passes, else `{:error, checks}`;
+  `{:error, %{pipeline: {:error, :not_running}}}` when there is no pipeline
+  manager at `server`.
+  """
+  @spec check_health(GenServer.server()) ::
+          {:ok, checks()} | {:error, checks() | %{pipeline: {:error, :not_running}}}
   def check_health(server \\ PipelineManager) do
+    run_checks(server)
+  catch
+    :exit, _ -> {:error, %{pipeline: {:error, :not_running}}}
+  end
+
+  defp run_checks(server) do
     config = PipelineManager.get_config(server)
     handle = PipelineManager.pipeline(server)
     stats = Native.pipeline_stats(handle)
