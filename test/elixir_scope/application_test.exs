@@ -12,14 +12,6 @@ defmodule ElixirScope.ApplicationTest do
     String.to_integer(kb) / 1024
   end
 
-  defp eventually(fun, tries \\ 300) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition not reached")
-      true -> Process.sleep(10) && eventually(fun, tries - 1)
-    end
-  end
-
   defp restart_with_traffic do
     ExUnit.CaptureLog.capture_log(fn -> :ok = Application.stop(:elixir_scope) end)
     {:ok, _} = Application.ensure_all_started(:elixir_scope)

@@ -7,14 +7,6 @@ defmodule ElixirScope.BackpressureTest do
   alias ElixirScope.Storage.DataAccess
   import ElixirScope.TestEvents
 
-  defp eventually(fun, tries \\ 300) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition not reached")
-      true -> Process.sleep(10) && eventually(fun, tries - 1)
-    end
-  end
-
   defp workers(p), do: PipelineManager.get_pipeline_stats(p).workers
 
   describe "pressure and scaling rules (guide §2.4)" do

@@ -6,14 +6,6 @@ defmodule ElixirScope.FaultTest do
   alias ElixirScope.Storage.DataAccess
   import ElixirScope.TestEvents
 
-  defp eventually(fun, tries \\ 500) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition not reached")
-      true -> Process.sleep(10) && eventually(fun, tries - 1)
-    end
-  end
-
   defp accounted?(s), do: s.ingested == s.stored + s.dropped_total + s.queued
 
   test "a flood far beyond what the workers drain: VM alive, memory bounded, every event accounted" do
@@ -64,7 +56,7 @@ defmodule ElixirScope.FaultTest do
     old = Process.whereis(name)
     Process.exit(old, :kill)
     producer_pid = Task.await(producer, 10_000)
-    eventually(fn -> Process.whereis(name) not in [nil, old] end)
+    eventually(fn -> Process.whereis(name) not in [nil, old] end, 500)
     assert PipelineManager.pipeline(name) == handle, "reattached to the running pipeline"
 
     {:ok, id} = ElixirScope.ingest(call(self(), [:after]), pipeline: name)
@@ -100,7 +92,7 @@ defmodule ElixirScope.FaultTest do
     :ok = Native.pipeline_inject_fault(handle, {:fail, 5})
     {:ok, 500} = ElixirScope.ingest_batch(for(i <- 1..500, do: call(self(), [i])), pipeline: p)
 
-    eventually(fn -> Native.pipeline_stats(handle).circuit_breaker.state == :open end)
+    eventually(fn -> Native.pipeline_stats(handle).circuit_breaker.state == :open end, 500)
     open = ElixirScope.stats(pipeline: p)
     assert open.stored == 0 and open.queued == 500 and accounted?(open)
 

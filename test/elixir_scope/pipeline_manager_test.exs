@@ -106,7 +106,7 @@ defmodule ElixirScope.Capture.PipelineManagerTest do
     before = Process.whereis(PipelineManager)
     {:ok, id} = ElixirScope.ingest(call(self(), :before_crash))
     Process.exit(before, :kill)
-    wait_until(fn -> (pid = Process.whereis(PipelineManager)) && pid != before end)
+    eventually(fn -> (pid = Process.whereis(PipelineManager)) && pid != before end, 200)
 
     {:ok, id2} = ElixirScope.ingest(call(self(), :after_crash))
     assert id2 > id
@@ -115,13 +115,5 @@ defmodule ElixirScope.Capture.PipelineManagerTest do
     assert {:ok, %{event: %{data: :after_crash}}} = DataAccess.get_event(id2)
     s = ElixirScope.stats()
     assert s.ingested == s.stored + s.dropped_total + s.queued
-  end
-
-  defp wait_until(fun, tries \\ 200) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never held")
-      true -> Process.sleep(10) && wait_until(fun, tries - 1)
-    end
   end
 end

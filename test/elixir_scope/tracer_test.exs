@@ -4,6 +4,7 @@ defmodule ElixirScope.TracerTest do
   alias ElixirScope.{EventCorrelator, Traced}
   alias ElixirScope.Storage.DataAccess
   alias ElixirScope.Traced.{Client, Counter}
+  import ElixirScope.TestEvents, only: [eventually: 2]
 
   setup do
     on_exit(fn ->
@@ -22,14 +23,15 @@ defmodule ElixirScope.TracerTest do
 
   defp find(events, fun), do: Enum.find(events, &fun.(&1.event)) || flunk("no such event")
 
-  defp wait_stopped(session, tries \\ 200) do
-    info = ElixirScope.trace_info(session)
+  defp wait_stopped(session) do
+    eventually(
+      fn ->
+        not ElixirScope.trace_info(session).running and not Process.alive?(session.server)
+      end,
+      200
+    )
 
-    cond do
-      not info.running and not Process.alive?(session.server) -> info
-      tries == 0 -> flunk("session still running: #{inspect(info)}")
-      true -> Process.sleep(10) && wait_stopped(session, tries - 1)
-    end
+    ElixirScope.trace_info(session)
   end
 
   describe "a GenServer.call, traced on both sides" do

@@ -33,6 +33,18 @@ defmodule ElixirScope.TestEvents do
     end
   end
 
+  @doc """
+  Polls `fun` every 10 ms until it is truthy, at most `tries` times, then
+  fails the test.
+  """
+  def eventually(fun, tries \\ 300) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> ExUnit.Assertions.flunk("condition not reached")
+      true -> Process.sleep(10) && eventually(fun, tries - 1)
+    end
+  end
+
   @doc "Starts a pipeline with a store of its own; stopped when the test ends."
   def private_pipeline(config \\ []) do
     {:ok, pid} = PipelineManager.start_link(store: :private, config: config)
