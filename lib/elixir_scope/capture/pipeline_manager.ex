@@ -297,7 +297,7 @@ defmodule ElixirScope.Capture.PipelineManager do
 
     inputs = %{
       buffer_utilization: stats.buffer_utilization,
-      latency_p99_ms: window.last.latency_p99_ns / 1.0e6,
+      latency_p99_ms: window.last.latency_ns.p99 / 1.0e6,
       memory_ratio:
         (stats.ring_memory_bytes + store.memory_bytes) / (bp.memory_limit_mb * 1_048_576),
       error_rate: error_rate(previous.stats, stats)

@@ -27,9 +27,9 @@ defmodule ElixirScope.Metrics.Layer2 do
       events_per_second: per_second.(w.stored),
       batches_per_second: per_second.(w.batches),
       correlations_per_second: per_second.(w.correlated),
-      processing_latency_p50: us.(w.latency_p50_ns),
-      processing_latency_p95: us.(w.latency_p95_ns),
-      processing_latency_p99: us.(w.latency_p99_ns),
+      processing_latency_p50: us.(w.latency_ns.p50),
+      processing_latency_p95: us.(w.latency_ns.p95),
+      processing_latency_p99: us.(w.latency_ns.p99),
       buffer_utilization:
         stats.shard_utilization
         |> Enum.with_index()

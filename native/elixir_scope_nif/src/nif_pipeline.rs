@@ -9,6 +9,7 @@ use rustler::{Atom, Encoder, Env, NifMap, NifResult, ResourceArc, Term};
 use elixir_scope_core::breaker::{BreakerState, BreakerStats};
 use elixir_scope_core::dead_letters::DeadLetter;
 use elixir_scope_core::faults::Fault;
+use elixir_scope_core::histogram::Snapshot;
 use elixir_scope_core::metrics::Window;
 use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, Refused};
 use elixir_scope_core::pool::PoolError;
@@ -261,7 +262,6 @@ fn pipeline_worker_stats(env: Env, p: ResourceArc<PipelineRes>, id: u64) -> Term
 fn pipeline_stats(env: Env, p: ResourceArc<PipelineRes>) -> Term {
     crate::clock::calibrate();
     let s = p.pipeline.stats();
-    let l = &s.latency;
     crate::atom_map!(env, {
         "ingested" => s.ingested,
         "stored" => s.stored,
@@ -283,14 +283,19 @@ fn pipeline_stats(env: Env, p: ResourceArc<PipelineRes>) -> Term {
         "buffer_utilization" => s.buffer_utilization,
         "shard_utilization" => s.shard_utilization,
         "ring_memory_bytes" => s.ring_memory_bytes,
-        "latency_ns" => crate::atom_map!(env, {
-            "count" => l.total(),
-            "mean" => l.mean(),
-            "p50" => l.quantile(0.50),
-            "p95" => l.quantile(0.95),
-            "p99" => l.quantile(0.99),
-            "max" => l.quantile(1.0),
-        }),
+        "latency_ns" => latency_map(env, &s.latency),
+    })
+}
+
+/// Ring-to-store latency figures (ns) of a histogram snapshot.
+fn latency_map<'a>(env: Env<'a>, l: &Snapshot) -> Term<'a> {
+    crate::atom_map!(env, {
+        "count" => l.total(),
+        "mean" => l.mean(),
+        "p50" => l.quantile(0.50),
+        "p95" => l.quantile(0.95),
+        "p99" => l.quantile(0.99),
+        "max" => l.quantile(1.0),
     })
 }
 
@@ -311,17 +316,13 @@ fn pipeline_metrics_tick(env: Env, p: ResourceArc<PipelineRes>) -> Term {
 }
 
 fn window_map<'a>(env: Env<'a>, w: &Window) -> Term<'a> {
-    let l = &w.latency;
     crate::atom_map!(env, {
         "elapsed_ns" => w.elapsed_ns,
         "stored" => w.stored,
         "batches" => w.batches,
         "correlated" => w.correlated,
         "busy_ns" => w.busy_ns,
-        "latency_count" => l.total(),
-        "latency_p50_ns" => l.quantile(0.50),
-        "latency_p95_ns" => l.quantile(0.95),
-        "latency_p99_ns" => l.quantile(0.99),
+        "latency_ns" => latency_map(env, &w.latency),
     })
 }
 

@@ -122,6 +122,17 @@ fn take_by_id<T>(queue: &mut VecDeque<T>, id: u64, id_of: impl Fn(&T) -> u64) {
     }
 }
 
+/// Links a receive, as it is correlated, to its send.
+fn links_to(c: &mut Correlation, send_id: u64, confidence: f32, stats: &mut CorrelatorStats) {
+    if confidence < 1.0 {
+        stats.ambiguous_matches += 1;
+    }
+    stats.linked += 1;
+    c.confidence = confidence;
+    c.correlation_id = send_id;
+    c.links = Links::one(receives_link(send_id));
+}
+
 /// Links a waiting receive to the send that just arrived.
 fn matched(
     receive_id: u64,
@@ -243,18 +254,13 @@ impl Messages {
         match waiting.and_then(|i| ch.sends.remove(i)) {
             Some(s) => {
                 self.pending_sends -= 1;
-                c.confidence = if sender == 0 {
+                let confidence = if sender == 0 {
                     ch.remember_blind(e.id);
                     ch.blind_confidence()
                 } else {
                     1.0
                 };
-                if c.confidence < 1.0 {
-                    stats.ambiguous_matches += 1;
-                }
-                stats.linked += 1;
-                c.correlation_id = s.id;
-                c.links = Links::one(receives_link(s.id));
+                links_to(c, s.id, confidence, stats);
             }
             None => {
                 let by_sender = (sender != 0)
@@ -265,13 +271,7 @@ impl Messages {
                     let candidates = bs.sends.len();
                     let s = bs.sends.pop_front().expect("not empty");
                     self.pending_sends -= 1;
-                    c.confidence = 1.0 / candidates as f32;
-                    if c.confidence < 1.0 {
-                        stats.ambiguous_matches += 1;
-                    }
-                    stats.linked += 1;
-                    c.correlation_id = s.id;
-                    c.links = Links::one(receives_link(s.id));
+                    links_to(c, s.id, 1.0 / candidates as f32, stats);
                     return;
                 }
                 self.pending_receives += 1;
