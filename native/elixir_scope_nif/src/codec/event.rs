@@ -85,9 +85,14 @@ const MAX_SPARE_BYTES: usize = 1 << 16;
 
 impl Decoder {
     pub fn new(max_payload: usize) -> Decoder {
+        Decoder::with_stamp(max_payload, Stamp::now())
+    }
+
+    /// A decoder whose events default to `stamp` (taken by the caller).
+    pub fn with_stamp(max_payload: usize, stamp: Stamp) -> Decoder {
         let (bytes, scratch) = SPARE.with(|spare| spare.take()).unwrap_or_default();
         Decoder {
-            stamp: Stamp::now(),
+            stamp,
             max_payload,
             bytes,
             scratch,
@@ -194,8 +199,13 @@ impl Decoder {
 
     /// Encodes one term, truncated past `max_payload` bytes.
     pub fn payload(&mut self, t: Term) -> Payload {
+        self.payload_within(t, self.max_payload)
+    }
+
+    /// Encodes one term, truncated past `limit` bytes.
+    pub fn payload_within(&mut self, t: Term, limit: usize) -> Payload {
         self.bytes.clear();
-        term::encode(t, self.max_payload, &mut self.bytes, &mut self.scratch);
+        term::encode(t, limit, &mut self.bytes, &mut self.scratch);
         Payload::from_bytes(&self.bytes)
     }
 }

@@ -159,13 +159,6 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    pub const fn new() -> Scratch {
-        Scratch {
-            stack: Vec::new(),
-            list: Vec::new(),
-        }
-    }
-
     pub fn heap_bytes(&self) -> usize {
         self.stack.capacity() * std::mem::size_of::<(ErlNifTerm, u32)>()
             + self.list.capacity() * std::mem::size_of::<ErlNifTerm>()

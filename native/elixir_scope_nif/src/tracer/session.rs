@@ -172,17 +172,16 @@ impl TraceSession {
             opts,
             stamp,
         };
-        Payloads::with(self.payload_bytes, |payloads| {
-            let Some(event) = translate::event(&m, payloads) else {
-                self.unreadable.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let change = match self.servers.is_empty() {
-                true => None,
-                false => self.track_server_state(&m, &event, payloads),
-            };
-            self.push(event, change);
-        });
+        let mut payloads = Payloads::new(self.payload_bytes, stamp);
+        let Some(event) = translate::event(&m, &mut payloads) else {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let change = match self.servers.is_empty() {
+            true => None,
+            false => self.track_server_state(&m, &event, &mut payloads),
+        };
+        self.push(event, change);
     }
 
     /// Queues a trace event, after the state change it yielded if any (so

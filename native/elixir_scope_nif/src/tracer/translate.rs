@@ -23,9 +23,7 @@ use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
 use elixir_scope_core::payload::Payload;
 
 use crate::atoms;
-use std::cell::RefCell;
-
-use crate::codec::event::Stamp;
+use crate::codec::event::{Decoder, Stamp};
 use crate::codec::{term, word};
 
 /// One trace callback's arguments.
@@ -72,38 +70,25 @@ impl<'a> TraceMessage<'a> {
 /// The least bytes kept of a peer or tag (they are small: a name, an alias).
 const MIN_LIMIT: usize = 256;
 
-thread_local! {
-    /// Encoding buffers of this scheduler thread, reused by every callback.
-    static BUFFERS: RefCell<(Vec<u8>, term::Scratch)> =
-        const { RefCell::new((Vec::new(), term::Scratch::new())) };
-}
-
-/// Encodes payloads into this thread's buffers; event data is skipped when
-/// the session captures none (`limit` = `None`).
-pub struct Payloads<'b> {
-    bytes: &'b mut Vec<u8>,
-    scratch: &'b mut term::Scratch,
-    limit: usize,
+/// Encodes payloads with a [`Decoder`]'s reused buffers; event data is
+/// skipped when the session captures none (`limit` = `None`).
+pub struct Payloads {
+    decoder: Decoder,
     pub enabled: bool,
 }
 
-impl Payloads<'_> {
-    /// Runs `f` with this thread's buffers.
-    pub fn with<R>(limit: Option<usize>, f: impl FnOnce(&mut Payloads) -> R) -> R {
-        BUFFERS.with_borrow_mut(|(bytes, scratch)| {
-            f(&mut Payloads {
-                bytes,
-                scratch,
-                limit: limit.unwrap_or(0),
-                enabled: limit.is_some(),
-            })
-        })
+impl Payloads {
+    pub fn new(limit: Option<usize>, stamp: Stamp) -> Payloads {
+        Payloads {
+            decoder: Decoder::with_stamp(limit.unwrap_or(0), stamp),
+            enabled: limit.is_some(),
+        }
     }
 
     /// Event data and states: encoded only when payloads are captured.
     pub fn of(&mut self, t: Term) -> Payload {
         if self.enabled {
-            self.encode(t, self.limit)
+            self.decoder.payload(t)
         } else {
             Payload::empty()
         }
@@ -112,13 +97,8 @@ impl Payloads<'_> {
     /// Peers and tags: encoded whatever the payload setting, with at least
     /// `MIN_LIMIT` bytes.
     fn always(&mut self, t: Term) -> Payload {
-        self.encode(t, self.limit.max(MIN_LIMIT))
-    }
-
-    fn encode(&mut self, t: Term, limit: usize) -> Payload {
-        self.bytes.clear();
-        term::encode(t, limit, self.bytes, self.scratch);
-        Payload::from_bytes(self.bytes)
+        let limit = self.decoder.max_payload.max(MIN_LIMIT);
+        self.decoder.payload_within(t, limit)
     }
 }
 
