@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rustler::sys::enif_get_list_length;
 use rustler::{Atom, Encoder, Env, NifMap, NifResult, ResourceArc, Term};
 
 use elixir_scope_core::breaker::{BreakerState, BreakerStats};
@@ -15,9 +14,9 @@ use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, Refused
 use elixir_scope_core::pool::PoolError;
 
 use crate::atoms;
-use crate::codec::each_in_list;
 use crate::codec::event::{Decoder, Invalid};
 use crate::codec::term;
+use crate::codec::{each_in_list, list_length};
 use crate::nif_ring::{overflow_of, ring_error};
 use crate::resources::{PipelineRes, RingRes, StoreRes};
 
@@ -194,13 +193,6 @@ fn pipeline_ingest_batch<'a>(env: Env<'a>, p: &PipelineRes, events: Term<'a>) ->
     } else {
         (atoms::error(), (atoms::invalid_events(), accepted, bad)).encode(env)
     }
-}
-
-fn list_length(t: Term) -> Option<usize> {
-    let mut len = 0;
-    // SAFETY: `t` is a live term; `len` is a local.
-    (unsafe { enif_get_list_length(t.get_env().as_c_arg(), t.as_c_arg(), &mut len) } != 0)
-        .then_some(len as usize)
 }
 
 #[rustler::nif]

@@ -7,8 +7,7 @@
 //! call's [`Stamp`] (one clock read per NIF call, not per event).
 
 use rustler::sys::{
-    enif_get_local_pid, enif_get_map_value, enif_get_tuple, enif_make_map_from_arrays, ErlNifPid,
-    ErlNifTerm,
+    enif_get_local_pid, enif_get_map_value, enif_make_map_from_arrays, ErlNifPid, ErlNifTerm,
 };
 use rustler::{Atom, Encoder, Env, Term};
 
@@ -16,7 +15,7 @@ use elixir_scope_core::event::{Correlation, Event, EventKind, LinkKind, StoredEv
 use elixir_scope_core::payload::Payload;
 
 use super::term;
-use super::{from_word, word};
+use super::{from_word, tuple_slice, word};
 use crate::atoms;
 use crate::clock;
 
@@ -102,15 +101,11 @@ impl Decoder {
     pub fn event(&mut self, t: Term) -> Result<Event, Invalid> {
         let env = t.get_env().as_c_arg();
         let raw = t.as_c_arg();
-        let mut arity = 0;
-        let mut elems: *const ErlNifTerm = std::ptr::null();
-        // SAFETY: `t` is a live term; out-pointers are locals.
-        if unsafe { enif_get_tuple(env, raw, &mut arity, &mut elems) } != 0 {
-            if arity != 7 {
+        if let Some(e) = tuple_slice(t) {
+            if e.len() != 7 {
                 return Err(Invalid::NotAnEvent);
             }
-            // SAFETY: enif_get_tuple gave `arity` elements.
-            let e = unsafe { std::slice::from_raw_parts(elems, 7) };
+            // SAFETY: elements of the live tuple `t`.
             let at = |i: usize| Some(unsafe { Term::new(t.get_env(), e[i]) });
             return self.fields(at(0), at(1), at(2), at(3), at(4), None, None, at(5), at(6));
         }

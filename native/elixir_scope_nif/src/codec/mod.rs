@@ -3,7 +3,7 @@
 pub mod event;
 pub mod term;
 
-use rustler::sys::{enif_get_list_cell, ErlNifTerm};
+use rustler::sys::{enif_get_list_cell, enif_get_list_length, enif_get_tuple, ErlNifTerm};
 use rustler::Term;
 
 /// The raw word of a term (atoms and local pids are stored this way).
@@ -19,6 +19,33 @@ pub fn word(t: ErlNifTerm) -> u64 {
 /// local pid) or of a live term of the environment it is used in.
 pub unsafe fn from_word(w: u64) -> ErlNifTerm {
     std::mem::transmute::<usize, ErlNifTerm>(w as usize)
+}
+
+/// A tuple's elements, borrowed from the term heap; `None` if not a tuple.
+pub fn tuple_slice<'a>(t: Term<'a>) -> Option<&'a [ErlNifTerm]> {
+    let mut arity = 0;
+    let mut elems: *const ErlNifTerm = std::ptr::null();
+    // SAFETY: `t` is live; out-pointers are locals; the VM gave `arity`
+    // elements that live as long as the term's environment.
+    (unsafe { enif_get_tuple(t.get_env().as_c_arg(), t.as_c_arg(), &mut arity, &mut elems) } != 0)
+        .then(|| unsafe { std::slice::from_raw_parts(elems, arity as usize) })
+}
+
+/// The elements of a tuple of exactly `N` elements.
+pub fn tuple<const N: usize>(t: Term) -> Option<[Term; N]> {
+    let elems = tuple_slice(t).filter(|e| e.len() == N)?;
+    // SAFETY: elements of a live tuple of `t`'s environment.
+    Some(std::array::from_fn(|i| unsafe {
+        Term::new(t.get_env(), elems[i])
+    }))
+}
+
+/// The length of a proper list; `None` otherwise.
+pub fn list_length(t: Term) -> Option<usize> {
+    let mut len = 0;
+    // SAFETY: `t` is live; `len` is a local.
+    (unsafe { enif_get_list_length(t.get_env().as_c_arg(), t.as_c_arg(), &mut len) } != 0)
+        .then_some(len as usize)
 }
 
 /// Calls `f(index, element)` for each element of a proper list; `Err(())`

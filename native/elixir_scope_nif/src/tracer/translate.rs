@@ -16,7 +16,7 @@
 //! callback's return so the correlator sees it inside the callback.
 //! Anything of another shape yields no event (never a panic).
 
-use rustler::sys::{enif_get_list_length, enif_get_map_value, enif_get_tuple, ErlNifTerm};
+use rustler::sys::{enif_get_map_value, ErlNifTerm};
 use rustler::{Atom, Term};
 
 use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
@@ -24,7 +24,7 @@ use elixir_scope_core::payload::Payload;
 
 use crate::atoms;
 use crate::codec::event::{Decoder, Stamp};
-use crate::codec::{term, word};
+use crate::codec::{list_length, term, tuple, tuple_slice, word};
 
 /// One trace callback's arguments.
 pub struct TraceMessage<'a> {
@@ -223,29 +223,4 @@ pub fn state_change_data(old: &Payload, new: &Payload) -> Payload {
         &mut bytes,
     );
     Payload::from_bytes(&bytes)
-}
-
-/// A tuple's elements, borrowed from the term heap.
-fn tuple_slice<'a>(t: Term<'a>) -> Option<&'a [ErlNifTerm]> {
-    let mut arity = 0;
-    let mut elems: *const ErlNifTerm = std::ptr::null();
-    // SAFETY: `t` is live; out-pointers are locals; the VM gave `arity`
-    // elements that live as long as the term's environment.
-    (unsafe { enif_get_tuple(t.get_env().as_c_arg(), t.as_c_arg(), &mut arity, &mut elems) } != 0)
-        .then(|| unsafe { std::slice::from_raw_parts(elems, arity as usize) })
-}
-
-fn tuple<const N: usize>(t: Term) -> Option<[Term; N]> {
-    let elems = tuple_slice(t).filter(|e| e.len() == N)?;
-    // SAFETY: elements of a live tuple of `t`'s environment.
-    Some(std::array::from_fn(|i| unsafe {
-        Term::new(t.get_env(), elems[i])
-    }))
-}
-
-fn list_length(t: Term) -> Option<usize> {
-    let mut len = 0;
-    // SAFETY: `t` is live; `len` is a local.
-    (unsafe { enif_get_list_length(t.get_env().as_c_arg(), t.as_c_arg(), &mut len) } != 0)
-        .then_some(len as usize)
 }
