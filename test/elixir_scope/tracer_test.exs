@@ -42,11 +42,16 @@ defmodule ElixirScope.TracerTest do
       {:ok, session} =
         ElixirScope.trace(pids: [client, server], calls: [Counter, Client], messages: true)
 
+      before = System.monotonic_time(:nanosecond)
       assert Traced.run(client, fn -> Client.bump(server) end) == 1
+      after_run = System.monotonic_time(:nanosecond)
       assert {:ok, %{stopped_because: :requested, dropped: 0}} = ElixirScope.stop_trace(session)
       events = events_of([client, server])
 
       bump = find(events, &(&1.type == :function_call and &1.function == :bump))
+      # Stamped at the callback, on the VM's monotonic clock and the OS wall clock.
+      assert bump.event.timestamp >= before and bump.event.timestamp <= after_run
+      assert abs(bump.event.wall_time - System.os_time(:nanosecond)) < 5_000_000_000
 
       call_send =
         find(events, fn e ->
