@@ -41,6 +41,17 @@ struct Half {
     at: i64,
 }
 
+impl Half {
+    /// A send waiting for its receive.
+    fn send(e: &Event) -> Half {
+        Half {
+            id: e.id,
+            sender: e.pid,
+            at: e.timestamp,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Channel {
     senders: Vec<u64>,
@@ -193,11 +204,7 @@ impl Messages {
             }
             None => {
                 self.pending_sends += 1;
-                ch.sends.push_back(Half {
-                    id: e.id,
-                    sender: e.pid,
-                    at: e.timestamp,
-                });
+                ch.sends.push_back(Half::send(e));
             }
         }
     }
@@ -225,11 +232,7 @@ impl Messages {
             }
             None => {
                 self.pending_sends += 1;
-                bs.sends.push_back(Half {
-                    id: e.id,
-                    sender: e.pid,
-                    at: e.timestamp,
-                });
+                bs.sends.push_back(Half::send(e));
             }
         }
     }
