@@ -5,7 +5,8 @@ defmodule ElixirScope.Native do
 
   def load_nif do
     path = :filename.join(:code.priv_dir(:elixir_scope), ~c"native/elixir_scope_nif")
-    :erlang.load_nif(path, 0)
+    # The loading process's pid lets the NIF check its term layout at load.
+    :erlang.load_nif(path, self())
   end
 
   defp nif, do: :erlang.nif_error(:nif_not_loaded)
@@ -52,6 +53,7 @@ defmodule ElixirScope.Native do
   def pipeline_set_shedding(_pipeline, _fraction), do: nif()
   def pipeline_metrics_tick(_pipeline), do: nif()
   def pipeline_dead_letters(_pipeline, _n), do: nif()
+  def term_reads, do: nif()
   def pipeline_inject_fault(_pipeline, _fault), do: nif()
 
   # erl_tracer callbacks: this module is the tracer module of trace sessions.

@@ -44,6 +44,35 @@ defmodule ElixirScope.IngestTest do
     assert stored(id, opts).data == data
   end
 
+  test "terms are read in place on this VM, and odd shapes still decode", %{opts: opts} do
+    # OTP 25 on 64-bit: the load-time layout check enables direct reads.
+    assert ElixirScope.Debug.Layer2.get_pipeline_state(opts).term_reads == :direct
+
+    big = Map.new(1..40, &{&1, {&1, self()}})
+    ts = -(1 <<< 62)
+    wall = 1 <<< 61
+
+    # An %Event{} with an extra key, and one merged into a map of more than
+    # 32 keys (a hash map), are not read by position but by key.
+    extra = Map.put(call(self(), big), :extra, 1)
+    huge = Map.merge(big, %{call(self(), [:x | :y]) | timestamp: ts, wall_time: wall})
+
+    {:ok, a} = ElixirScope.ingest(extra, opts)
+    {:ok, b} = ElixirScope.ingest(huge, opts)
+
+    {:ok, 1} =
+      ElixirScope.ingest_batch([{:custom, self(), nil, nil, nil, {1, [2, {3}]}, self()}], opts)
+
+    :ok = ElixirScope.flush(5_000, opts)
+
+    assert stored(a, opts).data == big
+    assert %{data: [:x | :y], timestamp: ^ts, wall_time: ^wall} = stored(b, opts)
+
+    [custom] = DataAccess.query_recent(1, opts) |> Enum.map(& &1.event)
+    assert %{type: :custom, data: {1, [2, {3}]}, arity: nil, module: nil} = custom
+    assert custom.peer == self()
+  end
+
   test "missing timestamps are stamped at ingest", %{opts: opts} do
     before = System.monotonic_time(:nanosecond)
     {:ok, id} = ElixirScope.ingest(call(), opts)

@@ -26,6 +26,10 @@ defmodule ElixirScope.Debug.Layer2 do
   @doc """
   Workers with their stats, shards with their positions, the correlator's
   state, the last pressure check and the newest dead letters.
+
+  `term_reads` says how the NIF reads terms: `:direct` (term words read in
+  place, checked against the NIF API when the library loaded) or
+  `:nif_api` (one `enif_*` call per read, on a VM with another term layout).
   """
   @spec get_pipeline_state(keyword()) :: map()
   def get_pipeline_state(opts \\ []) do
@@ -40,7 +44,8 @@ defmodule ElixirScope.Debug.Layer2 do
       correlation_state: Native.correlator_stats(Native.pipeline_store(handle)),
       pressure: Map.take(check, [:pressure, :recommendation, :inputs, :shedding]),
       recent_errors: letters.letters,
-      dead_letters: Map.take(letters, [:total, :evicted])
+      dead_letters: Map.take(letters, [:total, :evicted]),
+      term_reads: Native.term_reads()
     }
   end
 

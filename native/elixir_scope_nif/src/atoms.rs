@@ -38,6 +38,8 @@ rustler::atoms! {
     // Event fields and problems.
     __struct__,
     id,
+    direct,
+    nif_api,
     r#type = "type",
     pid,
     timestamp,

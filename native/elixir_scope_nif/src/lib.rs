@@ -7,6 +7,7 @@
 mod atoms;
 mod clock;
 mod codec;
+mod lean_nif;
 mod nif_correlator;
 mod nif_pipeline;
 mod nif_ring;
@@ -14,11 +15,12 @@ mod nif_store;
 mod resources;
 mod tracer;
 
-fn load(env: rustler::Env, _info: rustler::Term) -> bool {
+fn load(env: rustler::Env, info: rustler::Term) -> bool {
     // The fast path is an optimization: a VM with another term layout just
     // does without it.
     clock::calibrate();
-    codec::term::check_immediate_tags(env);
+    codec::layout::check(env, info);
+    codec::event::init_struct_layout(env);
     tracer::handle::open(env)
 }
 

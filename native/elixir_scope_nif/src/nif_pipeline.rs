@@ -17,6 +17,7 @@ use crate::atoms;
 use crate::codec::event::{Decoder, Invalid};
 use crate::codec::term;
 use crate::codec::{each_in_list, list_length};
+use crate::lean_nif::lean_nif;
 use crate::nif_ring::{overflow_of, ring_error};
 use crate::resources::{PipelineRes, RingRes, StoreRes};
 
@@ -151,10 +152,11 @@ fn decoder(p: &PipelineRes) -> Decoder {
     Decoder::new(p.max_payload.load(Ordering::Relaxed))
 }
 
-#[rustler::nif]
-fn pipeline_ingest<'a>(env: Env<'a>, p: &PipelineRes, event: Term<'a>) -> Term<'a> {
+lean_nif!("pipeline_ingest", 2, pipeline_ingest);
+fn pipeline_ingest<'a>(env: Env<'a>, [p, event]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+    let p: &PipelineRes = p.decode()?;
     let mut decoder = decoder(p);
-    match decoder.event(event) {
+    Ok(match decoder.event(event) {
         Ok(e) => match p.pipeline.ingest_one(e) {
             Ok(id) => (atoms::ok(), id).encode(env),
             Err(Refused::Full) => (atoms::error(), atoms::buffer_full()).encode(env),
@@ -165,14 +167,15 @@ fn pipeline_ingest<'a>(env: Env<'a>, p: &PipelineRes, event: Term<'a>) -> Term<'
                 .refuse(dead_letter(env, &mut decoder, why, event));
             (atoms::error(), (atoms::invalid_event(), why)).encode(env)
         }
-    }
+    })
 }
 
-#[rustler::nif]
-fn pipeline_ingest_batch<'a>(env: Env<'a>, p: &PipelineRes, events: Term<'a>) -> Term<'a> {
+lean_nif!("pipeline_ingest_batch", 2, pipeline_ingest_batch);
+fn pipeline_ingest_batch<'a>(env: Env<'a>, [p, events]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+    let p: &PipelineRes = p.decode()?;
     // A proper list is checked (and counted) before anything is queued.
     let Some(expected) = list_length(events) else {
-        return (atoms::error(), atoms::not_a_list()).encode(env);
+        return Ok((atoms::error(), atoms::not_a_list()).encode(env));
     };
     let mut decoder = decoder(p);
     let mut batch = p.pipeline.begin_ingest(expected);
@@ -188,11 +191,11 @@ fn pipeline_ingest_batch<'a>(env: Env<'a>, p: &PipelineRes, events: Term<'a>) ->
     });
     debug_assert!(walked.is_ok(), "checked to be a proper list");
     let accepted = batch.finish().accepted;
-    if bad.is_empty() {
+    Ok(if bad.is_empty() {
         (atoms::ok(), accepted).encode(env)
     } else {
         (atoms::error(), (atoms::invalid_events(), accepted, bad)).encode(env)
-    }
+    })
 }
 
 #[rustler::nif]

@@ -6,14 +6,15 @@
 //! panics on user input. Events without a timestamp are stamped with the
 //! call's [`Stamp`] (one clock read per NIF call, not per event).
 
-use rustler::sys::{
-    enif_get_local_pid, enif_get_map_value, enif_make_map_from_arrays, ErlNifPid, ErlNifTerm,
-};
+use std::sync::OnceLock;
+
+use rustler::sys::{enif_make_map_from_arrays, ErlNifTerm};
 use rustler::{Atom, Encoder, Env, Term};
 
 use elixir_scope_core::event::{Correlation, Event, EventKind, LinkKind, StoredEvent, NO_ARITY};
 use elixir_scope_core::payload::Payload;
 
+use super::layout::{self, Immediate};
 use super::term;
 use super::{from_word, tuple_slice, word};
 use crate::atoms;
@@ -40,10 +41,9 @@ impl Stamp {
 
 impl Drop for Decoder {
     fn drop(&mut self) {
-        let bytes = std::mem::take(&mut self.bytes);
-        let scratch = std::mem::take(&mut self.scratch);
-        if bytes.capacity() + scratch.heap_bytes() <= MAX_SPARE_BYTES {
-            SPARE.with(|spare| spare.set(Some((bytes, scratch))));
+        let buffers = std::mem::take(&mut self.buffers);
+        if buffers.bytes.capacity() + buffers.scratch.heap_bytes() <= MAX_SPARE_BYTES {
+            SPARE.with(|spare| spare.set(Some(buffers)));
         }
     }
 }
@@ -68,6 +68,13 @@ impl Encoder for Invalid {
 pub struct Decoder {
     pub stamp: Stamp,
     pub max_payload: usize,
+    buffers: Box<Buffers>,
+}
+
+/// The encoding buffers a decoder reuses, boxed so that handing them to
+/// and from the thread's spare slot moves one pointer.
+#[derive(Default)]
+struct Buffers {
     bytes: Vec<u8>,
     scratch: term::Scratch,
 }
@@ -75,7 +82,7 @@ pub struct Decoder {
 thread_local! {
     /// The buffers of the last decoder dropped on this thread, so a NIF call
     /// allocates nothing for them.
-    static SPARE: std::cell::Cell<Option<(Vec<u8>, term::Scratch)>> =
+    static SPARE: std::cell::Cell<Option<Box<Buffers>>> =
         const { std::cell::Cell::new(None) };
 }
 
@@ -89,93 +96,91 @@ impl Decoder {
 
     /// A decoder whose events default to `stamp` (taken by the caller).
     pub fn with_stamp(max_payload: usize, stamp: Stamp) -> Decoder {
-        let (bytes, scratch) = SPARE.with(|spare| spare.take()).unwrap_or_default();
+        let buffers = SPARE.with(|spare| spare.take()).unwrap_or_default();
         Decoder {
             stamp,
             max_payload,
-            bytes,
-            scratch,
+            buffers,
         }
     }
 
     pub fn event(&mut self, t: Term) -> Result<Event, Invalid> {
-        let env = t.get_env().as_c_arg();
-        let raw = t.as_c_arg();
+        let env = t.get_env();
         if let Some(e) = tuple_slice(t) {
-            if e.len() != 7 {
-                return Err(Invalid::NotAnEvent);
-            }
-            // SAFETY: elements of the live tuple `t`.
-            let at = |i: usize| Some(unsafe { Term::new(t.get_env(), e[i]) });
-            return self.fields(at(0), at(1), at(2), at(3), at(4), None, None, at(5), at(6));
+            let [kind, pid, module, function, arity, data, peer] =
+                <[ErlNifTerm; 7]>::try_from(e).map_err(|_| Invalid::NotAnEvent)?;
+            let absent = ErlNifTerm::default();
+            let raw = RawFields {
+                kind,
+                pid,
+                module,
+                function,
+                arity,
+                timestamp: absent,
+                wall_time: absent,
+                data,
+                peer,
+            };
+            return self.fields(env, raw);
         }
-        let get = |key: Atom| -> Option<Term> {
-            let mut v = ErlNifTerm::default();
-            // SAFETY: as above; a non-map simply fails the lookup.
-            (unsafe { enif_get_map_value(env, raw, key.as_c_arg(), &mut v) } != 0)
-                .then(|| unsafe { Term::new(t.get_env(), v) })
+        let f = struct_fields(t).unwrap_or_else(|| {
+            field_atoms()
+                .map(|key| layout::map_get(t, key).map_or(ErlNifTerm::default(), |v| v.as_c_arg()))
+        });
+        if f[STRUCT] != atoms::event_struct().as_c_arg() {
+            return Err(Invalid::NotAnEvent);
+        }
+        let raw = RawFields {
+            kind: f[TYPE],
+            pid: f[PID],
+            module: f[MODULE],
+            function: f[FUNCTION],
+            arity: f[ARITY],
+            timestamp: f[TIMESTAMP],
+            wall_time: f[WALL_TIME],
+            data: f[DATA],
+            peer: f[PEER],
         };
-        let f = field_atoms().map(get);
-        match f[STRUCT] {
-            Some(s) if s == atoms::event_struct().to_term(t.get_env()) => {}
-            _ => return Err(Invalid::NotAnEvent),
-        }
-        self.fields(
-            f[TYPE],
-            f[PID],
-            f[MODULE],
-            f[FUNCTION],
-            f[ARITY],
-            f[TIMESTAMP],
-            f[WALL_TIME],
-            f[DATA],
-            f[PEER],
-        )
+        self.fields(env, raw)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn fields(
-        &mut self,
-        kind: Option<Term>,
-        pid: Option<Term>,
-        module: Option<Term>,
-        function: Option<Term>,
-        arity: Option<Term>,
-        timestamp: Option<Term>,
-        wall_time: Option<Term>,
-        data: Option<Term>,
-        peer: Option<Term>,
-    ) -> Result<Event, Invalid> {
-        let kind = kind
-            .and_then(kind_of)
-            .ok_or(Invalid::Field(atoms::r#type(), atoms::unknown_event_type()))?;
-        let pid = pid
-            .and_then(local_pid)
+    #[inline]
+    fn fields(&mut self, env: Env, f: RawFields) -> Result<Event, Invalid> {
+        // SAFETY (every `Term::new` below): the words are fields of a live
+        // term of `env`.
+        let term = |w| unsafe { Term::new(env, w) };
+        let kind =
+            kind_of(f.kind).ok_or(Invalid::Field(atoms::r#type(), atoms::unknown_event_type()))?;
+        let pid = present(f.pid)
+            .and_then(|p| local_pid(term(p)))
             .ok_or(Invalid::Field(atoms::pid(), atoms::not_a_local_pid()))?;
-        let module =
-            atom_or_nil(module).ok_or(Invalid::Field(atoms::module(), atoms::not_an_atom()))?;
-        let function =
-            atom_or_nil(function).ok_or(Invalid::Field(atoms::function(), atoms::not_an_atom()))?;
-        let arity = match arity {
+        let module = atom_or_nil(term, f.module)
+            .ok_or(Invalid::Field(atoms::module(), atoms::not_an_atom()))?;
+        let function = atom_or_nil(term, f.function)
+            .ok_or(Invalid::Field(atoms::function(), atoms::not_an_atom()))?;
+        let arity = match present(f.arity) {
             None => NO_ARITY,
-            Some(a) if is_nil(a) => NO_ARITY,
-            Some(a) => match a.decode::<i64>() {
-                Ok(n) if (0..NO_ARITY as i64).contains(&n) => n as u8,
+            Some(a) => match layout::small_usize(term(a)) {
+                Some(n) if n < NO_ARITY as usize => n as u8,
                 _ => return Err(Invalid::Field(atoms::arity(), atoms::not_an_arity())),
             },
         };
-        let (timestamp, ingest_stamped) = match time_or_nil(timestamp, atoms::timestamp())? {
+        let (timestamp, ingest_stamped) = match time_or_nil(term, f.timestamp, atoms::timestamp())?
+        {
             Some(ts) => (ts, false),
             None => (self.stamp.mono, true),
         };
-        let wall_time = time_or_nil(wall_time, atoms::wall_time())?.unwrap_or(self.stamp.wall);
-        let data = match data {
-            Some(d) => self.payload(d),
-            None => Payload::empty(),
+        let wall_time =
+            time_or_nil(term, f.wall_time, atoms::wall_time())?.unwrap_or(self.stamp.wall);
+        // `data` is kept even when nil (a function may return nil); an
+        // absent or nil `peer` means no peer.
+        let data = match f.data == ErlNifTerm::default() {
+            true => Payload::empty(),
+            false => self.payload(term(f.data)),
         };
-        let peer = match peer {
-            Some(p) if !is_nil(p) => self.payload(p),
-            _ => Payload::empty(),
+        let peer = match present(f.peer) {
+            Some(p) => self.payload(term(p)),
+            None => Payload::empty(),
         };
         Ok(Event {
             id: 0,
@@ -199,9 +204,10 @@ impl Decoder {
 
     /// Encodes one term, truncated past `limit` bytes.
     pub fn payload_within(&mut self, t: Term, limit: usize) -> Payload {
-        self.bytes.clear();
-        term::encode(t, limit, &mut self.bytes, &mut self.scratch);
-        Payload::from_bytes(&self.bytes)
+        let Buffers { bytes, scratch } = &mut *self.buffers;
+        bytes.clear();
+        term::encode(t, limit, bytes, scratch);
+        Payload::from_bytes(bytes)
     }
 }
 
@@ -233,43 +239,123 @@ fn field_atoms() -> [Atom; FIELDS] {
     ]
 }
 
-fn is_nil(t: Term) -> bool {
-    t.as_c_arg() == atoms::nil().as_c_arg()
+/// Where the fields read sit among the sorted keys of an `%Event{}`, as
+/// the VM sorts them (read at load from a map it built).
+struct StructLayout {
+    keys: [ErlNifTerm; STRUCT_KEYS],
+    position: [usize; FIELDS],
+}
+
+/// Keys of `%ElixirScope.Event{}`: the fields read, and `id`.
+const STRUCT_KEYS: usize = FIELDS + 1;
+
+static STRUCT_LAYOUT: OnceLock<StructLayout> = OnceLock::new();
+
+/// Reads the VM's key order of `%Event{}` so that [`struct_fields`] can take
+/// values by position. Without direct term reads it does nothing, and
+/// structs are read key by key. Call once at load.
+pub fn init_struct_layout(env: Env) {
+    let mut keys = [ErlNifTerm::default(); STRUCT_KEYS];
+    for (k, a) in keys
+        .iter_mut()
+        .zip(field_atoms().iter().chain([&atoms::id()]))
+    {
+        *k = a.as_c_arg();
+    }
+    let values: Vec<ErlNifTerm> = (0..STRUCT_KEYS as i64)
+        .map(|i| i.encode(env).as_c_arg())
+        .collect();
+    let mut map = ErlNifTerm::default();
+    // SAFETY: equal-length arrays of live terms with distinct keys.
+    let made = unsafe {
+        enif_make_map_from_arrays(
+            env.as_c_arg(),
+            keys.as_ptr(),
+            values.as_ptr(),
+            STRUCT_KEYS,
+            &mut map,
+        )
+    } != 0;
+    // SAFETY: built just above in `env`.
+    let Some((sorted, _)) = made
+        .then(|| unsafe { Term::new(env, map) })
+        .and_then(layout::flatmap)
+    else {
+        return;
+    };
+    let Ok(sorted) = <[ErlNifTerm; STRUCT_KEYS]>::try_from(sorted) else {
+        return;
+    };
+    let position = field_atoms().map(|a| sorted.iter().position(|&k| k == a.as_c_arg()));
+    if position.iter().all(Option::is_some) {
+        let _ = STRUCT_LAYOUT.set(StructLayout {
+            keys: sorted,
+            position: position.map(|p| p.unwrap_or_default()),
+        });
+    }
+}
+
+/// The fields of an `%Event{}` read by position: `None` when the term is
+/// not a flatmap with exactly the struct's keys (or the layout is unknown).
+fn struct_fields(t: Term) -> Option<[ErlNifTerm; FIELDS]> {
+    let layout = STRUCT_LAYOUT.get()?;
+    let (keys, values) = layout::flatmap(t)?;
+    (keys == layout.keys).then(|| layout.position.map(|i| values[i]))
+}
+
+/// The raw words of an event's fields; `ErlNifTerm::default()` (0, never a
+/// term) when a field is absent.
+struct RawFields {
+    kind: ErlNifTerm,
+    pid: ErlNifTerm,
+    module: ErlNifTerm,
+    function: ErlNifTerm,
+    arity: ErlNifTerm,
+    timestamp: ErlNifTerm,
+    wall_time: ErlNifTerm,
+    data: ErlNifTerm,
+    peer: ErlNifTerm,
+}
+
+/// The field's word unless it is absent or nil.
+fn present(w: ErlNifTerm) -> Option<ErlNifTerm> {
+    (w != ErlNifTerm::default() && w != atoms::nil().as_c_arg()).then_some(w)
 }
 
 fn local_pid(t: Term) -> Option<u64> {
-    // SAFETY: `t` is live; the out-pointer is a local.
-    let mut pid: ErlNifPid = unsafe { std::mem::zeroed() };
-    (unsafe { enif_get_local_pid(t.get_env().as_c_arg(), t.as_c_arg(), &mut pid) } != 0)
-        .then_some(word(t.as_c_arg()))
+    layout::is_local_pid(t).then_some(word(t.as_c_arg()))
 }
 
 /// Raw atom word, 0 for nil or a missing field; `None` if not an atom.
-fn atom_or_nil(t: Option<Term>) -> Option<u64> {
-    match t {
+fn atom_or_nil<'a>(term: impl Fn(ErlNifTerm) -> Term<'a>, w: ErlNifTerm) -> Option<u64> {
+    match present(w) {
         None => Some(0),
-        Some(t) if is_nil(t) => Some(0),
-        Some(t) if t.is_atom() => Some(word(t.as_c_arg())),
+        Some(a) if layout::is_atom(term(a)) => Some(word(a)),
         Some(_) => None,
     }
 }
 
-fn time_or_nil(t: Option<Term>, field: Atom) -> Result<Option<i64>, Invalid> {
-    match t {
-        None => Ok(None),
-        Some(t) if is_nil(t) => Ok(None),
-        Some(t) => t
+fn time_or_nil<'a>(
+    term: impl Fn(ErlNifTerm) -> Term<'a>,
+    w: ErlNifTerm,
+    field: Atom,
+) -> Result<Option<i64>, Invalid> {
+    let Some(t) = present(w) else {
+        return Ok(None);
+    };
+    match layout::immediate(t) {
+        Some(Immediate::Small(i)) => Ok(Some(i)),
+        _ => term(t)
             .decode::<i64>()
             .map(Some)
             .map_err(|_| Invalid::Field(field, atoms::not_an_integer())),
     }
 }
 
-fn kind_of(t: Term) -> Option<EventKind> {
-    let raw = t.as_c_arg();
+fn kind_of(w: ErlNifTerm) -> Option<EventKind> {
     EventKind::ALL
         .into_iter()
-        .find(|&k| kind_atom(k).as_c_arg() == raw)
+        .find(|&k| kind_atom(k).as_c_arg() == w)
 }
 
 pub fn kind_atom(kind: EventKind) -> Atom {

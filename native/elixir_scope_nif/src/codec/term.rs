@@ -16,67 +16,18 @@
 //! because encoded payloads are never deeper than `MAX_DEPTH`.
 
 use rustler::sys::{
-    enif_get_double, enif_get_int64, enif_get_list_cell, enif_get_local_pid, enif_get_tuple,
-    enif_inspect_binary, enif_make_double, enif_make_int64, enif_make_list_cell,
-    enif_make_map_from_arrays, enif_make_new_binary, enif_make_tuple_from_array, enif_term_type,
-    ErlNifBinary, ErlNifPid, ErlNifTerm, ErlNifTermType,
+    enif_get_double, enif_get_int64, enif_get_local_pid, enif_inspect_binary, enif_make_double,
+    enif_make_int64, enif_make_list_cell, enif_make_map_from_arrays, enif_make_new_binary,
+    enif_make_tuple_from_array, enif_term_type, ErlNifBinary, ErlNifPid, ErlNifTerm,
+    ErlNifTermType,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use rustler::{Encoder, Env, Term};
 
 use elixir_scope_core::payload::{tag, varint};
 
+use super::layout::{immediate, list_cell, tuple_slice, Immediate};
 use super::{from_word, word};
 use crate::atoms;
-
-/// Immediates recognized by their tag bits (the 64-bit ERTS term format),
-/// saving two VM calls per small integer, atom or `[]`. Only used once
-/// [`check_immediate_tags`] confirmed the format at load.
-static IMMEDIATE_TAGS: AtomicBool = AtomicBool::new(false);
-
-#[derive(Debug, PartialEq)]
-enum Immediate {
-    Small(i64),
-    Atom,
-    Nil,
-}
-
-#[inline]
-fn immediate(t: ErlNifTerm) -> Option<Immediate> {
-    let w = word(t);
-    if w & 0xF == 0xF {
-        Some(Immediate::Small((w as i64) >> 4))
-    } else if w & 0x3F == 0x0B {
-        Some(Immediate::Atom)
-    } else if w == 0x3B {
-        Some(Immediate::Nil)
-    } else {
-        None
-    }
-}
-
-/// True if `t` is an atom (by its tag bits when known to be valid).
-#[inline]
-pub fn is_atom(t: Term) -> bool {
-    if IMMEDIATE_TAGS.load(Ordering::Relaxed) {
-        immediate(t.as_c_arg()) == Some(Immediate::Atom)
-    } else {
-        t.is_atom()
-    }
-}
-
-/// A non-negative small integer (by its tag bits when known to be valid).
-#[inline]
-pub fn small_usize(t: Term) -> Option<usize> {
-    match IMMEDIATE_TAGS.load(Ordering::Relaxed) {
-        true => match immediate(t.as_c_arg()) {
-            Some(Immediate::Small(i)) => usize::try_from(i).ok(),
-            _ => None,
-        },
-        false => t.decode::<usize>().ok(),
-    }
-}
 
 /// The length of the list an encoding starts with, read from its header:
 /// `Some(0)` for `[]`, `None` when it is not a list or was truncated.
@@ -89,30 +40,6 @@ pub fn encoded_list_length(bytes: &[u8]) -> Option<usize> {
         }
         _ => None,
     }
-}
-
-/// Checks the tag layout [`immediate`] relies on against terms the VM built,
-/// and enables it when every check passes. Call once at load.
-pub fn check_immediate_tags(env: Env) -> bool {
-    let smalls = [0i64, 1, -1, 42, -(1 << 40), (1 << 59) - 1, -(1 << 59)];
-    let ok = smalls
-        .iter()
-        .all(|&i| immediate(i.encode(env).as_c_arg()) == Some(Immediate::Small(i)))
-        && [atoms::ok(), atoms::nil(), atoms::error()]
-            .iter()
-            .all(|a| immediate(a.as_c_arg()) == Some(Immediate::Atom))
-        && immediate(Term::list_new_empty(env).as_c_arg()) == Some(Immediate::Nil)
-        && [
-            (1i64 << 60).encode(env),
-            (1.5f64).encode(env),
-            "binary".encode(env),
-            (1, 2).encode(env),
-            vec![1].encode(env),
-        ]
-        .iter()
-        .all(|t| immediate(t.as_c_arg()).is_none());
-    IMMEDIATE_TAGS.store(ok, Ordering::Relaxed);
-    ok
 }
 
 /// Deepest nesting kept; deeper terms are truncated.
@@ -183,25 +110,26 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
     stack.push((term.as_c_arg(), 0));
     let mut nodes = 0usize;
     let mut cut: Option<&str> = None;
-    let fast = IMMEDIATE_TAGS.load(Ordering::Relaxed);
     while let Some((t, depth)) = stack.pop() {
         nodes += 1;
-        if fast {
-            match immediate(t) {
-                Some(Immediate::Small(i)) => {
-                    sink.put_tag(tag::INT, varint::zigzag(i));
-                    continue;
-                }
-                Some(Immediate::Atom) => {
-                    sink.put_tag(tag::ATOM, word(t));
-                    continue;
-                }
-                Some(Immediate::Nil) => {
-                    sink.put(&[tag::NIL]);
-                    continue;
-                }
-                None => {}
+        match immediate(t) {
+            Some(Immediate::Small(i)) => {
+                sink.put_tag(tag::INT, varint::zigzag(i));
+                continue;
             }
+            Some(Immediate::Atom) => {
+                sink.put_tag(tag::ATOM, word(t));
+                continue;
+            }
+            Some(Immediate::Nil) => {
+                sink.put(&[tag::NIL]);
+                continue;
+            }
+            Some(Immediate::LocalPid) => {
+                sink.put_tag(tag::PID, word(t));
+                continue;
+            }
+            None => {}
         }
         if nodes > MAX_NODES {
             cut = Some(", size counted up to 1000000 terms");
@@ -245,18 +173,14 @@ pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch
                     }
                 }
                 ErlNifTermType::ERL_NIF_TERM_TYPE_TUPLE => {
-                    let mut arity = 0;
-                    let mut elems: *const ErlNifTerm = std::ptr::null();
-                    enif_get_tuple(raw_env, t, &mut arity, &mut elems);
-                    sink.put_tag(tag::TUPLE, arity as u64);
-                    let elems = std::slice::from_raw_parts(elems, arity as usize);
+                    let elems = tuple_slice(Term::new(env, t)).unwrap_or_default();
+                    sink.put_tag(tag::TUPLE, elems.len() as u64);
                     stack.extend(elems.iter().rev().map(|&e| (e, depth + 1)));
                 }
                 ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => {
                     scratch.clear();
                     let mut cell = t;
-                    let (mut head, mut tail) = (ErlNifTerm::default(), ErlNifTerm::default());
-                    while enif_get_list_cell(raw_env, cell, &mut head, &mut tail) != 0 {
+                    while let Some((head, tail)) = list_cell(env, cell) {
                         scratch.push(head);
                         cell = tail;
                         if scratch.len() > MAX_NODES {

@@ -14,30 +14,28 @@ use std::sync::Arc;
 use rustler::{Atom, Env, LocalPid, NifResult, ResourceArc, Term};
 
 use crate::atoms;
+use crate::lean_nif::lean_nif;
 use crate::resources::PipelineRes;
 use session::{reason_of, SessionConfig, TraceSession};
 
-#[rustler::nif(name = "enabled")]
-fn enabled<'a>(tag: Term<'a>, state: Term<'a>, tracee: Term<'a>) -> Atom {
-    match handle::get(state) {
+lean_nif!("enabled", 3, enabled);
+fn enabled<'a>(env: Env<'a>, [tag, state, tracee]: [Term<'a>; 3]) -> NifResult<Term<'a>> {
+    Ok(match handle::get(state) {
         Some(session) => session.enabled(tag, tracee),
         None => atoms::remove(),
     }
+    .to_term(env))
 }
 
-#[rustler::nif(name = "trace")]
+lean_nif!("trace", 5, trace);
 fn trace<'a>(
     env: Env<'a>,
-    tag: Term<'a>,
-    state: Term<'a>,
-    tracee: Term<'a>,
-    message: Term<'a>,
-    opts: Term<'a>,
-) -> Atom {
+    [tag, state, tracee, message, opts]: [Term<'a>; 5],
+) -> NifResult<Term<'a>> {
     if let Some(session) = handle::get(state) {
         session.record(env, tag, tracee, message, opts);
     }
-    atoms::ok()
+    Ok(atoms::ok().to_term(env))
 }
 
 #[rustler::nif]

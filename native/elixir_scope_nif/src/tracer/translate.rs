@@ -16,7 +16,6 @@
 //! callback's return so the correlator sees it inside the callback.
 //! Anything of another shape yields no event (never a panic).
 
-use rustler::sys::{enif_get_map_value, ErlNifTerm};
 use rustler::{Atom, Term};
 
 use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
@@ -24,7 +23,7 @@ use elixir_scope_core::payload::Payload;
 
 use crate::atoms;
 use crate::codec::event::{Decoder, Stamp};
-use crate::codec::{list_length, term, tuple, tuple_slice, word};
+use crate::codec::{layout, list_length, term, tuple, tuple_slice, word};
 
 /// One trace callback's arguments.
 pub struct TraceMessage<'a> {
@@ -41,13 +40,7 @@ impl<'a> TraceMessage<'a> {
     }
 
     fn opt(&self, key: Atom) -> Option<Term<'a>> {
-        let env = self.opts.get_env();
-        let mut v = ErlNifTerm::default();
-        // SAFETY: live terms; a non-map simply fails the lookup.
-        (unsafe {
-            enif_get_map_value(env.as_c_arg(), self.opts.as_c_arg(), key.as_c_arg(), &mut v)
-        } != 0)
-            .then(|| unsafe { Term::new(env, v) })
+        layout::map_get(self.opts, key)
     }
 
     fn event(&self, kind: EventKind) -> Event {
@@ -122,7 +115,7 @@ pub fn event(m: &TraceMessage, p: &mut Payloads) -> Option<Event> {
             EventKind::FunctionException
         };
         let [module, function, arity] = tuple::<3>(m.message)?;
-        let mut e = mfa_event(m, kind, module, function, term::small_usize(arity)?)?;
+        let mut e = mfa_event(m, kind, module, function, layout::small_usize(arity)?)?;
         e.data = p.of(m.opt(atoms::extra())?);
         Some(e)
     } else if m.is(atoms::send()) || m.is(atoms::send_to_non_existing_process()) {
@@ -163,7 +156,7 @@ fn mfa_event(
     function: Term,
     arity: usize,
 ) -> Option<Event> {
-    if !term::is_atom(module) || !term::is_atom(function) || arity >= NO_ARITY as usize {
+    if !layout::is_atom(module) || !layout::is_atom(function) || arity >= NO_ARITY as usize {
         return None;
     }
     let mut e = m.event(kind);
