@@ -121,6 +121,28 @@ defmodule ElixirScope.IngestTest do
     assert size > 10_000 and hint =~ "binary"
   end
 
+  test "payload bounds: deep and long terms are cut, mid-size ones kept whole", %{opts: opts} do
+    deep = Enum.reduce(1..300, :leaf, &{&1, &2})
+    long = Enum.to_list(1..1_100_000)
+    # Past the inline size but within max_payload_bytes, with compound
+    # elements between runs of immediates and an improper tail.
+    mid = [1, :a, {2, [3 | 4]}, "bin", %{k: [5, 6]}, self() | :tail]
+
+    ids =
+      for data <- [deep, long, mid] do
+        {:ok, id} = ElixirScope.ingest(call(self(), data), opts)
+        id
+      end
+
+    :ok = ElixirScope.flush(5_000, opts)
+    [d, l, m] = Enum.map(ids, &stored(&1, opts).data)
+    assert {:truncated, _, hint} = d
+    assert hint =~ "nested deeper than 256 levels"
+    assert {:truncated, size, hint} = l
+    assert size > 1024 and hint =~ "list"
+    assert m == mid
+  end
+
   test "bad input gives clear errors and the counters add up", %{opts: opts} do
     assert ElixirScope.ingest(:nope, opts) == {:error, {:invalid_event, :not_an_event}}
 

@@ -82,7 +82,8 @@ pub mod varint {
     }
 }
 
-const INLINE_CAP: usize = 22;
+/// Bytes a payload holds without an allocation.
+pub const INLINE_CAP: usize = 22;
 
 /// The encoded bytes of one term (or nothing).
 #[derive(Clone, PartialEq, Eq)]
@@ -117,6 +118,21 @@ impl Payload {
             }
         } else {
             Payload::Heap(bytes.into())
+        }
+    }
+
+    /// Makes the payload empty and inline, and lends its length and buffer
+    /// to an encoder that fills it in place (writing the length last).
+    pub fn inline_parts(&mut self) -> (&mut u8, &mut [u8; INLINE_CAP]) {
+        if let Payload::Heap(_) = self {
+            *self = Payload::empty();
+        }
+        match self {
+            Payload::Inline { len, buf } => {
+                *len = 0;
+                (len, buf)
+            }
+            Payload::Heap(_) => unreachable!("made inline above"),
         }
     }
 

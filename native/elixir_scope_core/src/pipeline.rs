@@ -296,7 +296,19 @@ impl IngestBatch<'_> {
     /// Gives `event` the next id and queues it on its pid's shard; returns
     /// the id, or why it was refused (shard full under drop-newest, or its
     /// process shed).
-    pub fn push(&mut self, mut event: Event) -> Result<u64, Refused> {
+    pub fn push(&mut self, event: Event) -> Result<u64, Refused> {
+        self.push_with(event, |_| {})
+    }
+
+    /// [`push`](Self::push), with `fill` completing the event in its ring
+    /// slot once the slot is claimed: payloads encoded there are not copied
+    /// again. A panic in `fill` is caught; the event keeps the (valid,
+    /// possibly partial) payloads it had, and the ring stays usable.
+    pub fn push_with(
+        &mut self,
+        mut event: Event,
+        fill: impl FnOnce(&mut Event),
+    ) -> Result<u64, Refused> {
         if self.pipeline.core.shedder.sheds(event.pid) {
             self.out.shed += 1;
             return Err(Refused::Shed);
@@ -309,7 +321,12 @@ impl IngestBatch<'_> {
         let id = self.next;
         self.next += 1;
         event.id = id;
-        match self.pipeline.shard_for(event.pid).ring.push(event) {
+        let ring = &self.pipeline.shard_for(event.pid).ring;
+        let pushed = ring.push_with(|slot| {
+            let event = slot.write(event);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fill(event)));
+        });
+        match pushed {
             Pushed::Stored { overwritten, .. } => {
                 self.out.accepted += 1;
                 self.out.overwritten += overwritten;
@@ -477,11 +494,6 @@ impl Pipeline {
             let _ = batch.push(event); // counted in the outcome
         }
         batch.finish()
-    }
-
-    /// Queues one event; returns its id, or why it was refused.
-    pub fn ingest_one(&self, event: Event) -> Result<u64, Refused> {
-        self.begin_ingest(1).push(event)
     }
 
     /// Refuses a malformed event: counted as invalid, kept as a dead letter.

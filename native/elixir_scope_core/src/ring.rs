@@ -9,8 +9,8 @@
 //! * `stamp == s + 1`   — holds the event of `s`, ready to read;
 //! * after reading `s`, `stamp = s + capacity` (free for the next lap).
 //!
-//! A writer claims `s` by CAS on `tail`, writes, then publishes the stamp; a
-//! reader claims by CAS on `head`. The ring is full when
+//! A writer claims `s` by CAS on `tail`, writes in place, then publishes the
+//! stamp; a reader claims by CAS on `head`. The ring is full when
 //! `tail == head + capacity`. On full, [`Overflow::DropNewest`] rejects the
 //! new event and [`Overflow::DropOldest`] pops the oldest event and retries;
 //! either way the drop is counted. Producers never wait on a lock.
@@ -151,39 +151,45 @@ impl<T> Ring<T> {
 
     /// Pushes with the ring's overflow policy.
     pub fn push(&self, value: T) -> Pushed {
-        match self.overflow {
-            Overflow::DropNewest => match self.try_push(value) {
-                Ok(seq) => Pushed::Stored {
-                    seq,
-                    overwritten: 0,
-                },
-                Err(_) => {
+        self.push_with(|slot| {
+            slot.write(value);
+        })
+    }
+
+    /// Pushes a value that `write` initializes in place, in the slot it
+    /// will be read from (no copy of a value built elsewhere). `write` runs
+    /// only once a slot is claimed, so a rejected push never calls it.
+    /// It must initialize the slot and must not panic: until it returns the
+    /// slot is claimed but not readable.
+    pub fn push_with(&self, write: impl FnOnce(&mut MaybeUninit<T>)) -> Pushed {
+        let mut overwritten = 0;
+        let seq = loop {
+            if let Some(seq) = self.claim() {
+                break seq;
+            }
+            match self.overflow {
+                Overflow::DropNewest => {
                     self.rejected.fetch_add(1, Ordering::Relaxed);
-                    Pushed::Rejected
+                    return Pushed::Rejected;
                 }
-            },
-            Overflow::DropOldest => {
-                let mut value = value;
-                let mut overwritten = 0;
-                loop {
-                    match self.try_push(value) {
-                        Ok(seq) => return Pushed::Stored { seq, overwritten },
-                        Err(back) => {
-                            value = back;
-                            if let Popped::Item(_, old) = self.take() {
-                                drop(old);
-                                self.overwritten.fetch_add(1, Ordering::Relaxed);
-                                overwritten += 1;
-                            }
-                        }
+                Overflow::DropOldest => {
+                    if let Popped::Item(_, old) = self.take() {
+                        drop(old);
+                        self.overwritten.fetch_add(1, Ordering::Relaxed);
+                        overwritten += 1;
                     }
                 }
             }
-        }
+        };
+        let slot = &self.slots[(seq & self.mask) as usize];
+        // SAFETY: we own sequence `seq` until its stamp is published.
+        write(unsafe { &mut *slot.value.get() });
+        slot.stamp.store(seq + 1, Ordering::Release);
+        Pushed::Stored { seq, overwritten }
     }
 
-    /// Pushes if there is room; gives the value back when full.
-    fn try_push(&self, value: T) -> Result<u64, T> {
+    /// Claims the next sequence for writing; `None` when the ring is full.
+    fn claim(&self) -> Option<u64> {
         let backoff = Backoff::new();
         let cap = self.capacity();
         let mut tail = self.tail.load(Ordering::Relaxed);
@@ -197,12 +203,7 @@ impl<T> Ring<T> {
                     Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => {
-                        // SAFETY: we own sequence `tail` until the stamp is published.
-                        unsafe { (*slot.value.get()).write(value) };
-                        slot.stamp.store(tail + 1, Ordering::Release);
-                        return Ok(tail);
-                    }
+                    Ok(_) => return Some(tail),
                     Err(t) => {
                         tail = t;
                         backoff.spin();
@@ -212,7 +213,7 @@ impl<T> Ring<T> {
                 // The slot still holds sequence tail - cap.
                 fence(Ordering::SeqCst);
                 if self.head.load(Ordering::Relaxed) + cap == tail {
-                    return Err(value);
+                    return None;
                 }
                 // A reader has claimed it and is finishing: retry.
                 backoff.spin();

@@ -156,8 +156,12 @@ lean_nif!("pipeline_ingest", 2, pipeline_ingest);
 fn pipeline_ingest<'a>(env: Env<'a>, [p, event]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let p: &PipelineRes = p.decode()?;
     let mut decoder = decoder(p);
-    Ok(match decoder.event(event) {
-        Ok(e) => match p.pipeline.ingest_one(e) {
+    Ok(match decoder.decode(event) {
+        Ok((e, payloads)) => match p
+            .pipeline
+            .begin_ingest(1)
+            .push_with(e, |slot| decoder.fill(slot, payloads))
+        {
             Ok(id) => (atoms::ok(), id).encode(env),
             Err(Refused::Full) => (atoms::error(), atoms::buffer_full()).encode(env),
             Err(Refused::Shed) => (atoms::error(), atoms::load_shed()).encode(env),
@@ -180,9 +184,9 @@ fn pipeline_ingest_batch<'a>(env: Env<'a>, [p, events]: [Term<'a>; 2]) -> NifRes
     let mut decoder = decoder(p);
     let mut batch = p.pipeline.begin_ingest(expected);
     let mut bad = Vec::new();
-    let walked = each_in_list(events, |i, t| match decoder.event(t) {
-        Ok(e) => {
-            let _ = batch.push(e);
+    let walked = each_in_list(events, |i, t| match decoder.decode(t) {
+        Ok((event, payloads)) => {
+            let _ = batch.push_with(event, |slot| decoder.fill(slot, payloads));
         }
         Err(why) => {
             p.pipeline.refuse(dead_letter(env, &mut decoder, why, t));

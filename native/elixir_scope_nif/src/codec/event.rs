@@ -48,6 +48,12 @@ impl Drop for Decoder {
     }
 }
 
+/// The payload terms of a decoded event, not encoded yet.
+pub struct Payloads<'a> {
+    data: Option<Term<'a>>,
+    peer: Option<Term<'a>>,
+}
+
 /// Why an event was refused.
 #[derive(Clone, Copy, Debug)]
 pub enum Invalid {
@@ -104,7 +110,17 @@ impl Decoder {
         }
     }
 
+    /// Decodes and checks an event; its payloads are encoded at once.
     pub fn event(&mut self, t: Term) -> Result<Event, Invalid> {
+        let (mut event, payloads) = self.decode(t)?;
+        self.fill(&mut event, payloads);
+        Ok(event)
+    }
+
+    /// Decodes and checks an event but leaves its payloads empty: encode
+    /// them with [`Decoder::fill`] where the event will live (its ring
+    /// slot), so their bytes are written once.
+    pub fn decode<'a>(&mut self, t: Term<'a>) -> Result<(Event, Payloads<'a>), Invalid> {
         let env = t.get_env();
         if let Some(e) = tuple_slice(t) {
             let [kind, pid, module, function, arity, data, peer] =
@@ -144,8 +160,21 @@ impl Decoder {
         self.fields(env, raw)
     }
 
+    /// Encodes the payloads of a decoded event into it.
     #[inline]
-    fn fields(&mut self, env: Env, f: RawFields) -> Result<Event, Invalid> {
+    pub fn fill(&mut self, event: &mut Event, payloads: Payloads) {
+        let limit = self.max_payload;
+        let Buffers { bytes, scratch } = &mut *self.buffers;
+        if let Some(data) = payloads.data {
+            term::encode_into(data, limit, bytes, scratch, &mut event.data);
+        }
+        if let Some(peer) = payloads.peer {
+            term::encode_into(peer, limit, bytes, scratch, &mut event.peer);
+        }
+    }
+
+    #[inline]
+    fn fields<'a>(&mut self, env: Env<'a>, f: RawFields) -> Result<(Event, Payloads<'a>), Invalid> {
         // SAFETY (every `Term::new` below): the words are fields of a live
         // term of `env`.
         let term = |w| unsafe { Term::new(env, w) };
@@ -174,15 +203,11 @@ impl Decoder {
             time_or_nil(term, f.wall_time, atoms::wall_time())?.unwrap_or(self.stamp.wall);
         // `data` is kept even when nil (a function may return nil); an
         // absent or nil `peer` means no peer.
-        let data = match f.data == ErlNifTerm::default() {
-            true => Payload::empty(),
-            false => self.payload(term(f.data)),
+        let payloads = Payloads {
+            data: (f.data != ErlNifTerm::default()).then(|| term(f.data)),
+            peer: present(f.peer).map(term),
         };
-        let peer = match present(f.peer) {
-            Some(p) => self.payload(term(p)),
-            None => Payload::empty(),
-        };
-        Ok(Event {
+        let event = Event {
             id: 0,
             timestamp,
             wall_time,
@@ -192,9 +217,10 @@ impl Decoder {
             arity,
             kind,
             ingest_stamped,
-            data,
-            peer,
-        })
+            data: Payload::empty(),
+            peer: Payload::empty(),
+        };
+        Ok((event, payloads))
     }
 
     /// Encodes one term, truncated past `max_payload` bytes.
@@ -204,10 +230,10 @@ impl Decoder {
 
     /// Encodes one term, truncated past `limit` bytes.
     pub fn payload_within(&mut self, t: Term, limit: usize) -> Payload {
+        let mut payload = Payload::empty();
         let Buffers { bytes, scratch } = &mut *self.buffers;
-        bytes.clear();
-        term::encode(t, limit, bytes, scratch);
-        Payload::from_bytes(bytes)
+        term::encode_into(t, limit, bytes, scratch, &mut payload);
+        payload
     }
 }
 

@@ -23,9 +23,9 @@ use rustler::sys::{
 };
 use rustler::{Encoder, Env, Term};
 
-use elixir_scope_core::payload::{tag, varint};
+use elixir_scope_core::payload::{tag, varint, Payload, INLINE_CAP};
 
-use super::layout::{immediate, list_cell, tuple_slice, Immediate};
+use super::layout::{flatmap, immediate, list_cell, tuple_slice, Immediate};
 use super::{from_word, word};
 use crate::atoms;
 
@@ -47,30 +47,70 @@ pub const MAX_DEPTH: u32 = 256;
 /// Most terms visited for one payload (bounds the time spent on huge terms).
 pub const MAX_NODES: usize = 1_000_000;
 
+/// Where encoded bytes go: a payload-sized array while they fit, then
+/// `spill`. Past `limit` bytes nothing is written, only counted.
 struct Sink<'o> {
-    out: &'o mut Vec<u8>,
+    small: &'o mut [u8; INLINE_CAP],
+    len: usize,
+    spilled: bool,
+    spill: &'o mut Vec<u8>,
     limit: usize,
     size: usize,
 }
 
 impl Sink<'_> {
+    /// Appends one byte (the caller has counted it within the limit).
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        if !self.spilled {
+            if self.len < INLINE_CAP {
+                self.small[self.len] = b;
+                self.len += 1;
+                return;
+            }
+            self.spill_small();
+        }
+        self.spill.push(b);
+    }
+
+    #[cold]
+    fn spill_small(&mut self) {
+        self.spill.clear();
+        self.spill.extend_from_slice(&self.small[..self.len]);
+        self.spilled = true;
+    }
+
+    #[inline]
     fn put(&mut self, bytes: &[u8]) {
         self.size += bytes.len();
-        if self.size <= self.limit {
-            self.out.extend_from_slice(bytes);
+        if self.size > self.limit {
+            return;
         }
+        if !self.spilled && self.len + bytes.len() <= INLINE_CAP {
+            self.small[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+            return;
+        }
+        if !self.spilled {
+            self.spill_small();
+        }
+        self.spill.extend_from_slice(bytes);
     }
 
     /// A tag and a varint, the shape of every non-float node.
-    fn put_tag(&mut self, t: u8, v: u64) {
-        let start = self.out.len();
-        self.out.push(t);
-        varint::push(self.out, v);
-        let n = self.out.len() - start;
-        self.size += n;
+    #[inline]
+    fn put_tag(&mut self, t: u8, mut v: u64) {
+        let bits = 64 - (v | 1).leading_zeros() as usize;
+        self.size += 1 + bits.div_ceil(7);
         if self.size > self.limit {
-            self.out.truncate(start);
+            return;
         }
+        self.byte(t);
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
     }
 
     fn overflowed(&self) -> bool {
@@ -78,158 +118,250 @@ impl Sink<'_> {
     }
 }
 
-/// Scratch buffers reused across encodes (no allocation per event).
+/// Deferred work of the encoding walk.
+#[derive(Clone, Copy)]
+enum Node {
+    /// A term, at a nesting depth.
+    Term(ErlNifTerm, u32),
+    /// Tuple elements or map entries still to encode: a slice of a live
+    /// term (pointer and length), and their depth.
+    Elems(*const ErlNifTerm, usize, u32),
+    /// The rest of a list whose length is already written: more cells,
+    /// then the tail (`[]`, or an improper tail).
+    ListRest(ErlNifTerm, u32),
+}
+
+/// The walk's stack, reused across encodes (no allocation per event).
 #[derive(Default)]
 pub struct Scratch {
-    stack: Vec<(ErlNifTerm, u32)>,
-    list: Vec<ErlNifTerm>,
+    stack: Vec<Node>,
 }
 
 impl Scratch {
     pub fn heap_bytes(&self) -> usize {
-        self.stack.capacity() * std::mem::size_of::<(ErlNifTerm, u32)>()
-            + self.list.capacity() * std::mem::size_of::<ErlNifTerm>()
+        self.stack.capacity() * std::mem::size_of::<Node>()
     }
 }
 
-/// Appends the encoding of `term` to `out`, at most `limit` bytes of it.
-pub fn encode(term: Term, limit: usize, out: &mut Vec<u8>, scratch: &mut Scratch) {
+/// Immediates are written inline while walking a tuple or a list, up to
+/// this many nodes; past it every node goes through the bound checks.
+const INLINE_RUN_NODES: usize = MAX_NODES / 4;
+
+/// Encodes `term` into `out`, in place when it fits inline: at most
+/// `limit` bytes of it (`{:truncated, size, hint}` past that). `spill`
+/// holds encodings too large to be inline on their way to the heap.
+///
+/// The walk writes runs of immediates (the common leaves) as it meets
+/// them, and defers only the rest of a container when it descends into a
+/// compound element.
+pub fn encode_into(
+    term: Term,
+    limit: usize,
+    spill: &mut Vec<u8>,
+    scratch: &mut Scratch,
+    out: &mut Payload,
+) {
     let env = term.get_env();
-    let raw_env = env.as_c_arg();
-    let start = out.len();
+    let (out_len, small) = out.inline_parts();
     let mut sink = Sink {
-        out,
+        small,
+        len: 0,
+        spilled: false,
+        spill,
         limit: limit.max(1),
         size: 0,
     };
-    let Scratch {
-        stack,
-        list: scratch,
-    } = scratch;
+    let stack = &mut scratch.stack;
     stack.clear();
-    stack.push((term.as_c_arg(), 0));
     let mut nodes = 0usize;
     let mut cut: Option<&str> = None;
-    while let Some((t, depth)) = stack.pop() {
+    let mut next = Some((term.as_c_arg(), 0));
+    loop {
+        let (t, depth) = match next.take() {
+            Some(n) => n,
+            None => match stack.pop() {
+                None => break,
+                Some(Node::Term(t, depth)) => (t, depth),
+                Some(Node::Elems(ptr, len, depth)) => {
+                    // SAFETY: a slice of a live term of `env`, pushed below.
+                    let elems = unsafe { std::slice::from_raw_parts(ptr, len) };
+                    let done = put_immediates(&mut sink, &mut nodes, elems);
+                    if let Some((&first, rest)) = elems[done..].split_first() {
+                        if !rest.is_empty() {
+                            stack.push(Node::Elems(rest.as_ptr(), rest.len(), depth));
+                        }
+                        next = Some((first, depth));
+                    }
+                    continue;
+                }
+                Some(Node::ListRest(mut cell, depth)) => {
+                    while let Some((head, tail)) = list_cell(env, cell) {
+                        cell = tail;
+                        if put_immediates(&mut sink, &mut nodes, &[head]) == 0 {
+                            stack.push(Node::ListRest(tail, depth));
+                            next = Some((head, depth));
+                            break;
+                        }
+                    }
+                    if next.is_none() {
+                        next = Some((cell, depth)); // the tail
+                    }
+                    continue;
+                }
+            },
+        };
         nodes += 1;
-        match immediate(t) {
-            Some(Immediate::Small(i)) => {
-                sink.put_tag(tag::INT, varint::zigzag(i));
-                continue;
-            }
-            Some(Immediate::Atom) => {
-                sink.put_tag(tag::ATOM, word(t));
-                continue;
-            }
-            Some(Immediate::Nil) => {
-                sink.put(&[tag::NIL]);
-                continue;
-            }
-            Some(Immediate::LocalPid) => {
-                sink.put_tag(tag::PID, word(t));
-                continue;
-            }
-            None => {}
-        }
+        let leaf = put_immediate(&mut sink, t);
         if nodes > MAX_NODES {
             cut = Some(", size counted up to 1000000 terms");
             break;
         }
-        if depth > MAX_DEPTH {
-            cut = Some(", nested deeper than 256 levels");
-            break;
-        }
-        // SAFETY (all calls below): `t` is a live term of `env`, and every
-        // out-pointer is a local of the right type.
-        unsafe {
-            match enif_term_type(raw_env, t) {
-                ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => sink.put_tag(tag::ATOM, word(t)),
-                ErlNifTermType::ERL_NIF_TERM_TYPE_INTEGER => {
-                    let mut i = 0i64;
-                    if enif_get_int64(raw_env, t, &mut i) != 0 {
-                        sink.put_tag(tag::INT, varint::zigzag(i));
-                    } else {
-                        put_external(&mut sink, env, t);
-                    }
-                }
-                ErlNifTermType::ERL_NIF_TERM_TYPE_FLOAT => {
-                    let mut d = 0f64;
-                    enif_get_double(raw_env, t, &mut d);
-                    let mut b = [tag::FLOAT; 9];
-                    b[1..].copy_from_slice(&d.to_bits().to_le_bytes());
-                    sink.put(&b);
-                }
-                ErlNifTermType::ERL_NIF_TERM_TYPE_BITSTRING => {
-                    let mut bin: ErlNifBinary = std::mem::zeroed();
-                    if enif_inspect_binary(raw_env, t, &mut bin) != 0 {
-                        sink.put_tag(tag::BINARY, bin.size as u64);
-                        if sink.size + bin.size <= sink.limit {
-                            sink.put(std::slice::from_raw_parts(bin.data, bin.size));
-                        } else {
-                            sink.size += bin.size;
-                        }
-                    } else {
-                        put_external(&mut sink, env, t);
-                    }
-                }
-                ErlNifTermType::ERL_NIF_TERM_TYPE_TUPLE => {
-                    let elems = tuple_slice(Term::new(env, t)).unwrap_or_default();
-                    sink.put_tag(tag::TUPLE, elems.len() as u64);
-                    stack.extend(elems.iter().rev().map(|&e| (e, depth + 1)));
-                }
-                ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => {
-                    scratch.clear();
-                    let mut cell = t;
-                    while let Some((head, tail)) = list_cell(env, cell) {
-                        scratch.push(head);
-                        cell = tail;
-                        if scratch.len() > MAX_NODES {
-                            break;
-                        }
-                    }
-                    if scratch.is_empty() {
-                        sink.put(&[tag::NIL]);
-                    } else {
-                        sink.put_tag(tag::LIST, scratch.len() as u64);
-                        stack.push((cell, depth + 1));
-                        stack.extend(scratch.iter().rev().map(|&e| (e, depth + 1)));
-                    }
-                }
-                ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
-                    let map = Term::new(env, t);
-                    let size = map.map_size().unwrap_or(0);
-                    sink.put_tag(tag::MAP, size as u64);
-                    let pairs: Vec<(Term, Term)> = rustler::MapIterator::new(map)
-                        .map(|it| it.collect())
-                        .unwrap_or_default();
-                    for (k, v) in pairs.into_iter().rev() {
-                        stack.push((v.as_c_arg(), depth + 1));
-                        stack.push((k.as_c_arg(), depth + 1));
-                    }
-                }
-                ErlNifTermType::ERL_NIF_TERM_TYPE_PID => {
-                    let mut pid: ErlNifPid = std::mem::zeroed();
-                    if enif_get_local_pid(raw_env, t, &mut pid) != 0 {
-                        sink.put_tag(tag::PID, word(t));
-                    } else {
-                        put_external(&mut sink, env, t);
-                    }
-                }
-                _ => put_external(&mut sink, env, t),
-            }
-        }
-        if sink.overflowed() && nodes > MAX_NODES / 4 && cut.is_none() {
+        if sink.overflowed() && nodes > MAX_NODES / 4 {
             // Already truncated: counting the exact size of a huge term is
             // not worth more scheduler time.
             cut = Some(", size counted up to 250000 terms");
             break;
         }
+        if leaf {
+            continue;
+        }
+        if depth > MAX_DEPTH {
+            cut = Some(", nested deeper than 256 levels");
+            break;
+        }
+        // SAFETY: `t` is a live term of `env`.
+        if let Some(elems) = tuple_slice(unsafe { Term::new(env, t) }) {
+            sink.put_tag(tag::TUPLE, elems.len() as u64);
+            if !elems.is_empty() {
+                stack.push(Node::Elems(elems.as_ptr(), elems.len(), depth + 1));
+            }
+        } else if let Some(len) = list_cell(env, t).map(|_| count_cells(env, t)) {
+            sink.put_tag(tag::LIST, len as u64);
+            stack.push(Node::ListRest(t, depth + 1));
+        } else {
+            // SAFETY (all calls below): `t` is a live term of `env`, and
+            // every out-pointer is a local of the right type.
+            unsafe { put_other(&mut sink, stack, env, t, depth) };
+        }
     }
     if sink.overflowed() || cut.is_some() {
         let size = sink.size as u64;
-        sink.out.truncate(start);
         let hint = format!("{}{}", describe(term), cut.unwrap_or(""));
-        put_truncated(sink.out, size, &hint);
+        let bytes = sink.spill;
+        bytes.clear();
+        put_truncated(bytes, size, &hint);
+        *out = Payload::from_bytes(bytes);
+    } else if sink.spilled {
+        *out = Payload::from_bytes(sink.spill);
+    } else {
+        *out_len = sink.len as u8;
+    }
+}
+
+/// Writes `t` if it is an immediate (recognized by its tag bits); false
+/// otherwise.
+#[inline]
+fn put_immediate(sink: &mut Sink, t: ErlNifTerm) -> bool {
+    match immediate(t) {
+        Some(Immediate::Small(i)) => sink.put_tag(tag::INT, varint::zigzag(i)),
+        Some(Immediate::Atom) => sink.put_tag(tag::ATOM, word(t)),
+        Some(Immediate::Nil) => sink.put(&[tag::NIL]),
+        Some(Immediate::LocalPid) => sink.put_tag(tag::PID, word(t)),
+        None => return false,
+    }
+    true
+}
+
+/// Writes the leading immediates of `terms` (while the walk is within
+/// [`INLINE_RUN_NODES`]); returns how many it wrote.
+#[inline]
+fn put_immediates(sink: &mut Sink, nodes: &mut usize, terms: &[ErlNifTerm]) -> usize {
+    let mut done = 0;
+    while done < terms.len() && *nodes < INLINE_RUN_NODES && put_immediate(sink, terms[done]) {
+        *nodes += 1;
+        done += 1;
+    }
+    done
+}
+
+/// The number of cells of a list (proper or not), counting at most
+/// `MAX_NODES + 1`: a longer list is cut by the node bound anyway.
+fn count_cells(env: Env, mut cell: ErlNifTerm) -> usize {
+    let mut n = 0;
+    while let Some((_, tail)) = list_cell(env, cell) {
+        n += 1;
+        cell = tail;
+        if n > MAX_NODES {
+            break;
+        }
+    }
+    n
+}
+
+/// Encodes a term that is not an immediate, tuple or list.
+///
+/// # Safety
+/// `t` must be a live term of `env`.
+unsafe fn put_other(sink: &mut Sink, stack: &mut Vec<Node>, env: Env, t: ErlNifTerm, depth: u32) {
+    let raw_env = env.as_c_arg();
+    match enif_term_type(raw_env, t) {
+        ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => sink.put_tag(tag::ATOM, word(t)),
+        ErlNifTermType::ERL_NIF_TERM_TYPE_INTEGER => {
+            let mut i = 0i64;
+            if enif_get_int64(raw_env, t, &mut i) != 0 {
+                sink.put_tag(tag::INT, varint::zigzag(i));
+            } else {
+                put_external(sink, env, t);
+            }
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_FLOAT => {
+            let mut d = 0f64;
+            enif_get_double(raw_env, t, &mut d);
+            let mut b = [tag::FLOAT; 9];
+            b[1..].copy_from_slice(&d.to_bits().to_le_bytes());
+            sink.put(&b);
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_BITSTRING => {
+            let mut bin: ErlNifBinary = std::mem::zeroed();
+            if enif_inspect_binary(raw_env, t, &mut bin) != 0 {
+                sink.put_tag(tag::BINARY, bin.size as u64);
+                if sink.size + bin.size <= sink.limit {
+                    sink.put(std::slice::from_raw_parts(bin.data, bin.size));
+                } else {
+                    sink.size += bin.size;
+                }
+            } else {
+                put_external(sink, env, t);
+            }
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
+            let map = Term::new(env, t);
+            let size = map.map_size().unwrap_or(0);
+            sink.put_tag(tag::MAP, size as u64);
+            if let Some((keys, values)) = flatmap(map) {
+                for (&k, &v) in keys.iter().zip(values).rev() {
+                    stack.push(Node::Term(v, depth + 1));
+                    stack.push(Node::Term(k, depth + 1));
+                }
+            } else {
+                let pairs: Vec<(Term, Term)> = rustler::MapIterator::new(map)
+                    .map(|it| it.collect())
+                    .unwrap_or_default();
+                for (k, v) in pairs.into_iter().rev() {
+                    stack.push(Node::Term(v.as_c_arg(), depth + 1));
+                    stack.push(Node::Term(k.as_c_arg(), depth + 1));
+                }
+            }
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_PID => {
+            let mut pid: ErlNifPid = std::mem::zeroed();
+            if enif_get_local_pid(raw_env, t, &mut pid) != 0 {
+                sink.put_tag(tag::PID, word(t));
+            } else {
+                put_external(sink, env, t);
+            }
+        }
+        _ => put_external(sink, env, t),
     }
 }
 
