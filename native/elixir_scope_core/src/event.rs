@@ -86,6 +86,42 @@ pub struct Event {
     pub peer: Payload,
 }
 
+/// An event's fields but its id and payloads: what a producer has decoded
+/// when it queues the event (the payloads are then encoded in the ring
+/// slot). All scalars, so it is passed in registers, never copied as a
+/// block of freshly written memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventHeader {
+    pub timestamp: i64,
+    pub wall_time: i64,
+    pub pid: u64,
+    pub module: u64,
+    pub function: u64,
+    pub arity: u8,
+    pub kind: EventKind,
+    pub ingest_stamped: bool,
+}
+
+impl EventHeader {
+    /// The event with id `id` and empty payloads.
+    #[inline(always)]
+    pub fn into_event(self, id: u64) -> Event {
+        Event {
+            id,
+            timestamp: self.timestamp,
+            wall_time: self.wall_time,
+            pid: self.pid,
+            module: self.module,
+            function: self.function,
+            arity: self.arity,
+            kind: self.kind,
+            ingest_stamped: self.ingest_stamped,
+            data: Payload::empty(),
+            peer: Payload::empty(),
+        }
+    }
+}
+
 impl Event {
     /// Heap bytes owned beyond the struct (for memory accounting).
     pub fn heap_bytes(&self) -> usize {

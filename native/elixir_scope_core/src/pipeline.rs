@@ -24,6 +24,7 @@
 //! `queued = Σ ring len + in_flight`. Shed events (see [`crate::shedding`])
 //! never reach a ring.
 
+use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use parking_lot::Mutex;
 
 use crate::breaker::{Breaker, BreakerStats};
 use crate::dead_letters::{DeadLetter, DeadLetters};
-use crate::event::Event;
+use crate::event::{Event, EventHeader};
 use crate::faults::{Fault, Faults};
 use crate::hash::mix;
 use crate::histogram::Snapshot;
@@ -297,19 +298,37 @@ impl IngestBatch<'_> {
     /// the id, or why it was refused (shard full under drop-newest, or its
     /// process shed).
     pub fn push(&mut self, event: Event) -> Result<u64, Refused> {
-        self.push_with(event, |_| {})
+        self.queue(event.pid, |slot, id| {
+            slot.write(Event { id, ..event });
+        })
     }
 
-    /// [`push`](Self::push), with `fill` completing the event in its ring
-    /// slot once the slot is claimed: payloads encoded there are not copied
-    /// again. A panic in `fill` is caught; the event keeps the (valid,
-    /// possibly partial) payloads it had, and the ring stays usable.
+    /// [`push`](Self::push) of the event `header` describes, with `fill`
+    /// encoding its payloads in its ring slot once the slot is claimed (so
+    /// their bytes are written once). A panic in `fill` is caught; the
+    /// event keeps the (valid, possibly partial) payloads it had, and the
+    /// ring stays usable.
+    #[inline(always)]
     pub fn push_with(
         &mut self,
-        mut event: Event,
+        header: EventHeader,
         fill: impl FnOnce(&mut Event),
     ) -> Result<u64, Refused> {
-        if self.pipeline.core.shedder.sheds(event.pid) {
+        self.queue(header.pid, |slot, id| {
+            let event = slot.write(header.into_event(id));
+            let _ = catch_unwind(AssertUnwindSafe(|| fill(event)));
+        })
+    }
+
+    /// Gives the next id and queues on `pid`'s shard the event `write`
+    /// initializes in its slot (`write` must not panic).
+    #[inline(always)]
+    fn queue(
+        &mut self,
+        pid: u64,
+        write: impl FnOnce(&mut MaybeUninit<Event>, u64),
+    ) -> Result<u64, Refused> {
+        if self.pipeline.core.shedder.sheds(pid) {
             self.out.shed += 1;
             return Err(Refused::Shed);
         }
@@ -320,13 +339,8 @@ impl IngestBatch<'_> {
         }
         let id = self.next;
         self.next += 1;
-        event.id = id;
-        let ring = &self.pipeline.shard_for(event.pid).ring;
-        let pushed = ring.push_with(|slot| {
-            let event = slot.write(event);
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fill(event)));
-        });
-        match pushed {
+        let ring = &self.pipeline.shard_for(pid).ring;
+        match ring.push_with(|slot| write(slot, id)) {
             Pushed::Stored { overwritten, .. } => {
                 self.out.accepted += 1;
                 self.out.overwritten += overwritten;

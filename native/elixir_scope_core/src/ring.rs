@@ -75,6 +75,23 @@ pub struct Ring<T> {
 unsafe impl<T: Send> Send for Ring<T> {}
 unsafe impl<T: Send> Sync for Ring<T> {}
 
+/// Asks the CPU to bring `slot` (its first and last cache line) into this
+/// core's cache for writing. A hint only: no effect on correctness.
+#[inline(always)]
+fn prefetch_for_write<T>(slot: &Slot<T>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        let first = slot as *const Slot<T> as *const i8;
+        let last = first.wrapping_add(std::mem::size_of::<Slot<T>>() - 1);
+        // SAFETY: prefetching never faults, whatever the address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_ET0>(first);
+            _mm_prefetch::<_MM_HINT_ET0>(last);
+        }
+    }
+}
+
 /// Why a ring could not be created.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum RingError {
@@ -182,6 +199,9 @@ impl<T> Ring<T> {
             }
         };
         let slot = &self.slots[(seq & self.mask) as usize];
+        // The next push here will write the next slot, which a reader on
+        // another core freed last: fetch it for writing meanwhile.
+        prefetch_for_write(&self.slots[((seq + 1) & self.mask) as usize]);
         // SAFETY: we own sequence `seq` until its stamp is published.
         write(unsafe { &mut *slot.value.get() });
         slot.stamp.store(seq + 1, Ordering::Release);

@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use rustler::sys::{enif_make_map_from_arrays, ErlNifTerm};
 use rustler::{Atom, Encoder, Env, Term};
 
-use elixir_scope_core::event::{Correlation, Event, EventKind, LinkKind, StoredEvent, NO_ARITY};
+use elixir_scope_core::event::{
+    Correlation, Event, EventHeader, EventKind, LinkKind, StoredEvent, NO_ARITY,
+};
 use elixir_scope_core::payload::Payload;
 
 use super::layout::{self, Immediate};
@@ -112,7 +114,8 @@ impl Decoder {
 
     /// Decodes and checks an event; its payloads are encoded at once.
     pub fn event(&mut self, t: Term) -> Result<Event, Invalid> {
-        let (mut event, payloads) = self.decode(t)?;
+        let (header, payloads) = self.decode(t)?;
+        let mut event = header.into_event(0);
         self.fill(&mut event, payloads);
         Ok(event)
     }
@@ -120,7 +123,8 @@ impl Decoder {
     /// Decodes and checks an event but leaves its payloads empty: encode
     /// them with [`Decoder::fill`] where the event will live (its ring
     /// slot), so their bytes are written once.
-    pub fn decode<'a>(&mut self, t: Term<'a>) -> Result<(Event, Payloads<'a>), Invalid> {
+    #[inline(always)]
+    pub fn decode<'a>(&mut self, t: Term<'a>) -> Result<(EventHeader, Payloads<'a>), Invalid> {
         let env = t.get_env();
         if let Some(e) = tuple_slice(t) {
             let [kind, pid, module, function, arity, data, peer] =
@@ -173,8 +177,12 @@ impl Decoder {
         }
     }
 
-    #[inline]
-    fn fields<'a>(&mut self, env: Env<'a>, f: RawFields) -> Result<(Event, Payloads<'a>), Invalid> {
+    #[inline(always)]
+    fn fields<'a>(
+        &mut self,
+        env: Env<'a>,
+        f: RawFields,
+    ) -> Result<(EventHeader, Payloads<'a>), Invalid> {
         // SAFETY (every `Term::new` below): the words are fields of a live
         // term of `env`.
         let term = |w| unsafe { Term::new(env, w) };
@@ -207,8 +215,7 @@ impl Decoder {
             data: (f.data != ErlNifTerm::default()).then(|| term(f.data)),
             peer: present(f.peer).map(term),
         };
-        let event = Event {
-            id: 0,
+        let header = EventHeader {
             timestamp,
             wall_time,
             pid,
@@ -217,10 +224,8 @@ impl Decoder {
             arity,
             kind,
             ingest_stamped,
-            data: Payload::empty(),
-            peer: Payload::empty(),
         };
-        Ok((event, payloads))
+        Ok((header, payloads))
     }
 
     /// Encodes one term, truncated past `max_payload` bytes.

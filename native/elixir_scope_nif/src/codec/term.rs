@@ -98,11 +98,24 @@ impl Sink<'_> {
     }
 
     /// A tag and a varint, the shape of every non-float node.
-    #[inline]
+    #[inline(always)]
     fn put_tag(&mut self, t: u8, mut v: u64) {
         let bits = 64 - (v | 1).leading_zeros() as usize;
-        self.size += 1 + bits.div_ceil(7);
+        let n = 1 + bits.div_ceil(7);
+        self.size += n;
         if self.size > self.limit {
+            return;
+        }
+        if !self.spilled && self.len + n <= INLINE_CAP {
+            // The common case: straight into the inline buffer.
+            let buf = &mut self.small[self.len..self.len + n];
+            buf[0] = t;
+            for b in &mut buf[1..n - 1] {
+                *b = (v as u8) | 0x80;
+                v >>= 7;
+            }
+            buf[n - 1] = v as u8;
+            self.len += n;
             return;
         }
         self.byte(t);
@@ -260,7 +273,7 @@ pub fn encode_into(
 
 /// Writes `t` if it is an immediate (recognized by its tag bits); false
 /// otherwise.
-#[inline]
+#[inline(always)]
 fn put_immediate(sink: &mut Sink, t: ErlNifTerm) -> bool {
     match immediate(t) {
         Some(Immediate::Small(i)) => sink.put_tag(tag::INT, varint::zigzag(i)),
