@@ -76,6 +76,7 @@ impl Encoder for Invalid {
 pub struct Decoder {
     pub stamp: Stamp,
     pub max_payload: usize,
+    words: &'static Words,
     buffers: Box<Buffers>,
 }
 
@@ -108,6 +109,7 @@ impl Decoder {
         Decoder {
             stamp,
             max_payload,
+            words: Words::get(),
             buffers,
         }
     }
@@ -147,7 +149,7 @@ impl Decoder {
             field_atoms()
                 .map(|key| layout::map_get(t, key).map_or(ErlNifTerm::default(), |v| v.as_c_arg()))
         });
-        if f[STRUCT] != atoms::event_struct().as_c_arg() {
+        if f[STRUCT] != self.words.event_struct {
             return Err(Invalid::NotAnEvent);
         }
         let raw = RawFields {
@@ -186,34 +188,37 @@ impl Decoder {
         // SAFETY (every `Term::new` below): the words are fields of a live
         // term of `env`.
         let term = |w| unsafe { Term::new(env, w) };
-        let kind =
-            kind_of(f.kind).ok_or(Invalid::Field(atoms::r#type(), atoms::unknown_event_type()))?;
-        let pid = present(f.pid)
+        let w = self.words;
+        let kind = w
+            .kind_of(f.kind)
+            .ok_or_else(|| Invalid::Field(atoms::r#type(), atoms::unknown_event_type()))?;
+        let pid = w
+            .present(f.pid)
             .and_then(|p| local_pid(term(p)))
-            .ok_or(Invalid::Field(atoms::pid(), atoms::not_a_local_pid()))?;
-        let module = atom_or_nil(term, f.module)
-            .ok_or(Invalid::Field(atoms::module(), atoms::not_an_atom()))?;
-        let function = atom_or_nil(term, f.function)
-            .ok_or(Invalid::Field(atoms::function(), atoms::not_an_atom()))?;
-        let arity = match present(f.arity) {
+            .ok_or_else(|| Invalid::Field(atoms::pid(), atoms::not_a_local_pid()))?;
+        let module = atom_or_nil(term, w.present(f.module))
+            .ok_or_else(|| Invalid::Field(atoms::module(), atoms::not_an_atom()))?;
+        let function = atom_or_nil(term, w.present(f.function))
+            .ok_or_else(|| Invalid::Field(atoms::function(), atoms::not_an_atom()))?;
+        let arity = match w.present(f.arity) {
             None => NO_ARITY,
             Some(a) => match layout::small_usize(term(a)) {
                 Some(n) if n < NO_ARITY as usize => n as u8,
                 _ => return Err(Invalid::Field(atoms::arity(), atoms::not_an_arity())),
             },
         };
-        let (timestamp, ingest_stamped) = match time_or_nil(term, f.timestamp, atoms::timestamp())?
-        {
-            Some(ts) => (ts, false),
-            None => (self.stamp.mono, true),
-        };
+        let (timestamp, ingest_stamped) =
+            match time_or_nil(term, w.present(f.timestamp), atoms::timestamp)? {
+                Some(ts) => (ts, false),
+                None => (self.stamp.mono, true),
+            };
         let wall_time =
-            time_or_nil(term, f.wall_time, atoms::wall_time())?.unwrap_or(self.stamp.wall);
+            time_or_nil(term, w.present(f.wall_time), atoms::wall_time)?.unwrap_or(self.stamp.wall);
         // `data` is kept even when nil (a function may return nil); an
         // absent or nil `peer` means no peer.
         let payloads = Payloads {
             data: (f.data != ErlNifTerm::default()).then(|| term(f.data)),
-            peer: present(f.peer).map(term),
+            peer: w.present(f.peer).map(term),
         };
         let header = EventHeader {
             timestamp,
@@ -348,18 +353,45 @@ struct RawFields {
     peer: ErlNifTerm,
 }
 
-/// The field's word unless it is absent or nil.
-fn present(w: ErlNifTerm) -> Option<ErlNifTerm> {
-    (w != ErlNifTerm::default() && w != atoms::nil().as_c_arg()).then_some(w)
+/// Atom words the decoder compares fields with, read once (each rustler
+/// atom accessor is a `OnceLock` read).
+struct Words {
+    nil: ErlNifTerm,
+    event_struct: ErlNifTerm,
+    kinds: [ErlNifTerm; EventKind::ALL.len()],
+}
+
+impl Words {
+    fn get() -> &'static Words {
+        static WORDS: OnceLock<Words> = OnceLock::new();
+        WORDS.get_or_init(|| Words {
+            nil: atoms::nil().as_c_arg(),
+            event_struct: atoms::event_struct().as_c_arg(),
+            kinds: EventKind::ALL.map(|k| kind_atom(k).as_c_arg()),
+        })
+    }
+
+    /// The field's word unless it is absent or nil.
+    #[inline(always)]
+    fn present(&self, w: ErlNifTerm) -> Option<ErlNifTerm> {
+        (w != ErlNifTerm::default() && w != self.nil).then_some(w)
+    }
+
+    #[inline(always)]
+    fn kind_of(&self, w: ErlNifTerm) -> Option<EventKind> {
+        let i = self.kinds.iter().position(|&k| k == w)?;
+        Some(EventKind::ALL[i])
+    }
 }
 
 fn local_pid(t: Term) -> Option<u64> {
     layout::is_local_pid(t).then_some(word(t.as_c_arg()))
 }
 
-/// Raw atom word, 0 for nil or a missing field; `None` if not an atom.
-fn atom_or_nil<'a>(term: impl Fn(ErlNifTerm) -> Term<'a>, w: ErlNifTerm) -> Option<u64> {
-    match present(w) {
+/// Raw atom word, 0 for nil or a missing field (`w` is `None`); `None` if
+/// not an atom.
+fn atom_or_nil<'a>(term: impl Fn(ErlNifTerm) -> Term<'a>, w: Option<ErlNifTerm>) -> Option<u64> {
+    match w {
         None => Some(0),
         Some(a) if layout::is_atom(term(a)) => Some(word(a)),
         Some(_) => None,
@@ -368,10 +400,10 @@ fn atom_or_nil<'a>(term: impl Fn(ErlNifTerm) -> Term<'a>, w: ErlNifTerm) -> Opti
 
 fn time_or_nil<'a>(
     term: impl Fn(ErlNifTerm) -> Term<'a>,
-    w: ErlNifTerm,
-    field: Atom,
+    w: Option<ErlNifTerm>,
+    field: fn() -> Atom,
 ) -> Result<Option<i64>, Invalid> {
-    let Some(t) = present(w) else {
+    let Some(t) = w else {
         return Ok(None);
     };
     match layout::immediate(t) {
@@ -379,14 +411,8 @@ fn time_or_nil<'a>(
         _ => term(t)
             .decode::<i64>()
             .map(Some)
-            .map_err(|_| Invalid::Field(field, atoms::not_an_integer())),
+            .map_err(|_| Invalid::Field(field(), atoms::not_an_integer())),
     }
-}
-
-fn kind_of(w: ErlNifTerm) -> Option<EventKind> {
-    EventKind::ALL
-        .into_iter()
-        .find(|&k| kind_atom(k).as_c_arg() == w)
 }
 
 pub fn kind_atom(kind: EventKind) -> Atom {

@@ -242,6 +242,10 @@ pub fn encode_into(
             cut = Some(", nested deeper than 256 levels");
             break;
         }
+        if let Some(n) = put_flat(&mut sink, env, t) {
+            nodes += n;
+            continue;
+        }
         // SAFETY: `t` is a live term of `env`.
         if let Some(elems) = tuple_slice(unsafe { Term::new(env, t) }) {
             sink.put_tag(tag::TUPLE, elems.len() as u64);
@@ -283,6 +287,46 @@ fn put_immediate(sink: &mut Sink, t: ErlNifTerm) -> bool {
         None => return false,
     }
     true
+}
+
+/// Longest tuple or list [`put_flat`] takes.
+const FLAT_MAX: usize = 64;
+
+/// Writes a tuple or list of at most [`FLAT_MAX`] immediates (a list's tail
+/// included) in one go, the shape of most argument lists and messages;
+/// returns the number of elements, or `None` (nothing written) for any
+/// other term.
+#[inline(always)]
+fn put_flat(sink: &mut Sink, env: Env, t: ErlNifTerm) -> Option<usize> {
+    let leaf = |e: &ErlNifTerm| immediate(*e).is_some();
+    // SAFETY: `t` is a live term of `env`.
+    if let Some(elems) = tuple_slice(unsafe { Term::new(env, t) }) {
+        if elems.len() > FLAT_MAX || !elems.iter().all(leaf) {
+            return None;
+        }
+        sink.put_tag(tag::TUPLE, elems.len() as u64);
+        elems.iter().for_each(|&e| _ = put_immediate(sink, e));
+        return Some(elems.len());
+    }
+    let (mut n, mut cell) = (0, t);
+    while let Some((head, tail)) = list_cell(env, cell) {
+        if n == FLAT_MAX || !leaf(&head) {
+            return None;
+        }
+        n += 1;
+        cell = tail;
+    }
+    if n == 0 || !leaf(&cell) {
+        return None;
+    }
+    sink.put_tag(tag::LIST, n as u64);
+    let mut cell = t;
+    while let Some((head, tail)) = list_cell(env, cell) {
+        put_immediate(sink, head);
+        cell = tail;
+    }
+    put_immediate(sink, cell);
+    Some(n + 1)
 }
 
 /// Writes the leading immediates of `terms` (while the walk is within
