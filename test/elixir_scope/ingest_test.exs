@@ -121,6 +121,37 @@ defmodule ElixirScope.IngestTest do
     assert size > 10_000 and hint =~ "binary"
   end
 
+  test "flat payloads (encoded in one pass when they fit inline) round trip", %{opts: opts} do
+    big = (1 <<< 59) - 1
+
+    terms = [
+      [],
+      -1,
+      big,
+      -big - 1,
+      :"an atom",
+      self(),
+      [1, :ok],
+      [1, 2 | :tail],
+      [-5 | self()],
+      {},
+      {1, :a, self()},
+      {big, big},
+      [big, big, big],
+      Enum.to_list(1..20),
+      Enum.to_list(1..64),
+      Enum.to_list(1..65),
+      List.to_tuple(Enum.to_list(1..64)),
+      List.to_tuple(Enum.to_list(1..65))
+    ]
+
+    {:ok, n} = ElixirScope.ingest_batch(Enum.map(terms, &call(self(), &1)), opts)
+    assert n == length(terms)
+    :ok = ElixirScope.flush(5_000, opts)
+    stored = DataAccess.query_recent(n, opts) |> Enum.map(& &1.event.data) |> Enum.reverse()
+    assert stored == terms
+  end
+
   test "payload bounds: deep and long terms are cut, mid-size ones kept whole", %{opts: opts} do
     deep = Enum.reduce(1..300, :leaf, &{&1, &2})
     long = Enum.to_list(1..1_100_000)

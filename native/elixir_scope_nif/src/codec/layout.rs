@@ -38,6 +38,50 @@ fn direct() -> bool {
     DIRECT.load(Ordering::Relaxed)
 }
 
+/// Proof that direct reads are on: its readers skip the flag check, so a
+/// hot loop checks the flag once ([`direct_reads`]).
+#[derive(Clone, Copy)]
+pub struct Direct(());
+
+/// `Some` when [`check`] enabled direct reads.
+#[inline(always)]
+pub fn direct_reads() -> Option<Direct> {
+    direct().then_some(Direct(()))
+}
+
+impl Direct {
+    /// The immediate `t` is, by its tag bits; `None` for anything else.
+    #[inline(always)]
+    pub fn immediate(self, t: ErlNifTerm) -> Option<Immediate> {
+        tag_bits(t)
+    }
+
+    /// `(head, tail)` of a list cell; `None` for `[]` and non-lists.
+    #[inline(always)]
+    pub fn list_cell(self, t: ErlNifTerm) -> Option<(ErlNifTerm, ErlNifTerm)> {
+        let w = word(t);
+        if w & 3 != LIST {
+            return None;
+        }
+        // SAFETY: a list-tagged word of a live term points to its cell
+        // (callers only pass terms of a live environment).
+        let cell = (w - LIST) as *const ErlNifTerm;
+        Some(unsafe { (*cell, *cell.add(1)) })
+    }
+
+    /// A tuple's elements; `None` if `t` is not a tuple.
+    #[inline(always)]
+    pub fn tuple<'a>(self, t: Term<'a>) -> Option<&'a [ErlNifTerm]> {
+        let ptr = boxed(t.as_c_arg())?;
+        // SAFETY: a boxed word of a live term points to its header; a tuple
+        // header is followed by `arity` elements that live as long as `t`.
+        let header = unsafe { *ptr };
+        (header & 0x3F == 0).then(|| unsafe {
+            std::slice::from_raw_parts(ptr.add(1) as *const ErlNifTerm, (header >> 6) as usize)
+        })
+    }
+}
+
 /// How terms are read: `:direct` when [`check`] enabled direct reads,
 /// `:nif_api` otherwise (for the debug view).
 #[rustler::nif]
@@ -61,11 +105,7 @@ pub enum Immediate {
 /// direct reads are off.
 #[inline]
 pub fn immediate(t: ErlNifTerm) -> Option<Immediate> {
-    if direct() {
-        tag_bits(t)
-    } else {
-        None
-    }
+    direct_reads()?.immediate(t)
 }
 
 #[inline]
@@ -131,14 +171,8 @@ pub fn small_usize(t: Term) -> Option<usize> {
 /// `(head, tail)` of a list cell; `None` for `[]` and non-lists.
 #[inline]
 pub fn list_cell(env: Env, t: ErlNifTerm) -> Option<(ErlNifTerm, ErlNifTerm)> {
-    if direct() {
-        let w = word(t);
-        if w & 3 != LIST {
-            return None;
-        }
-        // SAFETY: a list-tagged word of a live term points to its cell.
-        let cell = (w - LIST) as *const ErlNifTerm;
-        return Some(unsafe { (*cell, *cell.add(1)) });
+    if let Some(d) = direct_reads() {
+        return d.list_cell(t);
     }
     let (mut head, mut tail) = (ErlNifTerm::default(), ErlNifTerm::default());
     // SAFETY: `t` is live; out-pointers are locals.
@@ -165,14 +199,8 @@ pub fn list_length(t: Term) -> Option<usize> {
 /// A tuple's elements, borrowed from the term heap; `None` if not a tuple.
 #[inline]
 pub fn tuple_slice<'a>(t: Term<'a>) -> Option<&'a [ErlNifTerm]> {
-    if direct() {
-        let ptr = boxed(t.as_c_arg())?;
-        // SAFETY: a boxed word of a live term points to its header; a tuple
-        // header is followed by `arity` elements that live as long as `t`.
-        let header = unsafe { *ptr };
-        return (header & 0x3F == 0).then(|| unsafe {
-            std::slice::from_raw_parts(ptr.add(1) as *const ErlNifTerm, (header >> 6) as usize)
-        });
+    if let Some(d) = direct_reads() {
+        return d.tuple(t);
     }
     let mut arity = 0;
     let mut elems: *const ErlNifTerm = std::ptr::null();

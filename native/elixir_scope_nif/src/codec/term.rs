@@ -25,7 +25,7 @@ use rustler::{Encoder, Env, Term};
 
 use elixir_scope_core::payload::{tag, varint, Payload, INLINE_CAP};
 
-use super::layout::{flatmap, immediate, list_cell, tuple_slice, Immediate};
+use super::layout::{self, flatmap, immediate, list_cell, tuple_slice, Direct, Immediate};
 use super::{from_word, word};
 use crate::atoms;
 
@@ -99,31 +99,21 @@ impl Sink<'_> {
 
     /// A tag and a varint, the shape of every non-float node.
     #[inline(always)]
-    fn put_tag(&mut self, t: u8, mut v: u64) {
-        let bits = 64 - (v | 1).leading_zeros() as usize;
-        let n = 1 + bits.div_ceil(7);
+    fn put_tag(&mut self, t: u8, v: u64) {
+        let n = tag_len(v);
         self.size += n;
         if self.size > self.limit {
             return;
         }
         if !self.spilled && self.len + n <= INLINE_CAP {
             // The common case: straight into the inline buffer.
-            let buf = &mut self.small[self.len..self.len + n];
-            buf[0] = t;
-            for b in &mut buf[1..n - 1] {
-                *b = (v as u8) | 0x80;
-                v >>= 7;
-            }
-            buf[n - 1] = v as u8;
+            write_tag(&mut self.small[self.len..self.len + n], t, v);
             self.len += n;
             return;
         }
-        self.byte(t);
-        while v >= 0x80 {
-            self.byte((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.byte(v as u8);
+        let mut bytes = [0; 1 + varint::MAX_LEN];
+        write_tag(&mut bytes[..n], t, v);
+        bytes[..n].iter().for_each(|&b| self.byte(b));
     }
 
     fn overflowed(&self) -> bool {
@@ -176,6 +166,12 @@ pub fn encode_into(
 ) {
     let env = term.get_env();
     let (out_len, small) = out.inline_parts();
+    if let Some(d) = layout::direct_reads().filter(|_| limit >= INLINE_CAP) {
+        if let Some(n) = encode_flat(d, term, small) {
+            *out_len = n as u8;
+            return;
+        }
+    }
     let mut sink = Sink {
         small,
         len: 0,
@@ -242,10 +238,6 @@ pub fn encode_into(
             cut = Some(", nested deeper than 256 levels");
             break;
         }
-        if let Some(n) = put_flat(&mut sink, env, t) {
-            nodes += n;
-            continue;
-        }
         // SAFETY: `t` is a live term of `env`.
         if let Some(elems) = tuple_slice(unsafe { Term::new(env, t) }) {
             sink.put_tag(tag::TUPLE, elems.len() as u64);
@@ -275,6 +267,99 @@ pub fn encode_into(
     }
 }
 
+/// Bytes of a tag and the varint of `v`.
+#[inline(always)]
+fn tag_len(v: u64) -> usize {
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    1 + bits.div_ceil(7)
+}
+
+/// Writes a tag and the varint of `v` into `out`, exactly `tag_len(v)`
+/// bytes long.
+#[inline(always)]
+fn write_tag(out: &mut [u8], t: u8, mut v: u64) {
+    let (last, body) = out.split_last_mut().expect("tag_len(v) bytes");
+    body[0] = t;
+    for b in &mut body[1..] {
+        *b = (v as u8) | 0x80;
+        v >>= 7;
+    }
+    *last = v as u8;
+}
+
+/// Longest list or tuple [`encode_flat`] takes (its length varint is then
+/// one byte).
+const FLAT_MAX: usize = 64;
+
+/// Encodes a flat term — an immediate, or a tuple or list (tail included)
+/// of at most [`FLAT_MAX`] immediates, the shape of most argument lists and
+/// messages — into `buf` in one pass; its length, or `None` (and `buf`
+/// holds garbage) for any other term or when it does not fit.
+#[inline(always)]
+fn encode_flat(d: Direct, term: Term, buf: &mut [u8; INLINE_CAP]) -> Option<usize> {
+    let mut w = FlatWriter { d, buf, len: 0 };
+    let t = term.as_c_arg();
+    if w.leaf(t).is_some() {
+        return Some(w.len);
+    }
+    if let Some(elems) = d.tuple(term) {
+        if elems.len() > FLAT_MAX {
+            return None;
+        }
+        w.put(tag::TUPLE, elems.len() as u64)?;
+        elems.iter().try_for_each(|&e| w.leaf(e))?;
+        return Some(w.len);
+    }
+    // A list: its length is patched in once known (one byte: <= FLAT_MAX).
+    d.list_cell(t)?;
+    w.put(tag::LIST, 0)?;
+    let count_at = w.len - 1;
+    let (mut n, mut cell) = (0, t);
+    while let Some((head, tail)) = d.list_cell(cell) {
+        if n == FLAT_MAX {
+            return None;
+        }
+        w.leaf(head)?;
+        n += 1;
+        cell = tail;
+    }
+    w.leaf(cell)?;
+    w.buf[count_at] = n as u8;
+    Some(w.len)
+}
+
+/// [`encode_flat`]'s output: bytes go straight into the inline buffer.
+struct FlatWriter<'b> {
+    d: Direct,
+    buf: &'b mut [u8; INLINE_CAP],
+    len: usize,
+}
+
+impl FlatWriter<'_> {
+    #[inline(always)]
+    fn put(&mut self, t: u8, v: u64) -> Option<()> {
+        let n = tag_len(v);
+        write_tag(self.buf.get_mut(self.len..self.len + n)?, t, v);
+        self.len += n;
+        Some(())
+    }
+
+    /// Writes `t` if it is an immediate and fits.
+    #[inline(always)]
+    fn leaf(&mut self, t: ErlNifTerm) -> Option<()> {
+        match self.d.immediate(t)? {
+            Immediate::Small(i) => self.put(tag::INT, varint::zigzag(i)),
+            Immediate::Atom => self.put(tag::ATOM, word(t)),
+            Immediate::Nil => {
+                *self.buf.get_mut(self.len)? = tag::NIL;
+                self.len += 1;
+                Some(())
+            }
+            Immediate::LocalPid => self.put(tag::PID, word(t)),
+        }
+    }
+}
+
 /// Writes `t` if it is an immediate (recognized by its tag bits); false
 /// otherwise.
 #[inline(always)]
@@ -287,46 +372,6 @@ fn put_immediate(sink: &mut Sink, t: ErlNifTerm) -> bool {
         None => return false,
     }
     true
-}
-
-/// Longest tuple or list [`put_flat`] takes.
-const FLAT_MAX: usize = 64;
-
-/// Writes a tuple or list of at most [`FLAT_MAX`] immediates (a list's tail
-/// included) in one go, the shape of most argument lists and messages;
-/// returns the number of elements, or `None` (nothing written) for any
-/// other term.
-#[inline(always)]
-fn put_flat(sink: &mut Sink, env: Env, t: ErlNifTerm) -> Option<usize> {
-    let leaf = |e: &ErlNifTerm| immediate(*e).is_some();
-    // SAFETY: `t` is a live term of `env`.
-    if let Some(elems) = tuple_slice(unsafe { Term::new(env, t) }) {
-        if elems.len() > FLAT_MAX || !elems.iter().all(leaf) {
-            return None;
-        }
-        sink.put_tag(tag::TUPLE, elems.len() as u64);
-        elems.iter().for_each(|&e| _ = put_immediate(sink, e));
-        return Some(elems.len());
-    }
-    let (mut n, mut cell) = (0, t);
-    while let Some((head, tail)) = list_cell(env, cell) {
-        if n == FLAT_MAX || !leaf(&head) {
-            return None;
-        }
-        n += 1;
-        cell = tail;
-    }
-    if n == 0 || !leaf(&cell) {
-        return None;
-    }
-    sink.put_tag(tag::LIST, n as u64);
-    let mut cell = t;
-    while let Some((head, tail)) = list_cell(env, cell) {
-        put_immediate(sink, head);
-        cell = tail;
-    }
-    put_immediate(sink, cell);
-    Some(n + 1)
 }
 
 /// Writes the leading immediates of `terms` (while the walk is within
