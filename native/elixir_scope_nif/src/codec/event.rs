@@ -43,9 +43,11 @@ impl Stamp {
 
 impl Drop for Decoder {
     fn drop(&mut self) {
-        let buffers = std::mem::take(&mut self.buffers);
-        if buffers.bytes.capacity() + buffers.scratch.heap_bytes() <= MAX_SPARE_BYTES {
-            SPARE.with(|spare| spare.set(Some(buffers)));
+        let buffers = self.buffers.take();
+        if let Some(b) =
+            buffers.filter(|b| b.bytes.capacity() + b.scratch.heap_bytes() <= MAX_SPARE_BYTES)
+        {
+            SPARE.with(|spare| spare.set(Some(b)));
         }
     }
 }
@@ -77,7 +79,9 @@ pub struct Decoder {
     pub stamp: Stamp,
     pub max_payload: usize,
     words: &'static Words,
-    buffers: Box<Buffers>,
+    /// Always `Some` until dropped (an `Option` so that drop can hand the
+    /// box back without allocating a replacement).
+    buffers: Option<Box<Buffers>>,
 }
 
 /// The encoding buffers a decoder reuses, boxed so that handing them to
@@ -105,7 +109,7 @@ impl Decoder {
 
     /// A decoder whose events default to `stamp` (taken by the caller).
     pub fn with_stamp(max_payload: usize, stamp: Stamp) -> Decoder {
-        let buffers = SPARE.with(|spare| spare.take()).unwrap_or_default();
+        let buffers = Some(SPARE.with(|spare| spare.take()).unwrap_or_default());
         Decoder {
             stamp,
             max_payload,
@@ -170,12 +174,11 @@ impl Decoder {
     #[inline]
     pub fn fill(&mut self, event: &mut Event, payloads: Payloads) {
         let limit = self.max_payload;
-        let Buffers { bytes, scratch } = &mut *self.buffers;
         if let Some(data) = payloads.data {
-            term::encode_into(data, limit, bytes, scratch, &mut event.data);
+            self.payload_into(data, limit, &mut event.data);
         }
         if let Some(peer) = payloads.peer {
-            term::encode_into(peer, limit, bytes, scratch, &mut event.peer);
+            self.payload_into(peer, limit, &mut event.peer);
         }
     }
 
@@ -241,9 +244,15 @@ impl Decoder {
     /// Encodes one term, truncated past `limit` bytes.
     pub fn payload_within(&mut self, t: Term, limit: usize) -> Payload {
         let mut payload = Payload::empty();
-        let Buffers { bytes, scratch } = &mut *self.buffers;
-        term::encode_into(t, limit, bytes, scratch, &mut payload);
+        self.payload_into(t, limit, &mut payload);
         payload
+    }
+
+    /// Encodes one term into `out` (in place), truncated past `limit` bytes.
+    #[inline]
+    pub fn payload_into(&mut self, t: Term, limit: usize, out: &mut Payload) {
+        let Buffers { bytes, scratch } = &mut **self.buffers.get_or_insert_default();
+        term::encode_into(t, limit, bytes, scratch, out);
     }
 }
 

@@ -29,19 +29,6 @@ use super::layout::{self, flatmap, immediate, list_cell, tuple_slice, Direct, Im
 use super::{from_word, word};
 use crate::atoms;
 
-/// The length of the list an encoding starts with, read from its header:
-/// `Some(0)` for `[]`, `None` when it is not a list or was truncated.
-pub fn encoded_list_length(bytes: &[u8]) -> Option<usize> {
-    match *bytes.first()? {
-        tag::NIL => Some(0),
-        tag::LIST => {
-            let mut pos = 1;
-            varint::decode(bytes, &mut pos).map(|n| n as usize)
-        }
-        _ => None,
-    }
-}
-
 /// Deepest nesting kept; deeper terms are truncated.
 pub const MAX_DEPTH: u32 = 256;
 /// Most terms visited for one payload (bounds the time spent on huge terms).

@@ -21,13 +21,13 @@ use rustler::{Atom, Encoder, Env, LocalPid, NifMap, ResourceArc, Term};
 
 use elixir_scope_core::capture::limits::{Limits, LimitsConfig, StopReason};
 use elixir_scope_core::capture::server_states::ServerStates;
-use elixir_scope_core::event::{Event, EventKind};
+use elixir_scope_core::event::{Event, EventHeader, EventKind};
 use elixir_scope_core::pipeline::Refused;
 
-use super::translate::{self, Payloads, TraceMessage};
+use super::translate::{self, PayloadLimits, TraceMessage, Translated};
 use crate::atoms;
 use crate::clock;
-use crate::codec::event::Stamp;
+use crate::codec::event::{Decoder, Stamp};
 use crate::codec::word;
 use crate::resources::PipelineRes;
 
@@ -172,21 +172,26 @@ impl TraceSession {
             opts,
             stamp,
         };
-        let mut payloads = Payloads::new(self.payload_bytes, stamp);
-        let Some(event) = translate::event(&m, &mut payloads) else {
+        let limits = PayloadLimits {
+            data_limit: self.payload_bytes,
+        };
+        let Some(event) = translate::event(&m, limits) else {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        // Encodes with reused buffers (the decoder decodes nothing here).
+        let mut encoder = Decoder::with_stamp(0, stamp);
         let change = match self.servers.is_empty() {
             true => None,
-            false => self.track_server_state(&m, &event, &mut payloads),
+            false => self.track_server_state(&m, &event.header, limits, &mut encoder),
         };
-        self.push(event, change);
+        self.push(event, change, &mut encoder);
     }
 
-    /// Queues a trace event, after the state change it yielded if any (so
-    /// the change is correlated inside the callback).
-    fn push(&self, event: Event, state_change: Option<Event>) {
+    /// Queues a trace event, its payloads encoded in its ring slot, after
+    /// the state change it yielded if any (so the change is correlated
+    /// inside the callback).
+    fn push(&self, event: Translated, state_change: Option<Event>, encoder: &mut Decoder) {
         let pipeline = &self.pipeline.pipeline;
         let mut batch = pipeline.begin_ingest(1 + state_change.is_some() as usize);
         if let Some(change) = state_change {
@@ -196,7 +201,16 @@ impl TraceSession {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        match batch.push(event) {
+        let Translated { header, data, peer } = event;
+        let fill = |e: &mut Event| {
+            if let Some(d) = data {
+                encoder.payload_into(d.term, d.limit, &mut e.data);
+            }
+            if let Some(p) = peer {
+                encoder.payload_into(p.term, p.limit, &mut e.peer);
+            }
+        };
+        match batch.push_with(header, fill) {
             Ok(_) => {}
             Err(Refused::Full) => {
                 self.ring_full.fetch_add(1, Ordering::Relaxed);
@@ -212,31 +226,30 @@ impl TraceSession {
     fn track_server_state(
         &self,
         m: &TraceMessage,
-        event: &Event,
-        payloads: &mut Payloads,
+        event: &EventHeader,
+        limits: PayloadLimits,
+        encoder: &mut Decoder,
     ) -> Option<Event> {
         if event.kind == EventKind::ProcessExit {
             self.states.forget(event.pid);
         }
-        if !payloads.enabled
-            || !self.servers.contains(&event.module)
-            || !translate::is_server_callback(event)
-        {
+        let limit = limits.data_limit?;
+        if !self.servers.contains(&event.module) || !translate::is_server_callback(event) {
             return None;
         }
         match event.kind {
             EventKind::FunctionCall => {
-                let old = payloads.of(translate::old_state(m)?);
+                let old = encoder.payload_within(translate::old_state(m)?, limit);
                 self.states.enter(event.pid, old);
                 None
             }
             EventKind::FunctionReturn => {
                 let old = self.states.leave(event.pid)?;
-                let new = payloads.of(translate::new_state(m)?);
+                let new = encoder.payload_within(translate::new_state(m)?, limit);
                 (new != old).then(|| Event {
                     kind: EventKind::StateChange,
                     data: translate::state_change_data(&old, &new),
-                    ..event.clone()
+                    ..event.into_event(0)
                 })
             }
             EventKind::FunctionException => {

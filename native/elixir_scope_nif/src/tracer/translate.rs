@@ -18,11 +18,11 @@
 
 use rustler::{Atom, Term};
 
-use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
+use elixir_scope_core::event::{EventHeader, EventKind, NO_ARITY};
 use elixir_scope_core::payload::Payload;
 
 use crate::atoms;
-use crate::codec::event::{Decoder, Stamp};
+use crate::codec::event::Stamp;
 use crate::codec::{layout, list_length, term, tuple, tuple_slice, word};
 
 /// One trace callback's arguments.
@@ -43,9 +43,8 @@ impl<'a> TraceMessage<'a> {
         layout::map_get(self.opts, key)
     }
 
-    fn event(&self, kind: EventKind) -> Event {
-        Event {
-            id: 0,
+    fn header(&self, kind: EventKind) -> EventHeader {
+        EventHeader {
             timestamp: self.stamp.mono,
             wall_time: self.stamp.wall,
             pid: self.pid,
@@ -54,8 +53,6 @@ impl<'a> TraceMessage<'a> {
             arity: NO_ARITY,
             kind,
             ingest_stamped: true,
-            data: Payload::empty(),
-            peer: Payload::empty(),
         }
     }
 }
@@ -63,51 +60,63 @@ impl<'a> TraceMessage<'a> {
 /// The least bytes kept of a peer or tag (they are small: a name, an alias).
 const MIN_LIMIT: usize = 256;
 
-/// Encodes payloads with a [`Decoder`]'s reused buffers; event data is
-/// skipped when the session captures none (`limit` = `None`).
-pub struct Payloads {
-    decoder: Decoder,
-    pub enabled: bool,
+/// A term to encode into an event payload, with its byte limit.
+#[derive(Clone, Copy)]
+pub struct Pending<'a> {
+    pub term: Term<'a>,
+    pub limit: usize,
 }
 
-impl Payloads {
-    pub fn new(limit: Option<usize>, stamp: Stamp) -> Payloads {
-        Payloads {
-            decoder: Decoder::with_stamp(limit.unwrap_or(0), stamp),
-            enabled: limit.is_some(),
-        }
+/// Which payloads a session captures: event data only when `data_limit`
+/// is set; peers and tags always.
+#[derive(Clone, Copy)]
+pub struct PayloadLimits {
+    pub data_limit: Option<usize>,
+}
+
+impl PayloadLimits {
+    /// Event data and states: `None` when payloads are not captured.
+    pub fn of<'a>(self, term: Term<'a>) -> Option<Pending<'a>> {
+        self.data_limit.map(|limit| Pending { term, limit })
     }
 
-    /// Event data and states: encoded only when payloads are captured.
-    pub fn of(&mut self, t: Term) -> Payload {
-        if self.enabled {
-            self.decoder.payload(t)
-        } else {
-            Payload::empty()
-        }
-    }
-
-    /// Peers and tags: encoded whatever the payload setting, with at least
+    /// Peers and tags: kept whatever the payload setting, with at least
     /// `MIN_LIMIT` bytes.
-    fn always(&mut self, t: Term) -> Payload {
-        let limit = self.decoder.max_payload.max(MIN_LIMIT);
-        self.decoder.payload_within(t, limit)
+    fn always(self, term: Term) -> Option<Pending> {
+        let limit = self.data_limit.unwrap_or(0).max(MIN_LIMIT);
+        Some(Pending { term, limit })
     }
+}
+
+/// A translated trace message: the event's scalars, and the terms its
+/// payloads are encoded from (in the ring slot).
+pub struct Translated<'a> {
+    pub header: EventHeader,
+    pub data: Option<Pending<'a>>,
+    pub peer: Option<Pending<'a>>,
 }
 
 /// The event for one trace message, if it has a shape we know.
-pub fn event(m: &TraceMessage, p: &mut Payloads) -> Option<Event> {
-    if m.is(atoms::call()) {
+pub fn event<'a>(m: &TraceMessage<'a>, p: PayloadLimits) -> Option<Translated<'a>> {
+    let plain = |kind, data, peer| Translated {
+        header: m.header(kind),
+        data,
+        peer,
+    };
+    let t = if m.is(atoms::call()) {
         let [module, function, args] = tuple::<3>(m.message)?;
-        let data = p.of(args);
-        // The arity is in the encoded list's header, unless it was cut.
-        let arity = match term::encoded_list_length(data.as_bytes()) {
-            Some(n) => n,
-            None => list_length(args)?,
-        };
-        let mut e = mfa_event(m, EventKind::FunctionCall, module, function, arity)?;
-        e.data = data;
-        Some(e)
+        let header = mfa_header(
+            m,
+            EventKind::FunctionCall,
+            module,
+            function,
+            list_length(args)?,
+        )?;
+        Translated {
+            header,
+            data: p.of(args),
+            peer: None,
+        }
     } else if m.is(atoms::return_from()) || m.is(atoms::exception_from()) {
         let kind = if m.is(atoms::return_from()) {
             EventKind::FunctionReturn
@@ -115,60 +124,56 @@ pub fn event(m: &TraceMessage, p: &mut Payloads) -> Option<Event> {
             EventKind::FunctionException
         };
         let [module, function, arity] = tuple::<3>(m.message)?;
-        let mut e = mfa_event(m, kind, module, function, layout::small_usize(arity)?)?;
-        e.data = p.of(m.opt(atoms::extra())?);
-        Some(e)
-    } else if m.is(atoms::send()) || m.is(atoms::send_to_non_existing_process()) {
-        let mut e = m.event(EventKind::MessageSend);
-        e.data = p.of(m.message);
-        e.peer = p.always(m.opt(atoms::extra())?);
-        Some(e)
-    } else if m.is(atoms::receive()) {
-        let mut e = m.event(EventKind::MessageReceive);
-        e.data = p.of(m.message);
-        if let Some(sender) = m.opt(atoms::match_spec_result()).filter(|s| s.is_pid()) {
-            e.peer = p.always(sender);
+        let header = mfa_header(m, kind, module, function, layout::small_usize(arity)?)?;
+        Translated {
+            header,
+            data: p.of(m.opt(atoms::extra())?),
+            peer: None,
         }
-        Some(e)
+    } else if m.is(atoms::send()) || m.is(atoms::send_to_non_existing_process()) {
+        let to = m.opt(atoms::extra())?;
+        plain(EventKind::MessageSend, p.of(m.message), p.always(to))
+    } else if m.is(atoms::receive()) {
+        let sender = m.opt(atoms::match_spec_result()).filter(|s| s.is_pid());
+        plain(
+            EventKind::MessageReceive,
+            p.of(m.message),
+            sender.and_then(|s| p.always(s)),
+        )
     } else if m.is(atoms::spawn()) {
-        let mut e = m.event(EventKind::ProcessSpawn);
-        e.peer = p.always(m.message);
-        e.data = p.of(m.opt(atoms::extra())?);
-        Some(e)
+        let mfa = m.opt(atoms::extra())?;
+        plain(EventKind::ProcessSpawn, p.of(mfa), p.always(m.message))
     } else if m.is(atoms::exit()) {
-        let mut e = m.event(EventKind::ProcessExit);
-        e.data = p.of(m.message);
-        Some(e)
+        plain(EventKind::ProcessExit, p.of(m.message), None)
     } else if m.is(atoms::link()) || m.is(atoms::unlink()) {
-        let mut e = m.event(EventKind::ProcessLink);
-        e.data = p.always(m.tag);
-        e.peer = p.always(m.message);
-        Some(e)
+        plain(EventKind::ProcessLink, p.always(m.tag), p.always(m.message))
     } else {
-        None
-    }
+        return None;
+    };
+    Some(t)
 }
 
-fn mfa_event(
+fn mfa_header(
     m: &TraceMessage,
     kind: EventKind,
     module: Term,
     function: Term,
     arity: usize,
-) -> Option<Event> {
+) -> Option<EventHeader> {
     if !layout::is_atom(module) || !layout::is_atom(function) || arity >= NO_ARITY as usize {
         return None;
     }
-    let mut e = m.event(kind);
-    e.module = word(module.as_c_arg());
-    e.function = word(function.as_c_arg());
-    e.arity = arity as u8;
-    Some(e)
+    Some(EventHeader {
+        module: word(module.as_c_arg()),
+        function: word(function.as_c_arg()),
+        arity: arity as u8,
+        ..m.header(kind)
+    })
 }
 
 /// The GenServer callback an event enters or leaves, if it is one:
 /// `handle_call/3`, `handle_cast/2` or `handle_info/2`.
-pub fn is_server_callback(e: &Event) -> bool {
+pub fn is_server_callback(e: &EventHeader) -> bool {
     [
         (atoms::handle_call(), 3),
         (atoms::handle_cast(), 2),
