@@ -10,20 +10,49 @@
 //! start, so the clocks never drift apart for long.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 use std::sync::LazyLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+use std::time::Instant;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 /// BEAM monotonic minus local monotonic.
 static MONO_OFFSET: AtomicI64 = AtomicI64::new(0);
 /// OS wall clock minus BEAM monotonic.
 static WALL_OFFSET: AtomicI64 = AtomicI64::new(0);
 
 /// The BEAM's monotonic time (ns).
+#[inline]
 pub fn monotonic_ns() -> i64 {
-    EPOCH.elapsed().as_nanos() as i64 + MONO_OFFSET.load(Ordering::Relaxed)
+    local_ns() + MONO_OFFSET.load(Ordering::Relaxed)
+}
+
+/// The OS monotonic clock in ns: one `clock_gettime` (a vDSO read) on
+/// 64-bit Linux, without `Instant`'s 128-bit arithmetic.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+#[inline]
+fn local_ns() -> i64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_MONOTONIC: i32 = 1;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) };
+    ts.sec * 1_000_000_000 + ts.nsec
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn local_ns() -> i64 {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    EPOCH.elapsed().as_nanos() as i64
 }
 
 /// The OS wall time (ns since the Unix epoch) at BEAM monotonic `mono`.
@@ -33,7 +62,7 @@ pub fn wall_ns(mono: i64) -> i64 {
 
 /// Measures both offsets; call on a scheduler thread.
 pub fn calibrate() {
-    let local = EPOCH.elapsed().as_nanos() as i64;
+    let local = local_ns();
     // SAFETY: a plain clock read, on a scheduler thread.
     let beam = unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) };
     let wall = SystemTime::now()

@@ -64,7 +64,8 @@ pub struct Limits {
     admitted: AtomicU64,
     refused: AtomicU64,
     window_start: AtomicI64,
-    window_count: AtomicU64,
+    /// `admitted` when the current rate window started.
+    window_base: AtomicU64,
 }
 
 impl Limits {
@@ -75,17 +76,24 @@ impl Limits {
             admitted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             window_start: AtomicI64::new(now),
-            window_count: AtomicU64::new(0),
+            window_base: AtomicU64::new(0),
         }
     }
 
-    /// Decides on one event seen at `now` (monotonic ns).
+    /// Decides on one event seen at `now` (monotonic ns). One atomic
+    /// read-modify-write per admitted event: the rate window counts from
+    /// the `admitted` count at its start.
     pub fn admit(&self, now: i64) -> Admit {
         if self.stopped.load(Ordering::Relaxed) != 0 {
             return self.refuse(None);
         }
         if now >= self.config.deadline {
             return self.refuse(Some(StopReason::Duration));
+        }
+        let before = self.admitted.fetch_add(1, Ordering::Relaxed);
+        if before >= self.config.max_events {
+            self.admitted.fetch_sub(1, Ordering::Relaxed);
+            return self.refuse(Some(StopReason::MaxEvents));
         }
         if let Some((n, window)) = self.config.rate {
             let start = self.window_start.load(Ordering::Relaxed);
@@ -95,16 +103,13 @@ impl Limits {
                     .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
-                self.window_count.store(0, Ordering::Relaxed);
+                self.window_base.store(before, Ordering::Relaxed);
             }
-            if self.window_count.fetch_add(1, Ordering::Relaxed) >= n {
+            let in_window = before.saturating_sub(self.window_base.load(Ordering::Relaxed));
+            if in_window >= n {
+                self.admitted.fetch_sub(1, Ordering::Relaxed);
                 return self.refuse(Some(StopReason::RateLimit));
             }
-        }
-        let before = self.admitted.fetch_add(1, Ordering::Relaxed);
-        if before >= self.config.max_events {
-            self.admitted.fetch_sub(1, Ordering::Relaxed);
-            return self.refuse(Some(StopReason::MaxEvents));
         }
         let last = before + 1 == self.config.max_events;
         Admit {
@@ -234,5 +239,23 @@ mod tests {
         assert_eq!(trips, 1);
         assert_eq!(l.admitted(), 10_000);
         assert_eq!(l.admitted() + l.refused(), 20_000);
+    }
+
+    #[test]
+    fn concurrent_admits_never_exceed_the_rate() {
+        let l = std::sync::Arc::new(limits(u64::MAX, Some((1_000, i64::MAX)), i64::MAX));
+        let admitted: u64 = (0..4)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || (0..1_000).filter(|&t| l.admit(t).record).count() as u64)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(admitted, 1_000);
+        assert_eq!(l.admitted(), 1_000);
+        assert_eq!(l.admitted() + l.refused(), 4_000);
+        assert_eq!(l.stopped_because(), Some(StopReason::RateLimit));
     }
 }

@@ -79,8 +79,8 @@ pub struct Decoder {
     pub stamp: Stamp,
     pub max_payload: usize,
     words: &'static Words,
-    /// Always `Some` until dropped (an `Option` so that drop can hand the
-    /// box back without allocating a replacement).
+    /// Taken from the thread's spare slot on first use (flat payloads
+    /// need none), handed back on drop.
     buffers: Option<Box<Buffers>>,
 }
 
@@ -109,12 +109,11 @@ impl Decoder {
 
     /// A decoder whose events default to `stamp` (taken by the caller).
     pub fn with_stamp(max_payload: usize, stamp: Stamp) -> Decoder {
-        let buffers = Some(SPARE.with(|spare| spare.take()).unwrap_or_default());
         Decoder {
             stamp,
             max_payload,
             words: Words::get(),
-            buffers,
+            buffers: None,
         }
     }
 
@@ -251,7 +250,13 @@ impl Decoder {
     /// Encodes one term into `out` (in place), truncated past `limit` bytes.
     #[inline]
     pub fn payload_into(&mut self, t: Term, limit: usize, out: &mut Payload) {
-        let Buffers { bytes, scratch } = &mut **self.buffers.get_or_insert_default();
+        if term::encode_flat_into(t, limit, out) {
+            return;
+        }
+        let buffers = self
+            .buffers
+            .get_or_insert_with(|| SPARE.with(|spare| spare.take()).unwrap_or_default());
+        let Buffers { bytes, scratch } = &mut **buffers;
         term::encode_into(t, limit, bytes, scratch, out);
     }
 }

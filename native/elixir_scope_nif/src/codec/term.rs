@@ -153,12 +153,6 @@ pub fn encode_into(
 ) {
     let env = term.get_env();
     let (out_len, small) = out.inline_parts();
-    if let Some(d) = layout::direct_reads().filter(|_| limit >= INLINE_CAP) {
-        if let Some(n) = encode_flat(d, term, small) {
-            *out_len = n as u8;
-            return;
-        }
-    }
     let mut sink = Sink {
         small,
         len: 0,
@@ -272,6 +266,25 @@ fn write_tag(out: &mut [u8], t: u8, mut v: u64) {
         v >>= 7;
     }
     *last = v as u8;
+}
+
+/// Encodes `term` into `out` in one pass, with no buffer, when it is flat
+/// (see [`encode_flat`]) and fits inline within `limit`; false (and `out`
+/// unspecified) otherwise: then use [`encode_into`]. Either gives the same
+/// bytes.
+#[inline(always)]
+pub fn encode_flat_into(term: Term, limit: usize, out: &mut Payload) -> bool {
+    let Some(d) = layout::direct_reads().filter(|_| limit >= INLINE_CAP) else {
+        return false;
+    };
+    let (out_len, small) = out.inline_parts();
+    match encode_flat(d, term, small) {
+        Some(n) => {
+            *out_len = n as u8;
+            true
+        }
+        None => false,
+    }
 }
 
 /// Longest list or tuple [`encode_flat`] takes (its length varint is then

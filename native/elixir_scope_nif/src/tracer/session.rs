@@ -52,12 +52,40 @@ pub struct SessionConfig<'a> {
     count_only: bool,
 }
 
+/// The pids never traced (the pipeline's own processes), checked on every
+/// `enabled/3` call: a 64-bit mask of their low pid bits answers most
+/// lookups, a sorted list the rest.
+struct Excluded {
+    mask: u64,
+    sorted: Vec<u64>,
+}
+
+impl Excluded {
+    fn new(pids: impl Iterator<Item = u64>) -> Excluded {
+        let mut sorted: Vec<u64> = pids.collect();
+        sorted.sort_unstable();
+        let mask = sorted.iter().fold(0, |m, &p| m | Self::bit(p));
+        Excluded { mask, sorted }
+    }
+
+    /// A bit chosen by the pid's number (a pid word's bits above its tag).
+    fn bit(pid: u64) -> u64 {
+        1 << ((pid >> 4) & 63)
+    }
+
+    fn contains(&self, pid: u64) -> bool {
+        self.mask & Self::bit(pid) != 0 && self.sorted.binary_search(&pid).is_ok()
+    }
+}
+
 pub struct TraceSession {
     pipeline: ResourceArc<PipelineRes>,
     owner: LocalPid,
     limits: Limits,
     payload_bytes: Option<usize>,
-    excluded: Vec<u64>,
+    excluded: Excluded,
+    /// The trace tags recorded (atom words).
+    wanted: [u64; 11],
     servers: Vec<u64>,
     count_only: bool,
     states: ServerStates,
@@ -92,12 +120,26 @@ impl TraceSession {
                 now.mono,
             ),
             payload_bytes: c.payload_bytes,
-            excluded: c
-                .excluded
-                .iter()
-                .filter(|p| p.is_pid())
-                .map(|p| word(p.as_c_arg()))
-                .collect(),
+            excluded: Excluded::new(
+                c.excluded
+                    .iter()
+                    .filter(|p| p.is_pid())
+                    .map(|p| word(p.as_c_arg())),
+            ),
+            wanted: [
+                atoms::call(),
+                atoms::return_from(),
+                atoms::exception_from(),
+                atoms::send(),
+                atoms::receive(),
+                atoms::spawn(),
+                atoms::exit(),
+                atoms::link(),
+                atoms::unlink(),
+                atoms::send_to_non_existing_process(),
+                atoms::trace_status(),
+            ]
+            .map(|a| word(a.as_c_arg())),
             servers: c.servers.iter().map(|a| word(a.as_c_arg())).collect(),
             count_only: c.count_only,
             states: ServerStates::new(MAX_SERVER_PIDS),
@@ -112,24 +154,10 @@ impl TraceSession {
 
     /// `enabled/3`: whether the VM should build this trace event.
     pub fn enabled(&self, tag: Term, tracee: Term) -> Atom {
-        if self.limits.is_stopped() || self.excluded.contains(&word(tracee.as_c_arg())) {
+        if self.limits.is_stopped() || self.excluded.contains(word(tracee.as_c_arg())) {
             return atoms::remove();
         }
-        let t = tag.as_c_arg();
-        let wanted = [
-            atoms::call(),
-            atoms::return_from(),
-            atoms::exception_from(),
-            atoms::send(),
-            atoms::receive(),
-            atoms::spawn(),
-            atoms::exit(),
-            atoms::link(),
-            atoms::unlink(),
-            atoms::send_to_non_existing_process(),
-            atoms::trace_status(),
-        ];
-        if wanted.iter().any(|a| a.as_c_arg() == t) {
+        if self.wanted.contains(&word(tag.as_c_arg())) {
             atoms::trace()
         } else {
             atoms::discard()
@@ -191,6 +219,7 @@ impl TraceSession {
     /// Queues a trace event, its payloads encoded in its ring slot, after
     /// the state change it yielded if any (so the change is correlated
     /// inside the callback).
+    #[inline(always)]
     fn push(&self, event: Translated, state_change: Option<Event>, encoder: &mut Decoder) {
         let pipeline = &self.pipeline.pipeline;
         let mut batch = pipeline.begin_ingest(1 + state_change.is_some() as usize);

@@ -97,6 +97,7 @@ pub struct Translated<'a> {
 }
 
 /// The event for one trace message, if it has a shape we know.
+#[inline(always)]
 pub fn event<'a>(m: &TraceMessage<'a>, p: PayloadLimits) -> Option<Translated<'a>> {
     let plain = |kind, data, peer| Translated {
         header: m.header(kind),
@@ -153,6 +154,7 @@ pub fn event<'a>(m: &TraceMessage<'a>, p: PayloadLimits) -> Option<Translated<'a
     Some(t)
 }
 
+#[inline(always)]
 fn mfa_header(
     m: &TraceMessage,
     kind: EventKind,
