@@ -24,3 +24,4 @@ pub mod pool;
 pub mod ring;
 pub mod shedding;
 pub mod store;
+pub mod tsc_clock;

@@ -18,7 +18,7 @@ mod tracer;
 fn load(env: rustler::Env, info: rustler::Term) -> bool {
     // The fast path is an optimization: a VM with another term layout just
     // does without it.
-    clock::calibrate();
+    clock::init();
     codec::layout::check(env, info);
     codec::event::init_struct_layout(env);
     tracer::handle::open(env)
