@@ -13,6 +13,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 
+use crossbeam_utils::CachePadded;
+
 /// Why a session stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -61,7 +63,9 @@ pub struct Admit {
 pub struct Limits {
     config: LimitsConfig,
     stopped: AtomicU8,
-    admitted: AtomicU64,
+    /// Written on every event, from every traced scheduler: on its own
+    /// cache line, away from the read-mostly fields above.
+    admitted: CachePadded<AtomicU64>,
     refused: AtomicU64,
     window_start: AtomicI64,
     /// `admitted` when the current rate window started.
@@ -73,7 +77,7 @@ impl Limits {
         Limits {
             config,
             stopped: AtomicU8::new(0),
-            admitted: AtomicU64::new(0),
+            admitted: CachePadded::new(AtomicU64::new(0)),
             refused: AtomicU64::new(0),
             window_start: AtomicI64::new(now),
             window_base: AtomicU64::new(0),

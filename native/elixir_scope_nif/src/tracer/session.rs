@@ -17,6 +17,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
 use rustler::{Atom, Encoder, Env, LocalPid, NifMap, ResourceArc, Term};
 
 use elixir_scope_core::capture::limits::{Limits, LimitsConfig, StopReason};
@@ -52,29 +53,14 @@ pub struct SessionConfig<'a> {
     count_only: bool,
 }
 
-/// The pids never traced (the pipeline's own processes), checked on every
-/// `enabled/3` call: a 64-bit mask of their low pid bits answers most
-/// lookups, a sorted list the rest.
-struct Excluded {
-    mask: u64,
-    sorted: Vec<u64>,
-}
+/// The pids never traced (the pipeline's own processes: a few dozen at
+/// most), checked on every `enabled/3` call by a branch-free scan that the
+/// compiler vectorizes.
+struct Excluded(Vec<u64>);
 
 impl Excluded {
-    fn new(pids: impl Iterator<Item = u64>) -> Excluded {
-        let mut sorted: Vec<u64> = pids.collect();
-        sorted.sort_unstable();
-        let mask = sorted.iter().fold(0, |m, &p| m | Self::bit(p));
-        Excluded { mask, sorted }
-    }
-
-    /// A bit chosen by the pid's number (a pid word's bits above its tag).
-    fn bit(pid: u64) -> u64 {
-        1 << ((pid >> 4) & 63)
-    }
-
     fn contains(&self, pid: u64) -> bool {
-        self.mask & Self::bit(pid) != 0 && self.sorted.binary_search(&pid).is_ok()
+        self.0.iter().fold(false, |hit, &p| hit | (p == pid))
     }
 }
 
@@ -89,8 +75,9 @@ pub struct TraceSession {
     servers: Vec<u64>,
     count_only: bool,
     states: ServerStates,
-    /// Events seen in `count_only` mode.
-    counted: AtomicU64,
+    /// Events seen in `count_only` mode (written on every event: on its
+    /// own cache line).
+    counted: CachePadded<AtomicU64>,
     // Of the events admitted by the limits, those not captured:
     ring_full: AtomicU64,
     shed: AtomicU64,
@@ -120,11 +107,12 @@ impl TraceSession {
                 now.mono,
             ),
             payload_bytes: c.payload_bytes,
-            excluded: Excluded::new(
+            excluded: Excluded(
                 c.excluded
                     .iter()
                     .filter(|p| p.is_pid())
-                    .map(|p| word(p.as_c_arg())),
+                    .map(|p| word(p.as_c_arg()))
+                    .collect(),
             ),
             wanted: [
                 atoms::call(),
@@ -143,7 +131,7 @@ impl TraceSession {
             servers: c.servers.iter().map(|a| word(a.as_c_arg())).collect(),
             count_only: c.count_only,
             states: ServerStates::new(MAX_SERVER_PIDS),
-            counted: AtomicU64::new(0),
+            counted: CachePadded::new(AtomicU64::new(0)),
             ring_full: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
