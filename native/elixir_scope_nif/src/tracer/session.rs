@@ -29,7 +29,7 @@ use super::translate::{self, PayloadLimits, TraceMessage, Translated};
 use crate::atoms;
 use crate::clock;
 use crate::codec::event::{Decoder, Stamp};
-use crate::codec::word;
+use crate::codec::{layout, word};
 use crate::resources::PipelineRes;
 
 /// Processes whose callbacks in progress are remembered (for state changes).
@@ -177,7 +177,7 @@ impl TraceSession {
         if !admit.record {
             return;
         }
-        if !tracee.is_pid() {
+        if !layout::is_local_pid(tracee) {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
             return;
         }
