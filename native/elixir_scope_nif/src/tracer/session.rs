@@ -25,7 +25,7 @@ use elixir_scope_core::capture::server_states::ServerStates;
 use elixir_scope_core::event::{Event, EventHeader, EventKind};
 use elixir_scope_core::pipeline::Refused;
 
-use super::translate::{self, PayloadLimits, TraceMessage, Translated};
+use super::translate::{self, PayloadLimits, TraceMessage, Translated, Words};
 use crate::atoms;
 use crate::clock;
 use crate::codec::event::{Decoder, Stamp};
@@ -114,20 +114,22 @@ impl TraceSession {
                     .map(|p| word(p.as_c_arg()))
                     .collect(),
             ),
-            wanted: [
-                atoms::call(),
-                atoms::return_from(),
-                atoms::exception_from(),
-                atoms::send(),
-                atoms::receive(),
-                atoms::spawn(),
-                atoms::exit(),
-                atoms::link(),
-                atoms::unlink(),
-                atoms::send_to_non_existing_process(),
-                atoms::trace_status(),
-            ]
-            .map(|a| word(a.as_c_arg())),
+            wanted: {
+                let w = Words::get();
+                [
+                    w.call,
+                    w.return_from,
+                    w.exception_from,
+                    w.send,
+                    w.receive,
+                    w.spawn,
+                    w.exit,
+                    w.link,
+                    w.unlink,
+                    w.send_to_non_existing_process,
+                    word(atoms::trace_status().as_c_arg()),
+                ]
+            },
             servers: c.servers.iter().map(|a| word(a.as_c_arg())).collect(),
             count_only: c.count_only,
             states: ServerStates::new(MAX_SERVER_PIDS),
@@ -182,7 +184,8 @@ impl TraceSession {
             return;
         }
         let m = TraceMessage {
-            tag,
+            tag: word(tag.as_c_arg()),
+            words: Words::get(),
             pid: word(tracee.as_c_arg()),
             message,
             opts,

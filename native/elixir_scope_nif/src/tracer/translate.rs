@@ -16,6 +16,8 @@
 //! callback's return so the correlator sees it inside the callback.
 //! Anything of another shape yields no event (never a panic).
 
+use std::sync::OnceLock;
+
 use rustler::{Atom, Term};
 
 use elixir_scope_core::event::{EventHeader, EventKind, NO_ARITY};
@@ -23,11 +25,51 @@ use elixir_scope_core::payload::Payload;
 
 use crate::atoms;
 use crate::codec::event::Stamp;
-use crate::codec::{layout, list_length, term, tuple, tuple_slice, word};
+use crate::codec::{from_word, layout, list_length, term, tuple, tuple_slice, word};
+
+/// The atom words a trace message is read with, looked up once (each
+/// rustler atom accessor is a `OnceLock` read).
+pub struct Words {
+    pub call: u64,
+    pub return_from: u64,
+    pub exception_from: u64,
+    pub send: u64,
+    pub send_to_non_existing_process: u64,
+    pub receive: u64,
+    pub spawn: u64,
+    pub exit: u64,
+    pub link: u64,
+    pub unlink: u64,
+    extra: Atom,
+    match_spec_result: Atom,
+}
+
+impl Words {
+    pub fn get() -> &'static Words {
+        static WORDS: OnceLock<Words> = OnceLock::new();
+        let w = |a: Atom| word(a.as_c_arg());
+        WORDS.get_or_init(|| Words {
+            call: w(atoms::call()),
+            return_from: w(atoms::return_from()),
+            exception_from: w(atoms::exception_from()),
+            send: w(atoms::send()),
+            send_to_non_existing_process: w(atoms::send_to_non_existing_process()),
+            receive: w(atoms::receive()),
+            spawn: w(atoms::spawn()),
+            exit: w(atoms::exit()),
+            link: w(atoms::link()),
+            unlink: w(atoms::unlink()),
+            extra: atoms::extra(),
+            match_spec_result: atoms::match_spec_result(),
+        })
+    }
+}
 
 /// One trace callback's arguments.
 pub struct TraceMessage<'a> {
-    pub tag: Term<'a>,
+    /// The tag's atom word.
+    pub tag: u64,
+    pub words: &'static Words,
     pub pid: u64,
     pub message: Term<'a>,
     pub opts: Term<'a>,
@@ -35,10 +77,6 @@ pub struct TraceMessage<'a> {
 }
 
 impl<'a> TraceMessage<'a> {
-    fn is(&self, tag: Atom) -> bool {
-        self.tag.as_c_arg() == tag.as_c_arg()
-    }
-
     fn opt(&self, key: Atom) -> Option<Term<'a>> {
         layout::map_get(self.opts, key)
     }
@@ -104,7 +142,8 @@ pub fn event<'a>(m: &TraceMessage<'a>, p: PayloadLimits) -> Option<Translated<'a
         data,
         peer,
     };
-    let t = if m.is(atoms::call()) {
+    let (w, tag) = (m.words, m.tag);
+    let t = if tag == w.call {
         let [module, function, args] = tuple::<3>(m.message)?;
         let header = mfa_header(
             m,
@@ -118,8 +157,8 @@ pub fn event<'a>(m: &TraceMessage<'a>, p: PayloadLimits) -> Option<Translated<'a
             data: p.of(args),
             peer: None,
         }
-    } else if m.is(atoms::return_from()) || m.is(atoms::exception_from()) {
-        let kind = if m.is(atoms::return_from()) {
+    } else if tag == w.return_from || tag == w.exception_from {
+        let kind = if tag == w.return_from {
             EventKind::FunctionReturn
         } else {
             EventKind::FunctionException
@@ -128,26 +167,32 @@ pub fn event<'a>(m: &TraceMessage<'a>, p: PayloadLimits) -> Option<Translated<'a
         let header = mfa_header(m, kind, module, function, layout::small_usize(arity)?)?;
         Translated {
             header,
-            data: p.of(m.opt(atoms::extra())?),
+            data: p.of(m.opt(w.extra)?),
             peer: None,
         }
-    } else if m.is(atoms::send()) || m.is(atoms::send_to_non_existing_process()) {
-        let to = m.opt(atoms::extra())?;
+    } else if tag == w.send || tag == w.send_to_non_existing_process {
+        let to = m.opt(w.extra)?;
         plain(EventKind::MessageSend, p.of(m.message), p.always(to))
-    } else if m.is(atoms::receive()) {
-        let sender = m.opt(atoms::match_spec_result()).filter(|s| s.is_pid());
+    } else if tag == w.receive {
+        let sender = m.opt(w.match_spec_result).filter(|s| s.is_pid());
         plain(
             EventKind::MessageReceive,
             p.of(m.message),
             sender.and_then(|s| p.always(s)),
         )
-    } else if m.is(atoms::spawn()) {
-        let mfa = m.opt(atoms::extra())?;
+    } else if tag == w.spawn {
+        let mfa = m.opt(w.extra)?;
         plain(EventKind::ProcessSpawn, p.of(mfa), p.always(m.message))
-    } else if m.is(atoms::exit()) {
+    } else if tag == w.exit {
         plain(EventKind::ProcessExit, p.of(m.message), None)
-    } else if m.is(atoms::link()) || m.is(atoms::unlink()) {
-        plain(EventKind::ProcessLink, p.always(m.tag), p.always(m.message))
+    } else if tag == w.link || tag == w.unlink {
+        // SAFETY: the tag is an atom (environment-independent).
+        let tag_term = unsafe { Term::new(m.message.get_env(), from_word(tag)) };
+        plain(
+            EventKind::ProcessLink,
+            p.always(tag_term),
+            p.always(m.message),
+        )
     } else {
         return None;
     };
