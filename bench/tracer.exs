@@ -2,7 +2,7 @@
 # Env: BENCH_TRACE_CALLS (traced calls per run, default 500_000),
 #      BENCH_TRACE_ROUNDS (ping-pong round trips per run, default 200_000).
 #
-# One workload, five ways taking turns over 5 rounds, medians:
+# One workload, five ways taking turns over 7 rounds, medians:
 #   untraced      the loop alone
 #   floor         a NIF tracer whose callback only counts (the VM's own cost)
 #   elixir_scope  ElixirScope.trace/1 into a pipeline (capture = while the
@@ -201,10 +201,10 @@ defmodule TracerBench do
 
   def report(name, build, events, pipeline) do
     rate = fn us -> events / us end
-    # The five ways take turns within each of 5 rounds, so a noisy moment
+    # The five ways take turns within each of 7 rounds, so a noisy moment
     # of the machine hits them alike; medians per way.
     rounds =
-      for _ <- 1..5 do
+      for _ <- 1..7 do
         {ours_capture, ours_stored} = elixir_scope(build, pipeline)
 
         %{

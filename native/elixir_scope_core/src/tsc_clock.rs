@@ -12,7 +12,7 @@
 //! and until [`enable`] (called once the kernel is known to use the TSC as
 //! its own clocksource), every read is an OS clock read.
 //!
-//! Invariants: the anchor and rate change only under a seqlock (`SEQ` odd
+//! Invariants: the anchor and rate change only under a seqlock (`seq` odd
 //! while written); a reader uses a consistent triple or the OS clock. An
 //! interpolation spans at most `RE_ANCHOR_TICKS`, so its error is at most
 //! the rate's error times a millisecond (nanoseconds once the rate is
@@ -27,14 +27,28 @@ pub const RE_ANCHOR_TICKS: u64 = 1 << 22;
 /// The rate is first measured over at least this long.
 pub const MIN_BASELINE_NS: i64 = 10_000_000;
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
-static SEQ: AtomicU64 = AtomicU64::new(0);
-static ANCHOR_TSC: AtomicU64 = AtomicU64::new(0);
-static ANCHOR_NS: AtomicI64 = AtomicI64::new(0);
-/// ns per tick, 32.32 fixed point; 0 = not measured yet.
-static RATE: AtomicU64 = AtomicU64::new(0);
-static FIRST_TSC: AtomicU64 = AtomicU64::new(0);
-static FIRST_NS: AtomicI64 = AtomicI64::new(0);
+/// The clock's state, on one cache line (every read touches it).
+#[repr(align(64))]
+struct State {
+    enabled: AtomicBool,
+    seq: AtomicU64,
+    anchor_tsc: AtomicU64,
+    anchor_ns: AtomicI64,
+    /// ns per tick, 32.32 fixed point; 0 = not measured yet.
+    rate: AtomicU64,
+    first_tsc: AtomicU64,
+    first_ns: AtomicI64,
+}
+
+static CLOCK: State = State {
+    enabled: AtomicBool::new(false),
+    seq: AtomicU64::new(0),
+    anchor_tsc: AtomicU64::new(0),
+    anchor_ns: AtomicI64::new(0),
+    rate: AtomicU64::new(0),
+    first_tsc: AtomicU64::new(0),
+    first_ns: AtomicI64::new(0),
+};
 
 /// The OS monotonic clock in ns: one `clock_gettime` (a vDSO read) on
 /// 64-bit Linux, without `Instant`'s 128-bit arithmetic.
@@ -80,7 +94,7 @@ fn ticks() -> Option<u64> {
 /// invariant and synchronized across cores, e.g. when the kernel uses it
 /// as its clocksource.
 pub fn enable() {
-    ENABLED.store(ticks().is_some(), Ordering::Relaxed);
+    CLOCK.enabled.store(ticks().is_some(), Ordering::Relaxed);
 }
 
 /// True if the kernel's clocksource is the TSC (Linux; false elsewhere).
@@ -92,18 +106,18 @@ pub fn kernel_uses_tsc() -> bool {
 /// The monotonic clock in ns (the OS clock's epoch).
 #[inline]
 pub fn now_ns() -> i64 {
-    let Some(t) = ticks().filter(|_| ENABLED.load(Ordering::Relaxed)) else {
+    let Some(t) = ticks().filter(|_| CLOCK.enabled.load(Ordering::Relaxed)) else {
         return os_monotonic_ns();
     };
-    let seq = SEQ.load(Ordering::Acquire);
+    let seq = CLOCK.seq.load(Ordering::Acquire);
     let (t0, n0, rate) = (
-        ANCHOR_TSC.load(Ordering::Relaxed),
-        ANCHOR_NS.load(Ordering::Relaxed),
-        RATE.load(Ordering::Relaxed),
+        CLOCK.anchor_tsc.load(Ordering::Relaxed),
+        CLOCK.anchor_ns.load(Ordering::Relaxed),
+        CLOCK.rate.load(Ordering::Relaxed),
     );
     fence(Ordering::Acquire);
     let dt = t.wrapping_sub(t0);
-    if seq & 1 == 0 && SEQ.load(Ordering::Relaxed) == seq && rate != 0 && dt < RE_ANCHOR_TICKS {
+    if seq & 1 == 0 && CLOCK.seq.load(Ordering::Relaxed) == seq && rate != 0 && dt < RE_ANCHOR_TICKS {
         return n0 + ((dt as u128 * rate as u128) >> 32) as i64;
     }
     re_anchor(seq)
@@ -116,7 +130,7 @@ fn re_anchor(seq: u64) -> i64 {
     let now = os_monotonic_ns();
     let t = ticks().unwrap_or(0);
     let writer = seq & 1 == 0
-        && SEQ
+        && CLOCK.seq
             .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
             .is_ok();
     if !writer {
@@ -124,19 +138,19 @@ fn re_anchor(seq: u64) -> i64 {
     }
     fence(Ordering::Release);
     let (first_tsc, first_ns) = (
-        FIRST_TSC.load(Ordering::Relaxed),
-        FIRST_NS.load(Ordering::Relaxed),
+        CLOCK.first_tsc.load(Ordering::Relaxed),
+        CLOCK.first_ns.load(Ordering::Relaxed),
     );
     if first_tsc == 0 {
-        FIRST_TSC.store(t, Ordering::Relaxed);
-        FIRST_NS.store(now, Ordering::Relaxed);
+        CLOCK.first_tsc.store(t, Ordering::Relaxed);
+        CLOCK.first_ns.store(now, Ordering::Relaxed);
     } else if now - first_ns >= MIN_BASELINE_NS && t > first_tsc {
         let rate = ((((now - first_ns) as u128) << 32) / (t - first_tsc) as u128) as u64;
-        RATE.store(rate, Ordering::Relaxed);
+        CLOCK.rate.store(rate, Ordering::Relaxed);
     }
-    ANCHOR_TSC.store(t, Ordering::Relaxed);
-    ANCHOR_NS.store(now, Ordering::Relaxed);
-    SEQ.store(seq + 2, Ordering::Release);
+    CLOCK.anchor_tsc.store(t, Ordering::Relaxed);
+    CLOCK.anchor_ns.store(now, Ordering::Relaxed);
+    CLOCK.seq.store(seq + 2, Ordering::Release);
     now
 }
 
@@ -166,7 +180,7 @@ mod tests {
         }
         assert!(worst_gap < 20_000, "stepped back {worst_gap} ns");
         if ticks().is_some() {
-            assert_ne!(RATE.load(Ordering::Relaxed), 0, "rate measured");
+            assert_ne!(CLOCK.rate.load(Ordering::Relaxed), 0, "rate measured");
         }
     }
 }

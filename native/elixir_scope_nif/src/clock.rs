@@ -17,15 +17,24 @@ use elixir_scope_core::tsc_clock;
 
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 
-/// BEAM monotonic minus local monotonic.
-static MONO_OFFSET: AtomicI64 = AtomicI64::new(0);
-/// OS wall clock minus BEAM monotonic.
-static WALL_OFFSET: AtomicI64 = AtomicI64::new(0);
+/// Both offsets, on one cache line (every stamp reads both).
+#[repr(align(64))]
+struct Offsets {
+    /// BEAM monotonic minus local monotonic.
+    mono: AtomicI64,
+    /// OS wall clock minus BEAM monotonic.
+    wall: AtomicI64,
+}
+
+static OFFSETS: Offsets = Offsets {
+    mono: AtomicI64::new(0),
+    wall: AtomicI64::new(0),
+};
 
 /// The BEAM's monotonic time (ns).
 #[inline]
 pub fn monotonic_ns() -> i64 {
-    tsc_clock::now_ns() + MONO_OFFSET.load(Ordering::Relaxed)
+    tsc_clock::now_ns() + OFFSETS.mono.load(Ordering::Relaxed)
 }
 
 /// Turns on TSC reads when the kernel itself trusts the TSC (it is then
@@ -39,7 +48,7 @@ pub fn init() {
 
 /// The OS wall time (ns since the Unix epoch) at BEAM monotonic `mono`.
 pub fn wall_ns(mono: i64) -> i64 {
-    mono + WALL_OFFSET.load(Ordering::Relaxed)
+    mono + OFFSETS.wall.load(Ordering::Relaxed)
 }
 
 /// Measures both offsets; call on a scheduler thread.
@@ -50,6 +59,6 @@ pub fn calibrate() {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
-    MONO_OFFSET.store(beam - local, Ordering::Relaxed);
-    WALL_OFFSET.store(wall - beam, Ordering::Relaxed);
+    OFFSETS.mono.store(beam - local, Ordering::Relaxed);
+    OFFSETS.wall.store(wall - beam, Ordering::Relaxed);
 }
