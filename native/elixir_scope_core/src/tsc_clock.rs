@@ -117,7 +117,8 @@ pub fn now_ns() -> i64 {
     );
     fence(Ordering::Acquire);
     let dt = t.wrapping_sub(t0);
-    if seq & 1 == 0 && CLOCK.seq.load(Ordering::Relaxed) == seq && rate != 0 && dt < RE_ANCHOR_TICKS {
+    if seq & 1 == 0 && CLOCK.seq.load(Ordering::Relaxed) == seq && rate != 0 && dt < RE_ANCHOR_TICKS
+    {
         return n0 + ((dt as u128 * rate as u128) >> 32) as i64;
     }
     re_anchor(seq)
@@ -130,7 +131,8 @@ fn re_anchor(seq: u64) -> i64 {
     let now = os_monotonic_ns();
     let t = ticks().unwrap_or(0);
     let writer = seq & 1 == 0
-        && CLOCK.seq
+        && CLOCK
+            .seq
             .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
             .is_ok();
     if !writer {

@@ -1,8 +1,13 @@
 //! Term codec: Erlang term <-> the compact payload format of
 //! `elixir_scope_core::payload::tag`.
 //!
-//! Encoding walks the term iteratively (an explicit stack, so a deep term
-//! cannot overflow a scheduler's stack) in pre-order. Atoms and local pids
+//! Encoding writes into the event's payload in place: inline up to 22
+//! bytes, spilling to the heap past that. Flat terms (an immediate, or a
+//! short tuple or list of immediates: most arguments and messages) take
+//! one pass with no buffer ([`encode_flat_into`]); any other term is
+//! walked iteratively (an explicit stack, so a deep term cannot overflow a
+//! scheduler's stack) in pre-order, writing runs of immediates as it meets
+//! them ([`encode_into`]). Both give the same bytes. Atoms and local pids
 //! are copied as raw term words: on ERTS both are immediates that stay valid
 //! in any environment for the life of the VM (atoms are never collected), so
 //! they need no lookup on either side. Types without a native tag (refs,
@@ -46,42 +51,28 @@ struct Sink<'o> {
 }
 
 impl Sink<'_> {
-    /// Appends one byte (the caller has counted it within the limit).
+    /// Appends bytes already counted within the limit.
     #[inline]
-    fn byte(&mut self, b: u8) {
-        if !self.spilled {
-            if self.len < INLINE_CAP {
-                self.small[self.len] = b;
-                self.len += 1;
-                return;
-            }
-            self.spill_small();
-        }
-        self.spill.push(b);
-    }
-
-    #[cold]
-    fn spill_small(&mut self) {
-        self.spill.clear();
-        self.spill.extend_from_slice(&self.small[..self.len]);
-        self.spilled = true;
-    }
-
-    #[inline]
-    fn put(&mut self, bytes: &[u8]) {
-        self.size += bytes.len();
-        if self.size > self.limit {
-            return;
-        }
+    fn append(&mut self, bytes: &[u8]) {
         if !self.spilled && self.len + bytes.len() <= INLINE_CAP {
             self.small[self.len..self.len + bytes.len()].copy_from_slice(bytes);
             self.len += bytes.len();
             return;
         }
         if !self.spilled {
-            self.spill_small();
+            self.spill.clear();
+            self.spill.extend_from_slice(&self.small[..self.len]);
+            self.spilled = true;
         }
         self.spill.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.size += bytes.len();
+        if self.size <= self.limit {
+            self.append(bytes);
+        }
     }
 
     /// A tag and a varint, the shape of every non-float node.
@@ -100,7 +91,7 @@ impl Sink<'_> {
         }
         let mut bytes = [0; 1 + varint::MAX_LEN];
         write_tag(&mut bytes[..n], t, v);
-        bytes[..n].iter().for_each(|&b| self.byte(b));
+        self.append(&bytes[..n]);
     }
 
     fn overflowed(&self) -> bool {
@@ -113,8 +104,8 @@ impl Sink<'_> {
 enum Node {
     /// A term, at a nesting depth.
     Term(ErlNifTerm, u32),
-    /// Tuple elements or map entries still to encode: a slice of a live
-    /// term (pointer and length), and their depth.
+    /// Tuple elements still to encode: a slice of a live term (pointer
+    /// and length), and their depth.
     Elems(*const ErlNifTerm, usize, u32),
     /// The rest of a list whose length is already written: more cells,
     /// then the tail (`[]`, or an improper tail).
