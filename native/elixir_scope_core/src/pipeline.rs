@@ -624,7 +624,7 @@ impl Pipeline {
             s.queued += r.available;
             s.ingested += r.total_writes + r.rejected;
             s.shard_utilization.push(r.utilization());
-            s.ring_memory_bytes += r.size * std::mem::size_of::<Event>() as u64;
+            s.ring_memory_bytes += r.memory_bytes;
         }
         s.ingested += s.invalid + s.shed;
         s.queued += in_flight;

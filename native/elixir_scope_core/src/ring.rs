@@ -53,6 +53,9 @@ pub enum Popped<T> {
     Pending(u64),
 }
 
+/// Cache-line aligned, so a writer filling one slot and a reader emptying
+/// its neighbour never contend for the same line.
+#[repr(align(64))]
 struct Slot<T> {
     stamp: AtomicU64,
     value: UnsafeCell<MaybeUninit<T>>,
@@ -114,6 +117,8 @@ pub struct RingStats {
     pub total_reads: u64,
     pub rejected: u64,
     pub overwritten: u64,
+    /// The slots' memory (allocated whole at creation).
+    pub memory_bytes: u64,
 }
 
 impl RingStats {
@@ -347,6 +352,7 @@ impl<T> Ring<T> {
             total_reads: self.reads.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             overwritten: self.overwritten.load(Ordering::Relaxed),
+            memory_bytes: self.capacity() * std::mem::size_of::<Slot<T>>() as u64,
         }
     }
 }
