@@ -9,7 +9,9 @@
 //! bounces ring cache lines and takes CPU from the schedulers); else sweep
 //! again at once. An idle pipeline therefore costs a wake-up per worker every
 //! `max_idle_sleep`, not a spin.
-//! `wake_all` cuts a sleep short (used by flush).
+//! `wake_all` cuts a sleep short (used by flush). Workers run `nice` +5
+//! below the VM's threads (Linux): on a contended core the traced code runs
+//! first and the rings absorb the wait.
 //!
 //! A panic inside a sweep is caught; the worker counts it, drops its batch
 //! buffers and carries on (a fresh start of its loop), so a bad batch never
@@ -237,7 +239,33 @@ const FIRST_IDLE_SLEEP: Duration = Duration::from_micros(20);
 /// Events in one sweep from which a worker sweeps again without a pause.
 const FULL_SWEEP: u64 = 256;
 
+/// How much lower than the VM's threads workers run (`nice` steps).
+const WORKER_NICE: i32 = 5;
+
+/// Lowers the calling thread's OS priority by [`WORKER_NICE`], so that
+/// when the schedulers and the workers want the same core, the traced
+/// code wins and the rings absorb the wait. Linux only (elsewhere, and if
+/// the call fails, the thread keeps its priority).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn gettid() -> i32;
+            fn getpriority(which: i32, who: u32) -> i32;
+            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
+        }
+        const PRIO_PROCESS: i32 = 0;
+        // SAFETY: plain syscalls on the calling thread's own id.
+        unsafe {
+            let tid = gettid() as u32;
+            let nice = getpriority(PRIO_PROCESS, tid);
+            setpriority(PRIO_PROCESS, tid, (nice + WORKER_NICE).min(19));
+        }
+    }
+}
+
 fn run(core: Arc<Core>, me: Arc<Worker>) {
+    lower_priority();
     let mut buffers = Buffers::default();
     let mut idle = FIRST_IDLE_SLEEP;
     let start = me.id as usize;

@@ -359,3 +359,52 @@ fn failing_store_writes_open_the_breaker_then_it_half_opens_and_closes() {
     assert_accounted(&s);
     assert_eq!(stored_seqs(&store, 6), (0..100).collect::<Vec<_>>());
 }
+
+/// The `nice` value of every thread of this process whose name starts
+/// with `prefix` (Linux: field 19 of /proc/self/task/<tid>/stat).
+#[cfg(target_os = "linux")]
+fn nice_of_threads(prefix: &str) -> Vec<i64> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after the parenthesized name; nice is field 19.
+            let after = &stat[stat.rfind(')')? + 2..];
+            let nice = after.split(' ').nth(16)?.parse().ok()?;
+            comm.starts_with(prefix).then_some(nice)
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn workers_run_at_a_lower_priority_than_the_threads_that_started_them() {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let own: i64 = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = (own + 5).min(19);
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let p = start(PipelineConfig::default(), &store);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Each worker lowers its own priority as it starts.
+    let nices = loop {
+        let nices = nice_of_threads("elixir_scope_wo");
+        let settled = !nices.is_empty() && nices.iter().all(|&n| n == expected);
+        if settled || Instant::now() > deadline {
+            break nices;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(!nices.is_empty(), "no worker threads found");
+    assert!(
+        nices.iter().all(|&n| n == expected),
+        "worker nice values {nices:?}, expected {expected}"
+    );
+    p.stop();
+}
