@@ -250,16 +250,17 @@ fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         extern "C" {
-            fn gettid() -> i32;
             fn getpriority(which: i32, who: u32) -> i32;
             fn setpriority(which: i32, who: u32, prio: i32) -> i32;
         }
         const PRIO_PROCESS: i32 = 0;
-        // SAFETY: plain syscalls on the calling thread's own id.
+        // On Linux the nice value is per thread, and `who` 0 is the
+        // calling thread.
+        const CALLING_THREAD: u32 = 0;
+        // SAFETY: plain syscalls on the calling thread.
         unsafe {
-            let tid = gettid() as u32;
-            let nice = getpriority(PRIO_PROCESS, tid);
-            setpriority(PRIO_PROCESS, tid, (nice + WORKER_NICE).min(19));
+            let nice = getpriority(PRIO_PROCESS, CALLING_THREAD);
+            setpriority(PRIO_PROCESS, CALLING_THREAD, (nice + WORKER_NICE).min(19));
         }
     }
 }
