@@ -14,6 +14,9 @@
 //!
 //! Invariants: the anchor and rate change only under a seqlock (`seq` odd
 //! while written); a reader uses a consistent triple or the OS clock. An
+//! anchor is taken only from a TSC read and an OS clock read made within a
+//! few microseconds of each other (a preemption between them would skew
+//! the anchor and the rate). An
 //! interpolation spans at most `RE_ANCHOR_TICKS`, so its error is at most
 //! the rate's error times a millisecond (nanoseconds once the rate is
 //! measured over seconds). At a new anchor the clock may step back by that
@@ -26,6 +29,9 @@ use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, Ordering};
 pub const RE_ANCHOR_TICKS: u64 = 1 << 22;
 /// The rate is first measured over at least this long.
 pub const MIN_BASELINE_NS: i64 = 10_000_000;
+/// An anchor's two TSC reads around the OS clock read lie at most this
+/// far apart (about 5 us at 3 GHz; undisturbed, they are ~100 ticks apart).
+const MAX_PAIR_TICKS: u64 = 1 << 14;
 
 /// The clock's state, on one cache line (every read touches it).
 #[repr(align(64))]
@@ -128,9 +134,15 @@ pub fn now_ns() -> i64 {
 /// thread is taking one), measuring the rate from the first anchor.
 #[cold]
 fn re_anchor(seq: u64) -> i64 {
+    let t0 = ticks().unwrap_or(0);
     let now = os_monotonic_ns();
-    let t = ticks().unwrap_or(0);
-    let writer = seq & 1 == 0
+    let t1 = ticks().unwrap_or(0);
+    // An anchor pairs a TSC reading with the OS time read at that moment:
+    // if the thread was preempted between the reads, take none this time.
+    let tight = t1.wrapping_sub(t0) < MAX_PAIR_TICKS;
+    let t = t0 + t1.wrapping_sub(t0) / 2;
+    let writer = tight
+        && seq & 1 == 0
         && CLOCK
             .seq
             .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
