@@ -5,6 +5,8 @@
 //! session may record it and which safety limit stops the session.
 //! [`server_states::ServerStates`] remembers the state a GenServer callback
 //! was entered with, so its return can be turned into a `:state_change`.
+//! [`excluded::Excluded`] holds the processes a session never traces.
 
+pub mod excluded;
 pub mod limits;
 pub mod server_states;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use rustler::{Atom, Encoder, Env, LocalPid, NifMap, ResourceArc, Term};
 
+use elixir_scope_core::capture::excluded::Excluded;
 use elixir_scope_core::capture::limits::{Limits, LimitsConfig, StopReason};
 use elixir_scope_core::capture::server_states::ServerStates;
 use elixir_scope_core::event::{Event, EventHeader, EventKind};
@@ -51,17 +52,6 @@ pub struct SessionConfig<'a> {
     servers: Vec<Atom>,
     /// Count events and do nothing else: the VM's floor, for benchmarks.
     count_only: bool,
-}
-
-/// The pids never traced (the pipeline's own processes: a few dozen at
-/// most), checked on every `enabled/3` call by a branch-free scan that the
-/// compiler vectorizes.
-struct Excluded(Vec<u64>);
-
-impl Excluded {
-    fn contains(&self, pid: u64) -> bool {
-        self.0.iter().fold(false, |hit, &p| hit | (p == pid))
-    }
 }
 
 pub struct TraceSession {
@@ -107,12 +97,11 @@ impl TraceSession {
                 now.mono,
             ),
             payload_bytes: c.payload_bytes,
-            excluded: Excluded(
+            excluded: Excluded::new(
                 c.excluded
                     .iter()
                     .filter(|p| p.is_pid())
-                    .map(|p| word(p.as_c_arg()))
-                    .collect(),
+                    .map(|p| word(p.as_c_arg())),
             ),
             wanted: {
                 let w = Words::get();
