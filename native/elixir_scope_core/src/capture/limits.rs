@@ -6,6 +6,12 @@
 //! `n` trips it) and a deadline (monotonic ns). An explicit [`Limits::stop`]
 //! (owner down, requested) ends the session the same way.
 //!
+//! The rate window counts from the `admitted` total at its start, so an
+//! admitted event costs one atomic add. At a window's start, an event on
+//! another thread that races the new window's base still counts from the
+//! old one: it can trip the limit a few nanoseconds early, and only if the
+//! previous window was already near `n`.
+//!
 //! Invariants: `stopped` goes from 0 to a reason exactly once (the first
 //! stopper wins and is the one told [`Admit::trip`]); `admitted` never
 //! exceeds `max_events` (an overshoot by a racing thread is taken back);
