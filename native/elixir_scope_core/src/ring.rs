@@ -182,8 +182,11 @@ impl<T> Ring<T> {
     /// will be read from (no copy of a value built elsewhere). `write` runs
     /// only once a slot is claimed, so a rejected push never calls it.
     /// It must initialize the slot and must not panic: until it returns the
-    /// slot is claimed but not readable.
-    pub fn push_with(&self, write: impl FnOnce(&mut MaybeUninit<T>)) -> Pushed {
+    /// slot is claimed but not readable, and a panic would leave the shard
+    /// stuck there (memory stays safe: `Drop` skips unpublished slots).
+    /// Crate-private for that reason; `IngestBatch::push_with` catches
+    /// panics in the part that may fail.
+    pub(crate) fn push_with(&self, write: impl FnOnce(&mut MaybeUninit<T>)) -> Pushed {
         let mut overwritten = 0;
         let seq = loop {
             if let Some(seq) = self.claim() {
