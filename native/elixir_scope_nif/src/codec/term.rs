@@ -338,15 +338,13 @@ impl FlatWriter<'_> {
     /// Writes `t` if it is an immediate and fits.
     #[inline(always)]
     fn leaf(&mut self, t: ErlNifTerm) -> Option<()> {
-        match self.d.immediate(t)? {
-            Immediate::Small(i) => self.put(tag::INT, varint::zigzag(i)),
-            Immediate::Atom => self.put(tag::ATOM, word(t)),
-            Immediate::Nil => {
-                *self.buf.get_mut(self.len)? = tag::NIL;
+        match immediate_encoding(t, self.d.immediate(t)?) {
+            (tag, Some(v)) => self.put(tag, v),
+            (tag, None) => {
+                *self.buf.get_mut(self.len)? = tag;
                 self.len += 1;
                 Some(())
             }
-            Immediate::LocalPid => self.put(tag::PID, word(t)),
         }
     }
 }
@@ -355,14 +353,26 @@ impl FlatWriter<'_> {
 /// otherwise.
 #[inline(always)]
 fn put_immediate(sink: &mut Sink, t: ErlNifTerm) -> bool {
-    match immediate(t) {
-        Some(Immediate::Small(i)) => sink.put_tag(tag::INT, varint::zigzag(i)),
-        Some(Immediate::Atom) => sink.put_tag(tag::ATOM, word(t)),
-        Some(Immediate::Nil) => sink.put(&[tag::NIL]),
-        Some(Immediate::LocalPid) => sink.put_tag(tag::PID, word(t)),
-        None => return false,
+    let Some(i) = immediate(t) else {
+        return false;
+    };
+    match immediate_encoding(t, i) {
+        (tag, Some(v)) => sink.put_tag(tag, v),
+        (tag, None) => sink.put(&[tag]),
     }
     true
+}
+
+/// How immediate `t` (of kind `i`) is encoded: its tag, and the varint
+/// after it (none for `[]`). Both encoders write immediates this way.
+#[inline(always)]
+fn immediate_encoding(t: ErlNifTerm, i: Immediate) -> (u8, Option<u64>) {
+    match i {
+        Immediate::Small(i) => (tag::INT, Some(varint::zigzag(i))),
+        Immediate::Atom => (tag::ATOM, Some(word(t))),
+        Immediate::Nil => (tag::NIL, None),
+        Immediate::LocalPid => (tag::PID, Some(word(t))),
+    }
 }
 
 /// Writes the leading immediates of `terms` (while the walk is within
