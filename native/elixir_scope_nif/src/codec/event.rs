@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use rustler::sys::{enif_make_map_from_arrays, ErlNifTerm};
+use rustler::sys::ErlNifTerm;
 use rustler::{Atom, Encoder, Env, Term};
 
 use elixir_scope_core::event::{
@@ -18,7 +18,7 @@ use elixir_scope_core::payload::Payload;
 
 use super::layout::{self, Immediate};
 use super::term;
-use super::{from_word, tuple_slice, word};
+use super::{from_word, map_from_words, tuple_slice, word};
 use crate::atoms;
 use crate::clock;
 
@@ -315,22 +315,9 @@ pub fn init_struct_layout(env: Env) {
     let values: Vec<ErlNifTerm> = (0..STRUCT_KEYS as i64)
         .map(|i| i.encode(env).as_c_arg())
         .collect();
-    let mut map = ErlNifTerm::default();
-    // SAFETY: equal-length arrays of live terms with distinct keys.
-    let made = unsafe {
-        enif_make_map_from_arrays(
-            env.as_c_arg(),
-            keys.as_ptr(),
-            values.as_ptr(),
-            STRUCT_KEYS,
-            &mut map,
-        )
-    } != 0;
-    // SAFETY: built just above in `env`.
-    let Some((sorted, _)) = made
-        .then(|| unsafe { Term::new(env, map) })
-        .and_then(layout::flatmap)
-    else {
+    // SAFETY: equal-length arrays of atoms and small integers.
+    let map = unsafe { map_from_words(env, &keys, &values) };
+    let Some((sorted, _)) = map.and_then(layout::flatmap) else {
         return;
     };
     let Ok(sorted) = <[ErlNifTerm; STRUCT_KEYS]>::try_from(sorted) else {
@@ -471,18 +458,8 @@ fn link_atom(kind: LinkKind) -> Atom {
 fn make_struct<'a>(env: Env<'a>, keys: &[Atom], values: &[Term<'a>]) -> Term<'a> {
     let keys: Vec<ErlNifTerm> = keys.iter().map(|k| k.as_c_arg()).collect();
     let values: Vec<ErlNifTerm> = values.iter().map(|v| v.as_c_arg()).collect();
-    let mut map = ErlNifTerm::default();
-    // SAFETY: equal-length arrays of live terms with distinct keys.
-    unsafe {
-        enif_make_map_from_arrays(
-            env.as_c_arg(),
-            keys.as_ptr(),
-            values.as_ptr(),
-            keys.len(),
-            &mut map,
-        );
-        Term::new(env, map)
-    }
+    // SAFETY: equal-length arrays of atoms and live terms of `env`.
+    unsafe { map_from_words(env, &keys, &values) }.expect("distinct struct keys")
 }
 
 fn raw_atom<'a>(env: Env<'a>, word: u64) -> Term<'a> {

@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustler::sys::{
     enif_get_list_cell, enif_get_list_length, enif_get_local_pid, enif_get_map_value,
-    enif_get_tuple, enif_make_map_from_arrays, ErlNifPid, ErlNifTerm,
+    enif_get_tuple, ErlNifPid, ErlNifTerm,
 };
 use rustler::{Encoder, Env, Term};
 
-use super::word;
+use super::{map_from_words, word};
 use crate::atoms;
 
 static DIRECT: AtomicBool = AtomicBool::new(false);
@@ -324,20 +324,11 @@ fn maps_agree(env: Env) -> bool {
     let values: Vec<Term> = (10i64..14).map(|i| i.encode(env)).collect();
     let raw_keys: Vec<ErlNifTerm> = keys.iter().map(|k| k.as_c_arg()).collect();
     let raw_values: Vec<ErlNifTerm> = values.iter().map(|v| v.as_c_arg()).collect();
-    let mut map = ErlNifTerm::default();
-    // SAFETY: equal-length arrays of live terms with distinct keys.
-    let made = unsafe {
-        enif_make_map_from_arrays(
-            env.as_c_arg(),
-            raw_keys.as_ptr(),
-            raw_values.as_ptr(),
-            keys.len(),
-            &mut map,
-        )
-    } != 0;
-    // SAFETY: built just above in `env`.
-    let map = unsafe { Term::new(env, map) };
-    made && flatmap(map).is_some_and(|(k, _)| k.len() == keys.len())
+    // SAFETY: equal-length arrays of atoms and small integers.
+    let Some(map) = (unsafe { map_from_words(env, &raw_keys, &raw_values) }) else {
+        return false;
+    };
+    flatmap(map).is_some_and(|(k, _)| k.len() == keys.len())
         && keys.iter().zip(&values).all(|(&k, v)| {
             let mut api = ErlNifTerm::default();
             // SAFETY: live terms; the out-pointer is a local.

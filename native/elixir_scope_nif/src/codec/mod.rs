@@ -5,8 +5,8 @@ pub mod layout;
 pub mod term;
 
 pub use layout::{list_length, tuple_slice};
-use rustler::sys::ErlNifTerm;
-use rustler::Term;
+use rustler::sys::{enif_make_map_from_arrays, ErlNifTerm};
+use rustler::{Env, Term};
 
 /// The raw word of a term (atoms and local pids are stored this way).
 pub fn word(t: ErlNifTerm) -> u64 {
@@ -21,6 +21,30 @@ pub fn word(t: ErlNifTerm) -> u64 {
 /// local pid) or of a live term of the environment it is used in.
 pub unsafe fn from_word(w: u64) -> ErlNifTerm {
     std::mem::transmute::<usize, ErlNifTerm>(w as usize)
+}
+
+/// The map of `keys` to `values`; `None` when the VM refuses them (a key
+/// repeated).
+///
+/// # Safety
+/// `keys` and `values` must have equal lengths and hold terms of `env` or
+/// environment-independent ones (atoms, local pids, small integers).
+pub unsafe fn map_from_words<'a>(
+    env: Env<'a>,
+    keys: &[ErlNifTerm],
+    values: &[ErlNifTerm],
+) -> Option<Term<'a>> {
+    debug_assert_eq!(keys.len(), values.len());
+    let mut map = ErlNifTerm::default();
+    let env_raw = env.as_c_arg();
+    (enif_make_map_from_arrays(
+        env_raw,
+        keys.as_ptr(),
+        values.as_ptr(),
+        keys.len(),
+        &mut map,
+    ) != 0)
+        .then(|| Term::new(env, map))
 }
 
 /// The elements of a tuple of exactly `N` elements.

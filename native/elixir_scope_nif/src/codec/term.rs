@@ -22,16 +22,15 @@
 
 use rustler::sys::{
     enif_get_double, enif_get_int64, enif_get_local_pid, enif_inspect_binary, enif_make_double,
-    enif_make_int64, enif_make_list_cell, enif_make_map_from_arrays, enif_make_new_binary,
-    enif_make_tuple_from_array, enif_term_type, ErlNifBinary, ErlNifPid, ErlNifTerm,
-    ErlNifTermType,
+    enif_make_int64, enif_make_list_cell, enif_make_new_binary, enif_make_tuple_from_array,
+    enif_term_type, ErlNifBinary, ErlNifPid, ErlNifTerm, ErlNifTermType,
 };
 use rustler::{Encoder, Env, Term};
 
 use elixir_scope_core::payload::{tag, varint, Payload, INLINE_CAP};
 
 use super::layout::{self, flatmap, immediate, list_cell, tuple_slice, Direct, Immediate};
-use super::{from_word, word};
+use super::{from_word, map_from_words, word};
 use crate::atoms;
 
 /// Deepest nesting kept; deeper terms are truncated.
@@ -591,9 +590,9 @@ impl<'b> Reader<'b> {
                         keys.push(self.term(env).as_c_arg());
                         values.push(self.term(env).as_c_arg());
                     }
-                    let mut map = ErlNifTerm::default();
-                    enif_make_map_from_arrays(e, keys.as_ptr(), values.as_ptr(), n, &mut map);
-                    Term::new(env, map)
+                    // Keys come from one encoded map: distinct.
+                    map_from_words(env, &keys, &values)
+                        .unwrap_or_else(|| atoms::undefined().encode(env))
                 }
                 tag::EXTERNAL => {
                     let n = self.len();
