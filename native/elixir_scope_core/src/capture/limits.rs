@@ -179,6 +179,27 @@ mod tests {
         )
     }
 
+    /// Offers `per_thread` events (at times 0, 1, ...) from each of
+    /// `threads` threads at once; counts the verdicts `counted` picks.
+    fn on_threads(
+        l: &std::sync::Arc<Limits>,
+        threads: usize,
+        per_thread: i64,
+        counted: fn(Admit) -> bool,
+    ) -> u64 {
+        (0..threads)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    (0..per_thread).filter(|&t| counted(l.admit(t))).count() as u64
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum()
+    }
+
     #[test]
     fn max_events_admits_exactly_n_and_trips_on_the_last() {
         let l = limits(3, None, i64::MAX);
@@ -235,17 +256,7 @@ mod tests {
     #[test]
     fn concurrent_admits_never_exceed_max_events() {
         let l = std::sync::Arc::new(limits(10_000, None, i64::MAX));
-        let trips: u64 = (0..4)
-            .map(|_| {
-                let l = l.clone();
-                std::thread::spawn(move || {
-                    (0..5_000).filter(|&t| l.admit(t).trip.is_some()).count() as u64
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .sum();
+        let trips = on_threads(&l, 4, 5_000, |a| a.trip.is_some());
         assert_eq!(trips, 1);
         assert_eq!(l.admitted(), 10_000);
         assert_eq!(l.admitted() + l.refused(), 20_000);
@@ -254,15 +265,7 @@ mod tests {
     #[test]
     fn concurrent_admits_never_exceed_the_rate() {
         let l = std::sync::Arc::new(limits(u64::MAX, Some((1_000, i64::MAX)), i64::MAX));
-        let admitted: u64 = (0..4)
-            .map(|_| {
-                let l = l.clone();
-                std::thread::spawn(move || (0..1_000).filter(|&t| l.admit(t).record).count() as u64)
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .sum();
+        let admitted = on_threads(&l, 4, 1_000, |a| a.record);
         assert_eq!(admitted, 1_000);
         assert_eq!(l.admitted(), 1_000);
         assert_eq!(l.admitted() + l.refused(), 4_000);
