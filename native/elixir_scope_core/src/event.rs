@@ -88,8 +88,7 @@ pub struct Event {
 
 /// An event's fields but its id and payloads: what a producer has decoded
 /// when it queues the event (the payloads are then encoded in the ring
-/// slot). All scalars, so it is passed in registers, never copied as a
-/// block of freshly written memory.
+/// slot, so their bytes are written once).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EventHeader {
     pub timestamp: i64,
