@@ -360,8 +360,16 @@ fn failing_store_writes_open_the_breaker_then_it_half_opens_and_closes() {
     assert_eq!(stored_seqs(&store, 6), (0..100).collect::<Vec<_>>());
 }
 
+/// The `nice` value in a thread's /proc stat line (field 19).
+#[cfg(target_os = "linux")]
+fn nice_in_stat(stat: &str) -> Option<i64> {
+    // Fields after the parenthesized name start at field 3.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(16)?.parse().ok()
+}
+
 /// The `nice` value of every thread of this process whose name starts
-/// with `prefix` (Linux: field 19 of /proc/self/task/<tid>/stat).
+/// with `prefix`.
 #[cfg(target_os = "linux")]
 fn nice_of_threads(prefix: &str) -> Vec<i64> {
     std::fs::read_dir("/proc/self/task")
@@ -370,10 +378,7 @@ fn nice_of_threads(prefix: &str) -> Vec<i64> {
             let dir = t.ok()?.path();
             let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
             let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            // Fields after the parenthesized name; nice is field 19.
-            let after = &stat[stat.rfind(')')? + 2..];
-            let nice = after.split(' ').nth(16)?.parse().ok()?;
-            comm.starts_with(prefix).then_some(nice)
+            comm.starts_with(prefix).then(|| nice_in_stat(&stat))?
         })
         .collect()
 }
@@ -381,13 +386,7 @@ fn nice_of_threads(prefix: &str) -> Vec<i64> {
 #[cfg(target_os = "linux")]
 #[test]
 fn workers_run_at_a_lower_priority_than_the_threads_that_started_them() {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    let own: i64 = stat[stat.rfind(')').unwrap() + 2..]
-        .split(' ')
-        .nth(16)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let own = nice_in_stat(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()).unwrap();
     let expected = (own + 5).min(19);
     let store = Arc::new(SharedStore::new(StoreConfig::default()));
     let p = start(PipelineConfig::default(), &store);
