@@ -380,6 +380,16 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    fn slots_are_whole_cache_lines_and_counted_as_such() {
+        let ring = Ring::<u64>::new(1024, Overflow::DropNewest).unwrap();
+        // A stamp and a u64 fill one 64-byte line.
+        assert_eq!(ring.stats().memory_bytes, 1024 * 64);
+        let first = &ring.slots[0] as *const Slot<u64> as usize;
+        let second = &ring.slots[1] as *const Slot<u64> as usize;
+        assert_eq!((first % 64, second - first), (0, 64));
+    }
+
+    #[test]
     fn rejects_bad_sizes() {
         assert_eq!(
             Ring::<u8>::new(0, Overflow::DropNewest).err(),
