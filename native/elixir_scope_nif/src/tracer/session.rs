@@ -26,7 +26,7 @@ use elixir_scope_core::capture::server_states::ServerStates;
 use elixir_scope_core::event::{Event, EventHeader, EventKind};
 use elixir_scope_core::pipeline::Refused;
 
-use super::translate::{self, PayloadLimits, TraceMessage, Translated, Words};
+use super::translate::{self, PayloadLimits, Pending, TraceMessage, Translated, Words};
 use crate::atoms;
 use crate::clock;
 use crate::codec::event::{Decoder, Stamp};
@@ -193,14 +193,20 @@ impl TraceSession {
             true => None,
             false => self.track_server_state(&m, &event.header, limits, &mut encoder),
         };
-        self.push(event, change, &mut encoder);
+        self.push(env, event, change, &mut encoder);
     }
 
     /// Queues a trace event, its payloads encoded in its ring slot, after
     /// the state change it yielded if any (so the change is correlated
     /// inside the callback).
     #[inline(always)]
-    fn push(&self, event: Translated, state_change: Option<Event>, encoder: &mut Decoder) {
+    fn push(
+        &self,
+        env: Env,
+        event: Translated,
+        state_change: Option<Event>,
+        encoder: &mut Decoder,
+    ) {
         let pipeline = &self.pipeline.pipeline;
         let mut batch = pipeline.begin_ingest(1 + state_change.is_some() as usize);
         if let Some(change) = state_change {
@@ -211,12 +217,14 @@ impl TraceSession {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         let Translated { header, data, peer } = event;
+        // SAFETY: pending terms are words of this callback's live terms.
+        let term = |p: Pending| unsafe { Term::new(env, p.term) };
         let fill = |e: &mut Event| {
             if let Some(d) = data {
-                encoder.payload_into(d.term, d.limit, &mut e.data);
+                encoder.payload_into(term(d), d.limit, &mut e.data);
             }
             if let Some(p) = peer {
-                encoder.payload_into(p.term, p.limit, &mut e.peer);
+                encoder.payload_into(term(p), p.limit, &mut e.peer);
             }
         };
         match batch.push_with(header, fill) {

@@ -18,6 +18,7 @@
 
 use std::sync::OnceLock;
 
+use rustler::sys::ErlNifTerm;
 use rustler::{Atom, Term};
 
 use elixir_scope_core::event::{EventHeader, EventKind, NO_ARITY};
@@ -98,10 +99,13 @@ impl<'a> TraceMessage<'a> {
 /// The least bytes kept of a peer or tag (they are small: a name, an alias).
 const MIN_LIMIT: usize = 256;
 
-/// A term to encode into an event payload, with its byte limit.
+/// A term to encode into an event payload, with its byte limit. The term
+/// is kept as its raw word (it lives in the callback's environment): a
+/// `Term` drags an environment and an odd-sized tail through every move,
+/// and the tracer moves a translated event several times.
 #[derive(Clone, Copy)]
-pub struct Pending<'a> {
-    pub term: Term<'a>,
+pub struct Pending {
+    pub term: ErlNifTerm,
     pub limit: usize,
 }
 
@@ -114,7 +118,8 @@ pub struct PayloadLimits {
 
 impl PayloadLimits {
     /// Event data and states: `None` when payloads are not captured.
-    pub fn of<'a>(self, term: Term<'a>) -> Option<Pending<'a>> {
+    pub fn of(self, term: Term) -> Option<Pending> {
+        let term = term.as_c_arg();
         self.data_limit.map(|limit| Pending { term, limit })
     }
 
@@ -122,21 +127,24 @@ impl PayloadLimits {
     /// `MIN_LIMIT` bytes.
     fn always(self, term: Term) -> Option<Pending> {
         let limit = self.data_limit.unwrap_or(0).max(MIN_LIMIT);
-        Some(Pending { term, limit })
+        Some(Pending {
+            term: term.as_c_arg(),
+            limit,
+        })
     }
 }
 
 /// A translated trace message: the event's scalars, and the terms its
 /// payloads are encoded from (in the ring slot).
-pub struct Translated<'a> {
+pub struct Translated {
     pub header: EventHeader,
-    pub data: Option<Pending<'a>>,
-    pub peer: Option<Pending<'a>>,
+    pub data: Option<Pending>,
+    pub peer: Option<Pending>,
 }
 
 /// The event for one trace message, if it has a shape we know.
 #[inline(always)]
-pub fn event<'a>(m: &TraceMessage<'a>, p: PayloadLimits) -> Option<Translated<'a>> {
+pub fn event(m: &TraceMessage, p: PayloadLimits) -> Option<Translated> {
     let plain = |kind, data, peer| Translated {
         header: m.header(kind),
         data,
