@@ -2,9 +2,10 @@
 # Env: BENCH_TRACE_CALLS (traced calls per run, default 500_000),
 #      BENCH_TRACE_ROUNDS (ping-pong round trips per run, default 200_000).
 #
-# One workload, five ways taking turns over 7 rounds, medians:
+# One workload, five ways taking turns over 9 rounds, medians:
 #   untraced      the loop alone
-#   floor         a NIF tracer whose callback only counts (the VM's own cost)
+#   floor         a NIF tracer whose callback only counts (the VM's own cost
+#                 of the same trace flags and match specs)
 #   elixir_scope  ElixirScope.trace/1 into a pipeline (capture = while the
 #                 traced code runs; stored = until flush returns)
 #   classic       a tracer process that writes each trace message to ETS
@@ -12,6 +13,11 @@
 # Workloads: a tight loop of calls to a traced function (call + return_from
 # per call) and a message ping-pong between two traced processes (send +
 # receive on each side per message).
+# Every traced way gets the match specs a session installs, so the VM does
+# the same work under each: return tracking on calls, the sender handed
+# over with each receive. Our overhead over the floor is the median of the
+# per-round differences of floor and capture, run back to back (in
+# alternating order), so that each difference sees the machine in one state.
 alias ElixirScope.Capture.PipelineManager
 alias ElixirScope.Native
 
@@ -25,7 +31,9 @@ end
 defmodule TracerBench do
   alias TracerBench.Work
 
-  @match_spec [{:_, [], [{:exception_trace}]}]
+  # As ElixirScope.Tracer.Server sets them.
+  @call_match_spec [{:_, [], [{:exception_trace}]}]
+  @receive_match_spec [{[:_, :"$1", :_], [], [{:message, :"$1"}]}]
 
   def env_int(name, default), do: String.to_integer(System.get_env(name, to_string(default)))
   def median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
@@ -76,9 +84,12 @@ defmodule TracerBench do
 
   def flags(w), do: if(w.calls?, do: [:call], else: [:send, :receive])
 
-  def set_pattern(w, on) do
-    if w.calls?, do: :erlang.trace_pattern({Work, :step, 1}, on && @match_spec, [:local])
-  end
+  # Off restores the VM's defaults: no call pattern, every receive traced.
+  def set_pattern(%{calls?: true}, on),
+    do: :erlang.trace_pattern({Work, :step, 1}, on && @call_match_spec, [:local])
+
+  def set_pattern(%{calls?: false}, on),
+    do: :erlang.trace_pattern(:receive, (on && @receive_match_spec) || true, [])
 
   # Runs the workload; returns its wall time in us.
   def run(w) do
@@ -190,28 +201,42 @@ defmodule TracerBench do
 
     {:ok, _} = :dbg.tracer(:process, {handler, 0})
     for p <- w.pids, do: {:ok, _} = :dbg.p(p, flags(w))
-    if w.calls?, do: {:ok, _} = :dbg.tpl(Work, :step, 1, @match_spec)
+
+    if w.calls?,
+      do: {:ok, _} = :dbg.tpl(Work, :step, 1, @call_match_spec),
+      else: set_pattern(w, true)
+
     t0 = System.monotonic_time(:microsecond)
     run(w)
     receive do: (:dbg_done -> :ok)
     us = System.monotonic_time(:microsecond) - t0
     :dbg.stop_clear()
+    set_pattern(w, false)
     us
   end
 
   def report(name, build, events, pipeline) do
     rate = fn us -> events / us end
-    # The five ways take turns within each of 7 rounds, so a noisy moment
-    # of the machine hits them alike; medians per way.
+    # The five ways take turns within each of 9 rounds, so a noisy moment
+    # of the machine hits them alike; medians per way. Floor and capture
+    # run back to back, in alternating order.
     rounds =
-      for _ <- 1..7 do
-        {ours_capture, ours_stored} = elixir_scope(build, pipeline)
+      for i <- 1..9 do
+        {floor, {capture, stored}} =
+          if rem(i, 2) == 1 do
+            ours = elixir_scope(build, pipeline)
+            {floor(build, pipeline), ours}
+          else
+            floor = floor(build, pipeline)
+            {floor, elixir_scope(build, pipeline)}
+          end
 
         %{
           untraced: untraced(build),
-          floor: floor(build, pipeline),
-          capture: ours_capture,
-          stored: ours_stored,
+          floor: floor,
+          capture: capture,
+          over: capture - floor,
+          stored: stored,
           classic: classic(build),
           dbg: with_dbg(build)
         }
@@ -220,6 +245,8 @@ defmodule TracerBench do
     med = fn key -> median(Enum.map(rounds, & &1[key])) end
     {untraced, floor, capture} = {med.(:untraced), med.(:floor), med.(:capture)}
     {stored, classic, dbg} = {med.(:stored), med.(:classic), med.(:dbg)}
+    per_event = fn us -> Float.round(us * 1000 / events, 1) end
+    {low, high} = rounds |> Enum.map(& &1.over) |> Enum.min_max()
 
     IO.puts("\n#{name}: #{events} trace events per run")
     row = fn label, us -> IO.puts(String.pad_trailing(label, 34) <> fmt(us, events)) end
@@ -231,7 +258,8 @@ defmodule TracerBench do
     row.("dbg, process handler", dbg)
 
     IO.puts(
-      "  elixir_scope over the floor: #{Float.round((capture - floor) * 1000 / events, 1)} ns/event;" <>
+      "  elixir_scope over the floor: #{per_event.(med.(:over))} ns/event" <>
+        " (rounds: #{per_event.(low)} to #{per_event.(high)});" <>
         " captured vs classic: #{Float.round(rate.(capture) |> then(&(&1 / rate.(classic))), 2)}x" <>
         " (stored vs classic: #{Float.round(rate.(stored) / rate.(classic), 2)}x);" <>
         " vs dbg: #{Float.round(rate.(capture) / rate.(dbg), 2)}x"
