@@ -50,6 +50,9 @@ defmodule ElixirScope.BackpressureTest do
       assert BackpressureManager.recommend(:critical, 2, @bounds, 4) == {:scale_up, 2}
       assert BackpressureManager.recommend(:critical, 4, @bounds, 4) == :maintain
       assert BackpressureManager.recommend(:critical, 2, @bounds, 1) == :maintain
+      # Not even on the way to target_workers (4 here) on a 2-core machine.
+      assert BackpressureManager.recommend(:elevated, 2, @bounds, 2) == :maintain
+      assert BackpressureManager.recommend(:elevated, 2, @bounds, 3) == {:scale_up, 1}
     end
 
     test "thresholds are validated config" do

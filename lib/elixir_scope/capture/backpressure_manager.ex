@@ -102,7 +102,7 @@ defmodule ElixirScope.Capture.BackpressureManager do
     case pressure do
       :critical when room > 0 -> {:scale_up, min(4, room)}
       :high when room > 0 -> {:scale_up, min(2, room)}
-      :elevated when workers < target -> {:scale_up, 1}
+      :elevated when workers < target and room > 0 -> {:scale_up, 1}
       :normal when workers > min -> {:scale_down, 1}
       _ -> :maintain
     end
