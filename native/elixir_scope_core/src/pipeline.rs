@@ -157,32 +157,48 @@ pub(crate) struct Buffers {
     stamps: Vec<i64>,
 }
 
+/// What one sweep over the shards did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Swept {
+    /// Events stored.
+    pub stored: u64,
+    /// A shard gave a whole batch (or a batch left from a failed write), so
+    /// more may be queued behind it: sweep again without a pause.
+    pub backlog: bool,
+}
+
 impl Core {
-    /// One pass over all shards from `start`; returns events stored.
-    pub(crate) fn sweep(&self, start: usize, buffers: &mut Buffers, stats: &WorkerStats) -> u64 {
+    /// One pass over all shards from `start`.
+    pub(crate) fn sweep(&self, start: usize, buffers: &mut Buffers, stats: &WorkerStats) -> Swept {
         let n = self.shards.len();
-        (0..n)
-            .map(|i| self.drain(&self.shards[(start + i) % n], buffers, stats))
-            .sum()
+        (0..n).fold(Swept::default(), |acc, i| {
+            let s = self.drain(&self.shards[(start + i) % n], buffers, stats);
+            Swept {
+                stored: acc.stored + s.stored,
+                backlog: acc.backlog || s.backlog,
+            }
+        })
     }
 
     /// Writes the shard's unwritten batch, or a new one from its ring, while
     /// holding its lease (so per shard, events reach the store in order).
-    fn drain(&self, shard: &Shard, buffers: &mut Buffers, stats: &WorkerStats) -> u64 {
+    fn drain(&self, shard: &Shard, buffers: &mut Buffers, stats: &WorkerStats) -> Swept {
         let Some(mut taken) = shard.state.lease.try_lock() else {
-            return 0;
+            return Swept::default();
         };
         if self.store.is_writing() {
             // Writes are serialized: another worker is writing and drains
             // every shard in turn; waiting on the lock would only cost
             // context switches. (Checked before the breaker, so a half-open
             // probe is never taken and then left unused.)
-            return 0;
+            return Swept::default();
         }
         if !self.breaker.allow(self.clock) {
             // Open: events wait in the (bounded, counting) rings.
-            return 0;
+            return Swept::default();
         }
+        // A batch left from a failed write is backlog too.
+        let mut backlog = !taken.events.is_empty();
         if taken.events.is_empty() {
             let batch_size = self.batch_size.load(Ordering::Relaxed);
             taken.position = shard.ring.pop_batch(batch_size, &mut taken.events);
@@ -192,8 +208,9 @@ impl Core {
                     .completed
                     .fetch_max(taken.position, Ordering::Release);
                 self.breaker.abandon_probe();
-                return 0;
+                return Swept::default();
             }
+            backlog = taken.events.len() == batch_size;
             self.in_flight
                 .fetch_add(taken.events.len() as u64, Ordering::Relaxed);
             taken.events.reverse();
@@ -210,7 +227,7 @@ impl Core {
         if stored > 0 {
             stats.record_batch(stored, started.elapsed());
         }
-        stored
+        Swept { stored, backlog }
     }
 
     /// Hands events to the store, from the end of `events`, until it is
@@ -687,4 +704,38 @@ fn validate(config: &PipelineConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::BadBatchSize);
     }
     check_size(config.ring_size).map_err(ConfigError::Ring)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::test_support::event;
+    use crate::store::StoreConfig;
+
+    #[test]
+    fn a_sweep_reports_backlog_while_a_shard_gives_whole_batches() {
+        let config = PipelineConfig {
+            batch_size: 10,
+            min_workers: 1,
+            workers: 1,
+            ..PipelineConfig::default()
+        };
+        let store = Arc::new(SharedStore::new(StoreConfig::default()));
+        let pipeline = Pipeline::start(config, store, vec![], || 0).unwrap();
+        // Swept by hand from here.
+        pipeline.stop();
+        // One process: one shard, 25 events.
+        pipeline.ingest((0..25).map(|t| event(7, t)).collect());
+        let mut sweep = || {
+            pipeline
+                .core
+                .sweep(0, &mut Buffers::default(), &WorkerStats::default())
+        };
+        let swept = |stored, backlog| Swept { stored, backlog };
+        assert_eq!(sweep(), swept(10, true));
+        assert_eq!(sweep(), swept(10, true));
+        assert_eq!(sweep(), swept(5, false));
+        assert_eq!(sweep(), swept(0, false));
+        assert_eq!(pipeline.stats().stored, 25);
+    }
 }

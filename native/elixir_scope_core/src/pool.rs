@@ -4,11 +4,13 @@
 //! so workers spread out), taking any free shard's lease; if the sweep found
 //! nothing, sleep with exponential backoff (20 µs doubling up to the
 //! pipeline's `max_idle_sleep`); if it found only a trickle (fewer than
-//! [`FULL_SWEEP`] events), sleep [`FIRST_IDLE_SLEEP`] so events gather into
-//! batches instead of the worker chasing producers event by event (which
-//! bounces ring cache lines and takes CPU from the schedulers); else sweep
-//! again at once. An idle pipeline therefore costs a wake-up per worker every
-//! `max_idle_sleep`, not a spin.
+//! [`FULL_SWEEP`] events, and no shard gave a whole batch), sleep
+//! [`FIRST_IDLE_SLEEP`] so events gather into batches instead of the worker
+//! chasing producers event by event (which bounces ring cache lines and
+//! takes CPU from the schedulers); else sweep again at once. A whole batch
+//! means more is queued: one busy process fills one shard, and pausing
+//! after each of its batches halved what a worker stored. An idle pipeline
+//! therefore costs a wake-up per worker every `max_idle_sleep`, not a spin.
 //! `wake_all` cuts a sleep short (used by flush). Workers run `nice` +5
 //! below the VM's threads (Linux): on a contended core the traced code runs
 //! first and the rings absorb the wait.
@@ -274,13 +276,13 @@ fn run(core: Arc<Core>, me: Arc<Worker>) {
         match catch_unwind(AssertUnwindSafe(|| {
             core.sweep(start, &mut buffers, &me.stats)
         })) {
-            Ok(0) => {
+            Ok(swept) if swept.stored == 0 => {
                 std::thread::park_timeout(idle);
                 idle = (idle * 2).min(core.max_idle_sleep().max(FIRST_IDLE_SLEEP));
             }
-            Ok(n) => {
+            Ok(swept) => {
                 idle = FIRST_IDLE_SLEEP;
-                if n < FULL_SWEEP {
+                if !swept.backlog && swept.stored < FULL_SWEEP {
                     std::thread::park_timeout(idle);
                 }
             }
