@@ -726,7 +726,7 @@ mod tests {
         pipeline.stop();
         // One process: one shard, 25 events.
         pipeline.ingest((0..25).map(|t| event(7, t)).collect());
-        let mut sweep = || {
+        let sweep = || {
             pipeline
                 .core
                 .sweep(0, &mut Buffers::default(), &WorkerStats::default())
