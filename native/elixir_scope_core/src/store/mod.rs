@@ -403,14 +403,14 @@ impl SharedStore {
         self.next_id.load(Ordering::Relaxed) - 1
     }
 
-    /// Correlates and writes a batch, assigning ids to events that have
-    /// none; `now` (monotonic ns) stamps the correlations.
     /// True while a write holds the store (a worker then has better things
     /// to do than queue behind it).
     pub fn is_writing(&self) -> bool {
         self.store.is_locked_exclusive()
     }
 
+    /// Correlates and writes a batch, assigning ids to events that have
+    /// none; `now` (monotonic ns) stamps the correlations.
     pub fn write(&self, batch: impl Iterator<Item = Event>, now: i64) {
         self.correlate_each(batch, now, |store, stored, patches| {
             store.insert(stored);
