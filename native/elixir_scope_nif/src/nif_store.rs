@@ -78,7 +78,7 @@ fn order(t: Term) -> Order {
 
 #[rustler::nif]
 fn store_get(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
-    match store.0.read().get(id).cloned() {
+    match store.0.read().get(id) {
         Some(s) => (atoms::ok(), encode_stored(env, &s)).encode(env),
         None => (atoms::error(), atoms::not_found()).encode(env),
     }

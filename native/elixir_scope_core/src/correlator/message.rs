@@ -21,6 +21,13 @@
 //!
 //! A matched receive takes the send's id as correlation id and links
 //! `{:receives, send}`; until then it has correlation id 0, confidence 0.
+//!
+//! A channel or by-sender entry left with nothing waiting (and, for a
+//! channel, no blind match to downgrade) is forgotten at once, so the maps
+//! hold what waits, not every distinct message seen within the TTL. A
+//! later blind receive on a forgotten channel can then only match sends
+//! still pending, and if an older sender's send arrives late it downgrades
+//! that match as usual.
 
 use std::collections::VecDeque;
 use std::hash::Hasher;
@@ -82,11 +89,21 @@ impl Channel {
         1.0 / self.senders.len().max(1) as f32
     }
 
+    fn is_idle(&self) -> bool {
+        self.sends.is_empty() && self.receives.is_empty() && self.blind.is_empty()
+    }
+
     fn remember_blind(&mut self, receive_id: u64) {
         if self.blind.len() == MAX_BLIND {
             self.blind.pop_front();
         }
         self.blind.push_back(receive_id);
+    }
+}
+
+impl BySender {
+    fn is_idle(&self) -> bool {
+        self.sends.is_empty() && self.receives.is_empty()
     }
 }
 
@@ -176,9 +193,41 @@ fn receives_link(send_id: u64) -> Link {
 impl Messages {
     pub fn send(&mut self, e: &Event, stats: &mut CorrelatorStats, patches: &mut Vec<Patch>) {
         let fp = fingerprint(e.data.as_bytes());
-        let Some(receiver) = e.peer.as_pid() else {
-            return self.unaddressed_send(e, fp, stats, patches);
+        let receiver = match e.peer.as_pid() {
+            Some(receiver) => {
+                self.addressed_send(e, receiver, fp, stats, patches);
+                Some(receiver)
+            }
+            None => self.unaddressed_send(e, fp, stats, patches),
         };
+        self.forget_idle(receiver.map(|r| (r, fp)), Some((e.pid, fp)));
+    }
+
+    /// Forgets a channel and a by-sender entry that hold nothing pending
+    /// (and, for a channel, no blind match a new sender could make
+    /// ambiguous): with every message distinct, as `GenServer.call`s are,
+    /// the maps then hold only what waits, not every message ever seen.
+    fn forget_idle(&mut self, channel: Option<(u64, u64)>, by_sender: Option<(u64, u64)>) {
+        if let Some(key) = channel {
+            if self.channels.get(&key).is_some_and(Channel::is_idle) {
+                self.channels.remove(&key);
+            }
+        }
+        if let Some(key) = by_sender {
+            if self.by_sender.get(&key).is_some_and(BySender::is_idle) {
+                self.by_sender.remove(&key);
+            }
+        }
+    }
+
+    fn addressed_send(
+        &mut self,
+        e: &Event,
+        receiver: u64,
+        fp: u64,
+        stats: &mut CorrelatorStats,
+        patches: &mut Vec<Patch>,
+    ) {
         let ch = self.channels.entry((receiver, fp)).or_default();
         ch.seen_at = ch.seen_at.max(e.timestamp);
         ch.saw_sender(e.pid, patches);
@@ -210,14 +259,14 @@ impl Messages {
     }
 
     /// A send to a name, alias or port: match a sender-known receive waiting
-    /// by sender, or wait there.
+    /// by sender (returns its receiver), or wait there.
     fn unaddressed_send(
         &mut self,
         e: &Event,
         fp: u64,
         stats: &mut CorrelatorStats,
         patches: &mut Vec<Patch>,
-    ) {
+    ) -> Option<u64> {
         stats.unaddressed_sends += 1;
         let bs = self.by_sender.entry((e.pid, fp)).or_default();
         bs.seen_at = bs.seen_at.max(e.timestamp);
@@ -229,10 +278,12 @@ impl Messages {
                 }
                 self.pending_receives -= 1;
                 matched(r.id, e.id, 1.0 / candidates as f32, stats, patches);
+                Some(r.receiver)
             }
             None => {
                 self.pending_sends += 1;
                 bs.sends.push_back(Half::send(e));
+                None
             }
         }
     }
@@ -247,6 +298,19 @@ impl Messages {
         stats.linkable += 1;
         let sender = e.peer.as_pid().unwrap_or(0);
         let fp = fingerprint(e.data.as_bytes());
+        self.match_receive(e, sender, fp, c, stats, patches);
+        self.forget_idle(Some((e.pid, fp)), (sender != 0).then_some((sender, fp)));
+    }
+
+    fn match_receive(
+        &mut self,
+        e: &Event,
+        sender: u64,
+        fp: u64,
+        c: &mut Correlation,
+        stats: &mut CorrelatorStats,
+        patches: &mut Vec<Patch>,
+    ) {
         let ch = self.channels.entry((e.pid, fp)).or_default();
         ch.seen_at = ch.seen_at.max(e.timestamp);
         ch.saw_sender(sender, patches);

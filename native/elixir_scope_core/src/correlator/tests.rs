@@ -521,3 +521,34 @@ proptest! {
         check_against_truth(&sink, &truth)?;
     }
 }
+
+#[test]
+fn distinct_messages_leave_nothing_behind_once_matched() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    // Request/reply with a distinct message each time, both arrival orders.
+    for i in 0..1000u64 {
+        let body = i.to_le_bytes();
+        let (send, receive) = (
+            msg(2 * i + 1, 10, K::MessageSend, 30, &body),
+            msg(2 * i + 2, 30, K::MessageReceive, 10, &body),
+        );
+        if i % 2 == 0 {
+            sink.feed(&mut cor, &send);
+            sink.feed(&mut cor, &receive);
+        } else {
+            sink.feed(&mut cor, &receive);
+            sink.feed(&mut cor, &send);
+        }
+        assert_eq!(sink.out[&(2 * i + 2)].correlation_id, 2 * i + 1);
+    }
+    let s = cor.stats();
+    assert_eq!(
+        (s.pending_sends, s.pending_receives, s.linked),
+        (0, 0, 1000)
+    );
+    assert_eq!(
+        cor.messages.entries(),
+        0,
+        "no channel kept for a matched message"
+    );
+}

@@ -1,22 +1,27 @@
 //! Store: the bounded, indexed, in-memory event store.
 //!
-//! Layout: ids are dense per store (assigned by [`SharedStore::next_ids`] at
-//! ingest), so events live in [`Slots`], a chunked deque addressed by
-//! `id - base` (growing never copies stored events). An
-//! event may arrive before older ids that are still in flight in another
-//! shard: the gap stays `None` until they arrive. Indexes: [`KeyIndex`] by
-//! pid, by {module, function} and by correlation id; [`Timeline`] by time.
+//! Layout: events are kept in arrival order in a [`Log`] of compact
+//! [`Record`]s (payload bytes in per-chunk arenas), addressed by position;
+//! a [`Directory`] maps ids to positions; [`Keys`] index positions by pid
+//! and by {module, function} (posting lists appended in arrival order); the
+//! log's chunks carry their min/max timestamp for time queries. A call's
+//! return and a send's receive are found from the call or send through its
+//! record's `partner` position, not through an index with a key per pair.
 //!
-//! Bounds: at most `max_events` slots. Writing past that evicts from the
-//! front (oldest ids), unindexing each event; an event that arrives after
-//! its slot was evicted is counted as stored and evicted at once.
+//! Bounds: at most `max_events` events are held (`retained`), whatever
+//! happened to the ids in between: an id that never reached the store (a
+//! dropped event) costs no record, only a directory entry while it lies
+//! between held ids. Writing past `max_events` evicts the oldest arrivals
+//! (once per batch), pruning the index keys they touched.
 //!
-//! Invariants: `retained` = number of `Some` slots; `stored` counts every
-//! event ever written; `stored == retained + evicted + removed`.
+//! Invariants: `retained` = live records in the log; `stored` counts every
+//! event ever written; `stored == retained + evicted + removed`; every live
+//! record's position is in its pid's and its function's posting list.
 
-mod index;
-mod slots;
-mod timeline;
+mod directory;
+mod keys;
+mod log;
+mod record;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,16 +29,13 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, RwLock};
 
 use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig, Patch};
-use crate::event::{Event, Link, LinkKind, StoredEvent};
+use crate::event::{Correlation, Event, Link, LinkKind, StoredEvent};
+use crate::payload::Payload;
 
-/// True when an event's correlation id names another event.
-fn joins_another(s: &StoredEvent) -> bool {
-    let c = s.correlation.correlation_id;
-    c != 0 && c != s.event.id
-}
-pub use index::KeyIndex;
-pub use slots::Slots;
-pub use timeline::Timeline;
+pub use directory::Directory;
+pub use keys::Keys;
+pub use log::{Entry, Log, CHUNK};
+pub use record::{flag, Record, NONE};
 
 /// Bounds of a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,34 +71,36 @@ pub struct StoreStats {
 
 pub struct Store {
     config: StoreConfig,
-    base: u64,
-    slots: Slots<StoredEvent>,
-    by_pid: KeyIndex<u64>,
-    by_function: KeyIndex<(u64, u64)>,
-    by_correlation: KeyIndex<u64>,
-    timeline: Timeline,
+    log: Log,
+    directory: Directory,
+    pids: Keys<u64>,
+    functions: Keys<(u64, u64)>,
     retained: u64,
     stored: u64,
     evicted: u64,
     removed: u64,
-    heap_bytes: usize,
+    /// Heap bytes of records' boxed links (events with several links).
+    links_heap: usize,
+}
+
+/// A correlation id that names another event.
+fn joined(id: u64, correlation_id: u64) -> Option<u64> {
+    (correlation_id != 0 && correlation_id != id).then_some(correlation_id)
 }
 
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
         Store {
             config,
-            base: 1,
-            slots: Slots::default(),
-            by_pid: KeyIndex::default(),
-            by_function: KeyIndex::default(),
-            by_correlation: KeyIndex::default(),
-            timeline: Timeline::new(1),
+            log: Log::default(),
+            directory: Directory::default(),
+            pids: Keys::default(),
+            functions: Keys::default(),
             retained: 0,
             stored: 0,
             evicted: 0,
             removed: 0,
-            heap_bytes: 0,
+            links_heap: 0,
         }
     }
 
@@ -109,137 +113,244 @@ impl Store {
         self.enforce_bound();
     }
 
-    /// Writes one event; its `event.id` must be assigned (non-zero).
+    /// Writes one event (its `event.id` must be assigned) and enforces the
+    /// bound.
     pub fn insert(&mut self, stored: StoredEvent) {
-        let id = stored.event.id;
-        debug_assert!(id != 0, "ids are assigned before insert");
-        self.stored += 1;
-        if id < self.base {
-            // Its slot was evicted while the event was in flight.
-            self.evicted += 1;
-            return;
-        }
-        let at = (id - self.base) as usize;
-        self.slots.extend_to(at + 1);
-        let ev = &stored.event;
-        self.by_pid.insert(ev.pid, id);
-        if ev.module != 0 || ev.function != 0 {
-            self.by_function.insert((ev.module, ev.function), id);
-        }
-        self.index_correlation(&stored);
-        self.timeline.record(id, ev.timestamp);
-        self.heap_bytes += stored.heap_bytes();
-        let slot = self.slots.slot_mut(at).expect("extended above");
-        if let Some(old) = slot.replace(stored) {
-            // Same id written twice (only through direct writes): keep the newest.
-            self.heap_bytes -= old.heap_bytes();
-            self.retained -= 1;
-            self.removed += 1;
-        }
-        self.retained += 1;
+        self.append(&stored.event, stored.correlation);
         self.enforce_bound();
     }
 
-    pub fn insert_batch(&mut self, batch: impl IntoIterator<Item = StoredEvent>) {
-        for stored in batch {
-            self.insert(stored);
+    /// Appends one event without enforcing the bound (a batch writer calls
+    /// [`Store::enforce_bound`] once at its end); returns its position.
+    pub fn append(&mut self, e: &Event, c: Correlation) -> u64 {
+        let id = e.id;
+        debug_assert!(id != 0, "ids are assigned before insert");
+        debug_assert!(c.correlation_type.is_none_or(|k| k == e.kind));
+        self.stored += 1;
+        if let Some(pos) = self.position(id) {
+            // Same id written twice (only through direct writes): keep the newest.
+            self.mark_removed(pos);
         }
+        let pos = self.log.end();
+        let pid_key = self.pids.push(e.pid, pos);
+        let fun_key = if e.module != 0 || e.function != 0 {
+            self.functions.push((e.module, e.function), pos)
+        } else {
+            NONE
+        };
+        let mut flags = 0;
+        if e.ingest_stamped {
+            flags |= flag::INGEST_STAMPED;
+        }
+        if c.correlation_type.is_some() {
+            flags |= flag::CORRELATED;
+        }
+        self.links_heap += c.links.heap_bytes();
+        let record = Record {
+            id,
+            timestamp: e.timestamp,
+            wall_time: e.wall_time,
+            correlation_id: c.correlation_id,
+            parent_id: c.parent_id,
+            root_id: c.root_id,
+            correlated_at: c.correlated_at,
+            links: c.links,
+            pid_key,
+            fun_key,
+            payload_at: 0,
+            partner: NONE,
+            confidence: c.confidence,
+            kind: e.kind,
+            arity: e.arity,
+            flags,
+        };
+        self.log.push(record, e.data.as_bytes(), e.peer.as_bytes());
+        self.directory.set(id, pos);
+        self.retained += 1;
+        if let Some(target) = joined(id, c.correlation_id) {
+            self.set_partner(target, pos);
+        }
+        pos
     }
 
-    /// Evicts the oldest slots once over `max_events`, in chunks of up to
-    /// 1/64 of it (at most [`EVICT_CHUNK`]), and prunes each index key the
-    /// chunk touched once rather than once per event.
-    fn enforce_bound(&mut self) {
-        let max = self.config.max_events;
-        if self.slots.len() <= max {
-            return;
-        }
-        let target = max - (max / 64).min(EVICT_CHUNK);
-        let (mut pids, mut functions, mut correlations) = (Vec::new(), Vec::new(), Vec::new());
-        while self.slots.len() > target {
-            self.base += 1;
-            if let Some(old) = self.slots.pop_front().flatten() {
-                self.evicted += 1;
-                self.retained -= 1;
-                self.heap_bytes -= old.heap_bytes();
-                pids.push(old.event.pid);
-                functions.push((old.event.module, old.event.function));
-                if joins_another(&old) {
-                    correlations.push(old.correlation.correlation_id);
-                }
+    /// Tells the event `target` that the event at `pos` joined it.
+    fn set_partner(&mut self, target: u64, pos: u64) {
+        if let Some(at) = self.position(target) {
+            if let Some(r) = self.log.record_mut(at) {
+                r.partner = pos as u32;
             }
         }
-        self.timeline.advance_to(self.base);
-        let (base, slots) = (self.base, &self.slots);
-        let live = |id: u64| id >= base && slots.get((id - base) as usize).is_some();
-        for key in distinct(pids) {
-            self.by_pid.prune(key, live);
-        }
-        for key in distinct(functions) {
-            self.by_function.prune(key, live);
-        }
-        for key in distinct(correlations) {
-            self.by_correlation.prune(key, live);
+    }
+
+    /// The position of the live event `id`.
+    fn position(&self, id: u64) -> Option<u64> {
+        let pos = directory::widen(self.directory.get(id)?, self.log.front());
+        let r = self.log.record(pos)?;
+        (r.id == id && r.is_live()).then_some(pos)
+    }
+
+    fn mark_removed(&mut self, pos: u64) {
+        if let Some(r) = self.log.record_mut(pos) {
+            r.flags |= flag::REMOVED;
+            self.links_heap -= r.links.heap_bytes();
+            self.retained -= 1;
+            self.removed += 1;
         }
     }
 
-    /// Drops `old` (removed from its slot) from the indexes.
-    fn unindex(&mut self, old: &StoredEvent) {
-        self.heap_bytes -= old.heap_bytes();
-        let (base, slots) = (self.base, &self.slots);
-        let live = |id: u64| id >= base && slots.get((id - base) as usize).is_some();
-        self.by_pid.prune(old.event.pid, live);
-        self.by_function
-            .prune((old.event.module, old.event.function), live);
-        if joins_another(old) {
-            self.by_correlation
-                .prune(old.correlation.correlation_id, live);
+    /// Evicts the oldest arrivals while more than `max_events` are held,
+    /// then prunes the index keys they touched, each once.
+    pub fn enforce_bound(&mut self) {
+        let mut over = self.retained.saturating_sub(self.config.max_events as u64);
+        if over == 0 {
+            return;
         }
+        let (mut pids, mut functions) = (Vec::new(), Vec::new());
+        let (mut evicted, mut links_heap) = (0, 0);
+        while over > 0 {
+            let popped = self.log.pop_front(|r| {
+                pids.push(r.pid_key);
+                if r.fun_key != NONE {
+                    functions.push(r.fun_key);
+                }
+                if r.is_live() {
+                    evicted += 1;
+                    links_heap += r.links.heap_bytes();
+                }
+            });
+            if !popped {
+                break;
+            }
+            over = self
+                .retained
+                .saturating_sub(evicted + self.config.max_events as u64);
+        }
+        self.retained -= evicted;
+        self.evicted += evicted;
+        self.links_heap -= links_heap;
+        self.prune_front(pids, functions);
     }
 
-    /// Indexes an event under a correlation id other than its own (an event
-    /// whose correlation id is its own id is found by `get`).
-    fn index_correlation(&mut self, stored: &StoredEvent) {
-        if joins_another(stored) {
-            self.by_correlation
-                .insert(stored.correlation.correlation_id, stored.event.id);
+    /// Drops dead entries from the front of the given keys' lists and from
+    /// the directory.
+    fn prune_front(&mut self, pids: Vec<u32>, functions: Vec<u32>) {
+        let log = &self.log;
+        let dead = |pos32: u32| {
+            log.record(directory::widen(pos32, log.front()))
+                .is_none_or(|r| !r.is_live())
+        };
+        for n in distinct(pids) {
+            self.pids.prune(n, dead);
         }
+        for n in distinct(functions) {
+            self.functions.prune(n, dead);
+        }
+        self.directory.trim_front(|id, pos32| {
+            log.record(directory::widen(pos32, log.front()))
+                .is_some_and(|r| r.id == id && r.is_live())
+        });
     }
 
     /// Applies a correlator patch to a stored event; false when the event
     /// is not in the store (evicted, or never written here).
     pub fn patch(&mut self, id: u64, change: &Change) -> bool {
-        if id < self.base {
-            return false;
-        }
-        let Some(Some(stored)) = self.slots.slot_mut((id - self.base) as usize) else {
+        let Some(pos) = self.position(id) else {
             return false;
         };
-        let (before, heap_before) = (stored.correlation.correlation_id, stored.heap_bytes());
-        change.apply(&mut stored.correlation);
-        self.heap_bytes = self.heap_bytes - heap_before + stored.heap_bytes();
-        let joined = stored.correlation.correlation_id;
-        if joined != before && joins_another(stored) {
-            self.by_correlation.insert(joined, id);
+        let r = self.log.record_mut(pos).expect("position just resolved");
+        let before = r.correlation_id;
+        let heap_before = r.links.heap_bytes();
+        let mut c = Correlation {
+            correlation_id: r.correlation_id,
+            parent_id: r.parent_id,
+            root_id: r.root_id,
+            links: std::mem::take(&mut r.links),
+            correlation_type: None,
+            correlated_at: r.correlated_at,
+            confidence: r.confidence,
+        };
+        change.apply(&mut c);
+        r.correlation_id = c.correlation_id;
+        r.confidence = c.confidence;
+        r.links = c.links;
+        self.links_heap = self.links_heap + r.links.heap_bytes() - heap_before;
+        if r.correlation_id != before {
+            if let Some(target) = joined(id, r.correlation_id) {
+                self.set_partner(target, pos);
+            }
         }
         true
     }
 
-    pub fn get(&self, id: u64) -> Option<&StoredEvent> {
-        if id < self.base {
-            return None;
+    /// A stored event as the caller's own copy.
+    fn materialize(&self, e: Entry) -> StoredEvent {
+        let r = e.record;
+        let (module, function) = if r.fun_key == NONE {
+            (0, 0)
+        } else {
+            self.functions.key(r.fun_key)
+        };
+        let correlated = r.has(flag::CORRELATED);
+        StoredEvent {
+            event: Event {
+                id: r.id,
+                timestamp: r.timestamp,
+                wall_time: r.wall_time,
+                pid: self.pids.key(r.pid_key),
+                module,
+                function,
+                arity: r.arity,
+                kind: r.kind,
+                ingest_stamped: r.has(flag::INGEST_STAMPED),
+                data: Payload::from_bytes(e.data),
+                peer: Payload::from_bytes(e.peer),
+            },
+            correlation: Correlation {
+                correlation_id: r.correlation_id,
+                parent_id: r.parent_id,
+                root_id: r.root_id,
+                links: r.links.clone(),
+                correlation_type: correlated.then_some(r.kind),
+                correlated_at: r.correlated_at,
+                confidence: r.confidence,
+            },
         }
-        self.slots.get((id - self.base) as usize)
     }
 
-    /// The `n` newest events, newest first.
+    /// The live event at `pos`, if it passes `keep`.
+    fn live_at(&self, pos: u64, keep: impl Fn(&Record) -> bool) -> Option<Entry<'_>> {
+        self.log
+            .get(pos)
+            .filter(|e| e.record.is_live() && keep(e.record))
+    }
+
+    pub fn get(&self, id: u64) -> Option<StoredEvent> {
+        let pos = self.position(id)?;
+        self.log.get(pos).map(|e| self.materialize(e))
+    }
+
+    /// The correlation id of the live event `id` (no copy of the event).
+    pub fn correlation_id(&self, id: u64) -> Option<u64> {
+        let pos = self.position(id)?;
+        self.log.record(pos).map(|r| r.correlation_id)
+    }
+
+    /// The `n` newest events by id, newest first.
     pub fn recent(&self, n: usize) -> Vec<StoredEvent> {
-        self.slots.iter_rev().take(n).cloned().collect()
+        let front = self.log.front();
+        self.directory
+            .iter_rev()
+            .filter_map(|(id, pos32)| self.live_at(directory::widen(pos32, front), |r| r.id == id))
+            .take(n)
+            .map(|e| self.materialize(e))
+            .collect()
     }
 
     pub fn by_pid(&self, pid: u64, limit: usize, order: Order) -> Vec<StoredEvent> {
-        let ids = self.by_pid.ids(&pid);
-        self.collect(ids, order, limit, |s| s.event.pid == pid)
+        match self.pids.positions(&pid) {
+            Some((n, list)) => self.collect(list, order, limit, |r| r.pid_key == n),
+            None => Vec::new(),
+        }
     }
 
     pub fn by_function(
@@ -249,49 +360,61 @@ impl Store {
         limit: usize,
         order: Order,
     ) -> Vec<StoredEvent> {
-        let ids = self.by_function.ids(&(module, function));
-        self.collect(ids, order, limit, |s| {
-            s.event.module == module && s.event.function == function
-        })
+        match self.functions.positions(&(module, function)) {
+            Some((n, list)) => self.collect(list, order, limit, |r| r.fun_key == n),
+            None => Vec::new(),
+        }
+    }
+
+    /// The first (or last) `limit` live events of a posting list by arrival,
+    /// in id order.
+    fn collect(
+        &self,
+        list: &std::collections::VecDeque<u32>,
+        order: Order,
+        limit: usize,
+        matches: impl Fn(&Record) -> bool,
+    ) -> Vec<StoredEvent> {
+        let front = self.log.front();
+        let hit = |&pos32: &u32| self.live_at(directory::widen(pos32, front), &matches);
+        let mut hits: Vec<Entry> = match order {
+            Order::Asc => list.iter().filter_map(hit).take(limit).collect(),
+            Order::Desc => list.iter().rev().filter_map(hit).take(limit).collect(),
+        };
+        sort_by_id(&mut hits, order);
+        hits.into_iter().map(|e| self.materialize(e)).collect()
     }
 
     /// All events with this correlation id (the event of that id, e.g. a
-    /// call or a send, and its partners), oldest first.
+    /// call or a send, and its partner), oldest first.
     pub fn by_correlation(&self, correlation_id: u64) -> Vec<StoredEvent> {
-        let ids = std::iter::once(correlation_id).chain(self.by_correlation.ids(&correlation_id));
-        self.collect(ids, Order::Asc, usize::MAX, |s| {
-            s.correlation.correlation_id == correlation_id
-        })
-    }
-
-    fn collect(
-        &self,
-        ids: impl DoubleEndedIterator<Item = u64>,
-        order: Order,
-        limit: usize,
-        matches: impl Fn(&StoredEvent) -> bool,
-    ) -> Vec<StoredEvent> {
-        let ids: Box<dyn Iterator<Item = u64>> = match order {
-            Order::Asc => Box::new(ids),
-            Order::Desc => Box::new(ids.rev()),
+        let Some(pos) = self.position(correlation_id) else {
+            return Vec::new();
         };
-        ids.filter_map(|id| self.get(id))
-            .filter(|s| matches(s))
-            .take(limit)
-            .cloned()
-            .collect()
+        let front = self.log.front();
+        let target = self.log.get(pos).expect("position just resolved");
+        let partner = Some(target.record.partner)
+            .filter(|&p| p != NONE)
+            .and_then(|p| {
+                self.live_at(directory::widen(p, front), |r| {
+                    r.correlation_id == correlation_id
+                })
+            });
+        let mut hits: Vec<Entry> = std::iter::once(target)
+            .filter(|e| e.record.correlation_id == correlation_id)
+            .chain(partner)
+            .collect();
+        sort_by_id(&mut hits, Order::Asc);
+        hits.into_iter().map(|e| self.materialize(e)).collect()
     }
 
     /// Events with `from <= timestamp <= to`, ordered by (timestamp, id).
     pub fn by_time(&self, from: i64, to: i64, limit: usize, order: Order) -> Vec<StoredEvent> {
-        let mut hits: Vec<(i64, u64)> = Vec::new();
-        for (start, end) in self.timeline.candidates(from, to) {
-            for id in start.max(self.base)..end {
-                match self.get(id) {
-                    Some(s) if s.event.timestamp >= from && s.event.timestamp <= to => {
-                        hits.push((s.event.timestamp, id))
-                    }
-                    _ => {}
+        let mut hits: Vec<(i64, u64, u64)> = Vec::new();
+        for (start, end) in self.log.time_candidates(from, to) {
+            for pos in start..end {
+                if let Some(e) = self.live_at(pos, |r| r.timestamp >= from && r.timestamp <= to) {
+                    hits.push((e.record.timestamp, e.record.id, pos));
                 }
             }
         }
@@ -301,41 +424,37 @@ impl Store {
         }
         hits.into_iter()
             .take(limit)
-            .filter_map(|(_, id)| self.get(id).cloned())
+            .filter_map(|(_, _, pos)| self.log.get(pos).map(|e| self.materialize(e)))
             .collect()
     }
 
     /// Removes every event with `timestamp < before`; returns how many.
     pub fn remove_before(&mut self, before: i64) -> u64 {
-        let candidates: Vec<(u64, u64)> = self.timeline.candidates(i64::MIN, before - 1).collect();
-        let mut removed = 0;
-        let mut last_removed = 0;
+        let candidates: Vec<(u64, u64)> = self.log.time_candidates(i64::MIN, before - 1).collect();
+        let removed_before = self.removed;
         for (start, end) in candidates {
-            for id in start.max(self.base)..end {
-                let at = (id - self.base) as usize;
-                let old = match self.slots.slot_mut(at) {
-                    Some(slot) if slot.as_ref().is_some_and(|s| s.event.timestamp < before) => {
-                        slot.take()
-                    }
-                    _ => continue,
-                };
-                if let Some(old) = old {
-                    self.unindex(&old);
-                    removed += 1;
-                    last_removed = id;
+            for pos in start..end {
+                if self.live_at(pos, |r| r.timestamp < before).is_some() {
+                    self.mark_removed(pos);
                 }
             }
         }
-        self.retained -= removed;
-        self.removed += removed;
-        // Release leading empty slots up to the newest removed id; later gaps
-        // may be events still in flight.
-        while self.base <= last_removed && matches!(self.slots.front(), Some(None)) {
-            self.slots.pop_front();
-            self.base += 1;
+        // Release the removed records at the front.
+        let (mut pids, mut functions) = (Vec::new(), Vec::new());
+        while self
+            .log
+            .record(self.log.front())
+            .is_some_and(|r| !r.is_live())
+        {
+            self.log.pop_front(|r| {
+                pids.push(r.pid_key);
+                if r.fun_key != NONE {
+                    functions.push(r.fun_key);
+                }
+            });
         }
-        self.timeline.advance_to(self.base);
-        removed
+        self.prune_front(pids, functions);
+        self.removed - removed_before
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -349,14 +468,20 @@ impl Store {
         }
     }
 
-    /// Bytes held: slots, payload heap, indexes.
+    /// Bytes held: records and payload arenas, directory, indexes, boxed links.
     pub fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Option<StoredEvent>>()
-            + self.heap_bytes
-            + self.by_pid.memory_bytes()
-            + self.by_function.memory_bytes()
-            + self.by_correlation.memory_bytes()
-            + self.timeline.memory_bytes()
+        self.log.memory_bytes()
+            + self.directory.memory_bytes()
+            + self.pids.memory_bytes()
+            + self.functions.memory_bytes()
+            + self.links_heap
+    }
+}
+
+fn sort_by_id(hits: &mut [Entry], order: Order) {
+    match order {
+        Order::Asc => hits.sort_by_key(|e| e.record.id),
+        Order::Desc => hits.sort_by_key(|e| std::cmp::Reverse(e.record.id)),
     }
 }
 
@@ -412,8 +537,8 @@ impl SharedStore {
     /// Correlates and writes a batch, assigning ids to events that have
     /// none; `now` (monotonic ns) stamps the correlations.
     pub fn write(&self, batch: impl Iterator<Item = Event>, now: i64) {
-        self.correlate_each(batch, now, |store, stored, patches| {
-            store.insert(stored);
+        self.correlate_each(batch, now, |store, event, correlation, patches| {
+            store.append(&event, correlation);
             patches
                 .drain(..)
                 .filter(|p| !store.patch(p.id, &p.change))
@@ -425,18 +550,22 @@ impl SharedStore {
     /// own); patches to events in the store are applied.
     pub fn correlate_only(&self, events: Vec<Event>, now: i64) -> Vec<StoredEvent> {
         let mut out: Vec<StoredEvent> = Vec::with_capacity(events.len());
-        self.correlate_each(events.into_iter(), now, |store, stored, patches| {
-            out.push(stored);
-            let mut missed = 0;
-            for p in patches.drain(..) {
-                // A patch may also target an event of this same call.
-                match out.iter_mut().find(|s| s.event.id == p.id) {
-                    Some(s) => p.change.apply(&mut s.correlation),
-                    None => missed += u64::from(!store.patch(p.id, &p.change)),
+        self.correlate_each(
+            events.into_iter(),
+            now,
+            |store, event, correlation, patches| {
+                out.push(StoredEvent { event, correlation });
+                let mut missed = 0;
+                for p in patches.drain(..) {
+                    // A patch may also target an event of this same call.
+                    match out.iter_mut().find(|s| s.event.id == p.id) {
+                        Some(s) => p.change.apply(&mut s.correlation),
+                        None => missed += u64::from(!store.patch(p.id, &p.change)),
+                    }
                 }
-            }
-            missed
-        });
+                missed
+            },
+        );
         out
     }
 
@@ -447,7 +576,7 @@ impl SharedStore {
         &self,
         events: impl Iterator<Item = Event>,
         now: i64,
-        mut keep: impl FnMut(&mut Store, StoredEvent, &mut Vec<Patch>) -> u64,
+        mut keep: impl FnMut(&mut Store, Event, Correlation, &mut Vec<Patch>) -> u64,
     ) {
         let mut store = self.store.write();
         let mut correlator = self.correlator.lock();
@@ -458,8 +587,9 @@ impl SharedStore {
                 event.id = self.next_ids(1);
             }
             let correlation = correlator.correlate(&event, now, &mut patches);
-            missed += keep(&mut store, StoredEvent { event, correlation }, &mut patches);
+            missed += keep(&mut store, event, correlation, &mut patches);
         }
+        store.enforce_bound();
         if missed > 0 {
             self.missed_patches.fetch_add(missed, Ordering::Relaxed);
         }
@@ -486,7 +616,7 @@ impl SharedStore {
                 break;
             }
             next = step_back(&s.correlation, at);
-            chain.push(s.clone());
+            chain.push(s);
         }
         chain.reverse();
         chain
@@ -507,9 +637,6 @@ impl SharedStore {
         self.store.write()
     }
 }
-
-/// Most slots evicted at once (see `Store::enforce_bound`).
-const EVICT_CHUNK: usize = 1024;
 
 fn distinct<K: Ord>(mut keys: Vec<K>) -> Vec<K> {
     keys.sort_unstable();
@@ -574,7 +701,7 @@ mod tests {
             ids(&store.by_pid(7, 100, Order::Asc)),
             vec![8, 9, 10, 11, 12]
         );
-        assert_eq!(store.by_pid.ids(&7).count(), 5, "index pruned");
+        assert_eq!(store.pids.positions(&7).unwrap().1.len(), 5, "index pruned");
         assert_eq!(
             ids(&store.by_time(0, 100, 100, Order::Asc)),
             vec![8, 9, 10, 11, 12]
@@ -583,8 +710,8 @@ mod tests {
     }
 
     #[test]
-    fn large_stores_evict_in_chunks_and_prune_every_index() {
-        // max 6400: chunks of 100; pids 1..=4 and two functions interleaved.
+    fn large_stores_evict_exactly_and_prune_every_index() {
+        // pids 1..=4 and two functions interleaved.
         let mut store = Store::new(StoreConfig { max_events: 6400 });
         for id in 1..=10_000u64 {
             let mut e = event(id % 4 + 1, id as i64);
@@ -593,16 +720,17 @@ mod tests {
             store.insert(StoredEvent::uncorrelated(e));
         }
         let s = store.stats();
-        assert!((6300..=6400).contains(&s.retained), "{s:?}");
-        assert_eq!(s.retained + s.evicted, 10_000);
+        assert_eq!((s.retained, s.evicted), (6400, 3600), "{s:?}");
         let oldest = 10_000 - s.retained + 1;
-        let by_pid: usize = (1..=4).map(|p| store.by_pid.ids(&p).count()).sum();
+        let by_pid: usize = (1..=4)
+            .map(|p| store.pids.positions(&p).unwrap().1.len())
+            .sum();
         assert_eq!(
             by_pid as u64, s.retained,
-            "no evicted id left in the pid index"
+            "no evicted event left in the pid index"
         );
         let by_fun: usize = (0..=1)
-            .map(|f| store.by_function.ids(&(0x10b, f)).count())
+            .map(|f| store.functions.positions(&(0x10b, f)).unwrap().1.len())
             .sum();
         assert_eq!(by_fun as u64, s.retained);
         let first = store.by_pid(oldest % 4 + 1, 1, Order::Asc);
@@ -610,7 +738,7 @@ mod tests {
     }
 
     #[test]
-    fn late_arrival_after_eviction_is_counted() {
+    fn late_arrival_is_held_and_the_oldest_arrival_goes() {
         let mut store = store_with(3, (2..=6).map(|i| (i, 7, i as i64)));
         let mut late = event(7, 1);
         late.id = 1;
@@ -618,6 +746,52 @@ mod tests {
         let s = store.stats();
         assert_eq!(s.stored, s.retained + s.evicted + s.removed);
         assert_eq!(s.retained, 3);
+        assert_eq!(ids(&store.recent(10)), vec![6, 5, 1]);
+        assert_eq!(store.get(1).unwrap().event.timestamp, 1);
+    }
+
+    #[test]
+    fn the_bound_counts_events_held_not_ids_assigned() {
+        // Three of every four ids never arrive (dropped before the store).
+        let n = 40_000u64;
+        let store = store_with(10_000, (1..=n).map(|i| (4 * i, i % 100, i as i64)));
+        let s = store.stats();
+        assert_eq!((s.retained, s.evicted), (10_000, n - 10_000));
+        assert_eq!(store.get(4 * n).unwrap().event.id, 4 * n);
+        assert!(store.get(4 * n - 1).is_none());
+        assert!(store.get(4 * (n - 10_000)).is_none(), "evicted");
+        let below = store_with(30_000, (1..=30_000u64).map(|i| (i, i % 100, i as i64)));
+        let (gappy, dense) = (
+            s.memory_bytes as f64,
+            below.stats().memory_bytes as f64 / 3.0,
+        );
+        assert!(
+            gappy < dense * 1.3,
+            "gaps cost little: {gappy} bytes vs {dense} for as many dense events"
+        );
+    }
+
+    #[test]
+    fn a_pair_is_found_from_either_half_whatever_the_arrival_order() {
+        let shared = SharedStore::new(StoreConfig::default());
+        let (server, client) = (0x103, 0x203);
+        let msg = Payload::from_bytes(&[5, 1, 2]);
+        let mut receive = event(server, 2);
+        receive.kind = crate::event::EventKind::MessageReceive;
+        receive.data = msg.clone();
+        receive.peer = Payload::pid(client);
+        let mut send = event(client, 1);
+        send.kind = crate::event::EventKind::MessageSend;
+        send.data = msg;
+        send.peer = Payload::pid(server);
+        (send.id, receive.id) = (1, 2);
+        // The receive is stored first (another shard), then patched.
+        shared.write([receive].into_iter(), 0);
+        assert!(shared.read().by_correlation(1).is_empty());
+        shared.write([send].into_iter(), 0);
+        let pair = shared.read().by_correlation(1);
+        assert_eq!(ids(&pair), vec![1, 2]);
+        assert_eq!(pair[1].correlation.correlation_id, 1);
     }
 
     #[test]
@@ -640,7 +814,7 @@ mod tests {
         let n = 100_000u64;
         let store = store_with(n as usize, (1..=n).map(|i| (i, i % 64, i as i64)));
         let per_event = store.memory_bytes() as f64 / n as f64;
-        assert!(per_event <= 200.0, "{per_event} bytes per event");
+        assert!(per_event <= 128.0, "{per_event} bytes per event");
         eprintln!("store memory: {per_event:.1} bytes per event");
     }
 

@@ -1,0 +1,188 @@
+//! Drain bench: how fast one worker thread moves events from the rings into
+//! the store (correlate + index + store), with nothing else running.
+//!
+//! Run: `./setup.sh bench-drain` (or `cargo bench -p elixir_scope_core --bench drain`).
+//! Env: `DRAIN_EVENTS` (events per round, default 1_000_000), `DRAIN_ROUNDS`
+//! (default 5; the median is printed).
+//!
+//! Each round fills the rings of a pipeline whose workers are stopped, then
+//! starts one worker and times it until every event is stored. Pipeline and
+//! store use the default config but for the ring size, which is raised so
+//! the rings hold the whole round (8 shards x 256k slots): the figure is the
+//! worker's, not the producer's. Workloads, over 100 processes:
+//!
+//! * calls: call + return pairs, two levels deep;
+//! * mixed: a request/reply between process pairs (send, receive with its
+//!   sender known, a call and its return inside the handler, the reply's
+//!   send and receive), every message distinct, as `GenServer.call`s are.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use elixir_scope_core::event::{Event, EventKind};
+use elixir_scope_core::payload::{tag, varint, Payload};
+use elixir_scope_core::pipeline::{Pipeline, PipelineConfig};
+use elixir_scope_core::store::{SharedStore, StoreConfig};
+
+const PIDS: u64 = 100;
+
+fn clock() -> i64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as i64
+}
+
+fn pid(n: u64) -> u64 {
+    (n + 1) << 4 | 0x3
+}
+
+fn atom(n: u64) -> u64 {
+    (n + 1) << 6 | 0xb
+}
+
+/// `[i, :ok]` in the payload encoding.
+fn args(i: u64) -> Payload {
+    let mut b = vec![tag::LIST];
+    varint::push(&mut b, 2);
+    b.push(tag::INT);
+    varint::push(&mut b, varint::zigzag(i as i64));
+    b.push(tag::ATOM);
+    varint::push(&mut b, atom(1));
+    b.push(tag::NIL);
+    Payload::from_bytes(&b)
+}
+
+/// `{:req, n}`: a distinct message.
+fn message(n: u64) -> Payload {
+    let mut b = vec![tag::TUPLE];
+    varint::push(&mut b, 2);
+    b.push(tag::ATOM);
+    varint::push(&mut b, atom(2));
+    b.push(tag::INT);
+    varint::push(&mut b, varint::zigzag(n as i64));
+    Payload::from_bytes(&b)
+}
+
+fn event(kind: EventKind, p: u64, function: u64, data: Payload, peer: Payload) -> Event {
+    let call = matches!(
+        kind,
+        EventKind::FunctionCall | EventKind::FunctionReturn | EventKind::FunctionException
+    );
+    let now = clock();
+    Event {
+        id: 0,
+        timestamp: now,
+        wall_time: now,
+        pid: pid(p),
+        module: if call { atom(10) } else { 0 },
+        function: if call { atom(20 + function) } else { 0 },
+        arity: if call { 1 } else { u8::MAX },
+        kind,
+        ingest_stamped: true,
+        data,
+        peer,
+    }
+}
+
+/// Call + return pairs, two deep, 4 events per process turn.
+fn calls(n: usize) -> Vec<Event> {
+    use EventKind::*;
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0u64;
+    while out.len() < n {
+        let p = i % PIDS;
+        out.push(event(FunctionCall, p, 0, args(i), Payload::empty()));
+        out.push(event(FunctionCall, p, 1, args(i), Payload::empty()));
+        out.push(event(FunctionReturn, p, 1, args(i), Payload::empty()));
+        out.push(event(FunctionReturn, p, 0, args(i), Payload::empty()));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+/// Request/reply between process pairs, 10 events per exchange.
+fn mixed(n: usize) -> Vec<Event> {
+    use EventKind::*;
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0u64;
+    while out.len() < n {
+        let (a, b) = (i % PIDS, (i + 1) % PIDS);
+        let (req, rep) = (message(2 * i), message(2 * i + 1));
+        let none = Payload::empty;
+        out.push(event(FunctionCall, a, 0, args(i), none()));
+        out.push(event(MessageSend, a, 0, req.clone(), Payload::pid(pid(b))));
+        out.push(event(MessageReceive, b, 0, req, Payload::pid(pid(a))));
+        out.push(event(FunctionCall, b, 1, args(i), none()));
+        out.push(event(FunctionCall, b, 2, args(i), none()));
+        out.push(event(FunctionReturn, b, 2, args(i), none()));
+        out.push(event(FunctionReturn, b, 1, args(i), none()));
+        out.push(event(MessageSend, b, 0, rep.clone(), Payload::pid(pid(a))));
+        out.push(event(MessageReceive, a, 0, rep, Payload::pid(pid(b))));
+        out.push(event(FunctionReturn, a, 0, args(i), none()));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+/// One round: events/s of one worker draining `events`, and the store's
+/// retained count afterwards.
+fn drain(events: Vec<Event>) -> (f64, u64, u64) {
+    let n = events.len() as u64;
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let config = PipelineConfig {
+        ring_size: 1 << 18,
+        // The application's default (`processing.batch_size`).
+        batch_size: 100,
+        workers: 1,
+        min_workers: 1,
+        ..PipelineConfig::default()
+    };
+    let pipeline = Pipeline::start(config, store.clone(), vec![], clock).expect("valid config");
+    pipeline.stop();
+    let queued = pipeline.ingest(events);
+    assert_eq!(queued.accepted, n, "the rings hold the whole round");
+    let targets = pipeline.flush_targets();
+    let started = Instant::now();
+    pipeline.spawn_worker().expect("one worker");
+    while !pipeline.is_flushed(&targets) {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let took = started.elapsed();
+    let stats = pipeline.stats();
+    assert_eq!(stats.stored, n);
+    let retained = store.read().stats().retained;
+    let memory = store.read().stats().memory_bytes;
+    (
+        n as f64 / took.as_secs_f64(),
+        retained,
+        memory / retained.max(1),
+    )
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let n = env("DRAIN_EVENTS", 1_000_000);
+    let rounds = env("DRAIN_ROUNDS", 5);
+    println!("drain bench: one worker, {n} events per round, median of {rounds} rounds");
+    for (name, build) in [
+        ("calls", calls as fn(usize) -> Vec<Event>),
+        ("mixed", mixed),
+    ] {
+        let mut runs: Vec<(f64, u64, u64)> = (0..rounds).map(|_| drain(build(n))).collect();
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (rate, retained, bytes) = runs[rounds / 2];
+        let spread: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.0 / 1e6)).collect();
+        println!(
+            "  {name}: {:.2} M events/s (target >= 4)   rounds [{}]   retained {retained}, {bytes} bytes/event, dropped 0",
+            rate / 1e6,
+            spread.join(", ")
+        );
+    }
+}
