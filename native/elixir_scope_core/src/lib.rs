@@ -25,3 +25,4 @@ pub mod ring;
 pub mod shedding;
 pub mod store;
 pub mod tsc_clock;
+pub mod wakeup;

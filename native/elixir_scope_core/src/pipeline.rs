@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-use crate::breaker::{Breaker, BreakerStats};
+use crate::breaker::{Breaker, BreakerState, BreakerStats};
 use crate::dead_letters::{DeadLetter, DeadLetters};
 use crate::event::{Event, EventHeader};
 use crate::faults::{Fault, Faults};
@@ -44,6 +44,7 @@ use crate::pool::{Pool, PoolError, WorkerStats, WorkerStatsSnapshot};
 use crate::ring::{check_size, Overflow, Pushed, Ring, RingError, RingStats};
 use crate::shedding::Shedder;
 use crate::store::SharedStore;
+use crate::wakeup::Wakeup;
 
 /// Malformed events kept (the newest) for `Debug.Layer2.dead_letters`.
 pub const DEAD_LETTERS: usize = 1000;
@@ -149,6 +150,7 @@ pub(crate) struct Core {
     shedder: CachePadded<Shedder>,
     breaker: Breaker,
     faults: Faults,
+    pub(crate) wakeup: Wakeup,
 }
 
 /// A worker's reusable buffer: ingest timestamps of the events it wrote.
@@ -287,6 +289,18 @@ impl Core {
         taken - lost
     }
 
+    /// True when a sweep now could store something: the store is not being
+    /// written by another worker, the breaker is closed, and some shard
+    /// with queued events is free to lease.
+    pub(crate) fn has_work(&self) -> bool {
+        !self.store.is_writing()
+            && self.breaker.state() == BreakerState::Closed
+            && self
+                .shards
+                .iter()
+                .any(|s| !s.ring.is_empty() && !s.state.lease.is_locked())
+    }
+
     pub(crate) fn max_idle_sleep(&self) -> Duration {
         Duration::from_micros(self.max_idle_sleep_us.load(Ordering::Relaxed))
     }
@@ -301,12 +315,16 @@ pub struct Pipeline {
     dead_letters: DeadLetters,
 }
 
-/// An ingest in progress; see [`Pipeline::begin_ingest`].
+/// An ingest in progress; see [`Pipeline::begin_ingest`]. Dropping it (or
+/// [`finish`](IngestBatch::finish)) gives back the ids it reserved and did
+/// not use, when no other ingest reserved ids since, and wakes a worker if
+/// all are parked.
 pub struct IngestBatch<'p> {
     pipeline: &'p Pipeline,
     /// Next reserved id, and the end of the reservation.
     next: u64,
     end: u64,
+    never_shed: bool,
     out: Ingested,
 }
 
@@ -337,27 +355,40 @@ impl IngestBatch<'_> {
         })
     }
 
-    /// Gives the next id and queues on `pid`'s shard the event `write`
-    /// initializes in its slot (`write` must not panic).
+    /// Exempts this ingest from load shedding (a producer that waits for
+    /// room rather than lose events).
+    pub fn never_shed(mut self) -> Self {
+        self.never_shed = true;
+        self
+    }
+
+    /// Queues on `pid`'s shard the event `write` initializes in its slot,
+    /// with the next id (taken once the slot is claimed, so an event the
+    /// ring refuses takes no id). `write` must not panic.
     #[inline(always)]
     fn queue(
         &mut self,
         pid: u64,
         write: impl FnOnce(&mut MaybeUninit<Event>, u64),
     ) -> Result<u64, Refused> {
-        if self.pipeline.core.shedder.sheds(pid) {
+        if !self.never_shed && self.pipeline.core.shedder.sheds(pid) {
             self.out.shed += 1;
             return Err(Refused::Shed);
         }
-        if self.next == self.end {
-            // More events than expected: reserve one more id.
-            self.next = self.pipeline.core.store.next_ids(1);
-            self.end = self.next + 1;
-        }
-        let id = self.next;
-        self.next += 1;
         let ring = &self.pipeline.shard_for(pid).ring;
-        match ring.push_with(|slot| write(slot, id)) {
+        let (next, end, store) = (&mut self.next, &mut self.end, &self.pipeline.core.store);
+        let mut id = 0;
+        let pushed = ring.push_with(|slot| {
+            if *next == *end {
+                // More events than expected: reserve one more id.
+                *next = store.next_ids(1);
+                *end = *next + 1;
+            }
+            id = *next;
+            *next += 1;
+            write(slot, id)
+        });
+        match pushed {
             Pushed::Stored { overwritten, .. } => {
                 self.out.accepted += 1;
                 self.out.overwritten += overwritten;
@@ -372,6 +403,18 @@ impl IngestBatch<'_> {
 
     pub fn finish(self) -> Ingested {
         self.out
+    }
+}
+
+impl Drop for IngestBatch<'_> {
+    fn drop(&mut self) {
+        let core = &self.pipeline.core;
+        if self.next != self.end {
+            core.store.release_ids(self.next, self.end);
+        }
+        if self.out.accepted > 0 {
+            core.wakeup.work_queued();
+        }
     }
 }
 
@@ -470,6 +513,7 @@ impl Pipeline {
             shedder: CachePadded::new(Shedder::default()),
             breaker: Breaker::new(config.breaker_threshold, config.breaker_timeout_ns()),
             faults: Faults::default(),
+            wakeup: Wakeup::default(),
         });
         let pool = Pool::new(config.max_workers);
         for _ in 0..config.workers {
@@ -506,14 +550,16 @@ impl Pipeline {
 
     /// Starts an ingest of about `expected` events: reserves that many ids
     /// up front (one atomic add), then [`IngestBatch::push`] queues events in
-    /// order. Reserved ids left unused (events refused as malformed) stay as
-    /// gaps: ids are unique and increasing, not dense.
+    /// order. Ids go only to events a ring took; reserved ids left unused
+    /// are given back unless another ingest reserved ids meanwhile, in which
+    /// case they stay as gaps: ids are unique and increasing, not dense.
     pub fn begin_ingest(&self, expected: usize) -> IngestBatch<'_> {
         let next = self.core.store.next_ids(expected as u64);
         IngestBatch {
             pipeline: self,
             next,
             end: next + expected as u64,
+            never_shed: false,
             out: Ingested::default(),
         }
     }

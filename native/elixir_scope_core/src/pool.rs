@@ -2,15 +2,17 @@
 //!
 //! Each worker loops: sweep every shard once (starting at a shard of its own
 //! so workers spread out), taking any free shard's lease; if the sweep found
-//! nothing, sleep with exponential backoff (20 µs doubling up to the
-//! pipeline's `max_idle_sleep`); if it found only a trickle (fewer than
-//! [`FULL_SWEEP`] events, and no shard gave a whole batch), sleep
-//! [`FIRST_IDLE_SLEEP`] so events gather into batches instead of the worker
-//! chasing producers event by event (which bounces ring cache lines and
-//! takes CPU from the schedulers); else sweep again at once. A whole batch
-//! means more is queued: one busy process fills one shard, and pausing
+//! nothing, park until a producer queues work ([`crate::wakeup`]: woken when
+//! no worker is awake), at most for an exponential backoff (20 µs doubling
+//! up to the pipeline's `max_idle_sleep`); if it found only a trickle
+//! (fewer than [`FULL_SWEEP`] events, and no shard gave a whole batch),
+//! sleep [`FIRST_IDLE_SLEEP`] so events gather into batches instead of the
+//! worker chasing producers event by event (which bounces ring cache lines
+//! and takes CPU from the schedulers); else sweep again at once. A whole
+//! batch means more is queued: one busy process fills one shard, and pausing
 //! after each of its batches halved what a worker stored. An idle pipeline
-//! therefore costs a wake-up per worker every `max_idle_sleep`, not a spin.
+//! therefore costs a wake-up per worker every `max_idle_sleep`, not a spin,
+//! and stores a trickle of events within a wake-up's latency.
 //! `wake_all` cuts a sleep short (used by flush). Workers run `nice` +5
 //! below the VM's threads (Linux): on a contended core the traced code runs
 //! first and the rings absorb the wait.
@@ -269,6 +271,7 @@ fn lower_priority() {
 
 fn run(core: Arc<Core>, me: Arc<Worker>) {
     lower_priority();
+    core.wakeup.started();
     let mut buffers = Buffers::default();
     let mut idle = FIRST_IDLE_SLEEP;
     let start = me.id as usize;
@@ -277,7 +280,8 @@ fn run(core: Arc<Core>, me: Arc<Worker>) {
             core.sweep(start, &mut buffers, &me.stats)
         })) {
             Ok(swept) if swept.stored == 0 => {
-                std::thread::park_timeout(idle);
+                core.wakeup
+                    .idle(idle, || me.stop.load(Ordering::Acquire) || core.has_work());
                 idle = (idle * 2).min(core.max_idle_sleep().max(FIRST_IDLE_SLEEP));
             }
             Ok(swept) => {
@@ -294,4 +298,5 @@ fn run(core: Arc<Core>, me: Arc<Worker>) {
             }
         }
     }
+    core.wakeup.stopped();
 }

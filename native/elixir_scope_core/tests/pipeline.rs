@@ -141,6 +141,83 @@ fn floods_drop_and_count_under_both_policies() {
 }
 
 #[test]
+fn events_a_full_ring_refuses_take_no_id_and_no_store_room() {
+    let store = Arc::new(SharedStore::new(StoreConfig { max_events: 8 }));
+    let config = PipelineConfig {
+        shards: 1,
+        ring_size: 4,
+        workers: 1,
+        ..Default::default()
+    };
+    let p = start(config, &store);
+    p.stop();
+    let out = p.ingest((0..10).map(|seq| event(1, seq)).collect());
+    assert_eq!((out.accepted, out.rejected), (4, 6));
+    assert_eq!(store.assigned(), 4, "refused events took no id");
+    p.spawn_worker().unwrap();
+    flush(&p);
+    // Three more rounds: 16 held ids, 18 refusals in between.
+    for round in 1..=3u64 {
+        p.stop();
+        p.ingest((0..10).map(|seq| event(1, 10 * round + seq)).collect());
+        p.spawn_worker().unwrap();
+        flush(&p);
+    }
+    let s = store.read().stats();
+    assert_eq!((s.stored, s.retained, s.evicted), (16, 8, 8));
+    assert_eq!(store.assigned(), 16);
+    let held: Vec<u64> = store
+        .read()
+        .recent(100)
+        .iter()
+        .map(|e| e.event.id)
+        .collect();
+    assert_eq!(held, (9..=16).rev().collect::<Vec<_>>());
+}
+
+#[test]
+fn an_ingest_that_never_sheds_is_kept_while_others_are_shed() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let p = start(PipelineConfig::default(), &store);
+    p.set_shedding(1.0);
+    let mut waiting = p.begin_ingest(100).never_shed();
+    for seq in 0..100 {
+        waiting.push(event(7, seq)).unwrap();
+    }
+    drop(waiting);
+    assert_eq!(
+        p.ingest((0..100).map(|seq| event(7, seq)).collect()).shed,
+        100
+    );
+    flush(&p);
+    assert_eq!(p.stats().stored, 100);
+    assert_eq!(p.stats().shed, 100);
+}
+
+#[test]
+fn a_parked_worker_is_woken_by_new_events_not_by_its_backoff() {
+    let store = Arc::new(SharedStore::new(StoreConfig::default()));
+    let config = PipelineConfig {
+        workers: 1,
+        max_idle_sleep: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let p = start(config, &store);
+    for seq in 0..3 {
+        // 400 ms idle: a backoff doubling from 20 µs is then in its sleep
+        // from 327 to 655 ms, ~255 ms from its end.
+        std::thread::sleep(Duration::from_millis(400));
+        let started = Instant::now();
+        p.ingest(vec![event(1, seq)]);
+        while store.read().stats().stored < seq + 1 {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(100), "stored after {took:?}");
+    }
+}
+
+#[test]
 fn attached_rings_are_drained_and_get_ids() {
     let store = Arc::new(SharedStore::new(StoreConfig::default()));
     let ring = Arc::new(Ring::new(1024, Overflow::DropNewest).unwrap());

@@ -523,6 +523,14 @@ impl SharedStore {
         self.next_id.fetch_add(n, Ordering::Relaxed)
     }
 
+    /// Gives back the reserved ids `start..end` if they are the newest
+    /// reservation (no one reserved since); otherwise they stay unused.
+    pub fn release_ids(&self, start: u64, end: u64) {
+        let _ = self
+            .next_id
+            .compare_exchange(end, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// Ids assigned so far.
     pub fn assigned(&self) -> u64 {
         self.next_id.load(Ordering::Relaxed) - 1
