@@ -23,6 +23,29 @@ defmodule ElixirScope do
 
   @type invalid_reason :: :not_an_event | {field :: atom(), problem :: atom()}
 
+  @typedoc """
+  Options of `ingest/2` and `ingest_batch/2`:
+
+    * `:pipeline` — the pipeline server (default: the application's).
+    * `:on_full` — `:drop` (the default) never blocks: an event whose shard
+      is full is refused and counted in `stats().dropped.buffer_full`.
+      `:wait` waits (sleeping, never spinning a scheduler) until its shard
+      has room, so nothing is lost; events ingested this way are never
+      shed. For producers that must keep every event: loading a saved
+      trace, replaying a workload, tests, batch jobs. Trace sessions always
+      drop: a traced process never waits.
+    * `:timeout` — with `on_full: :wait`, the longest wait in ms (default
+      5000, or `:infinity`), after which the call returns
+      `{:error, {:timeout, queued_so_far}}`.
+
+  Any other option raises `ArgumentError`.
+  """
+  @type ingest_opts :: [
+          pipeline: GenServer.server(),
+          on_full: :drop | :wait,
+          timeout: non_neg_integer() | :infinity
+        ]
+
   @doc """
   Queues one event (`%Event{}` or the compact tuple). Returns its id,
   `{:error, :buffer_full}` when its shard is full under `:drop_newest`
@@ -30,26 +53,148 @@ defmodule ElixirScope do
   when its process is being shed under load (`stats().dropped.shed`, see
   `ElixirScope.Capture.BackpressureManager`). A malformed event is refused,
   counted in `stats().dropped.invalid` and kept as a dead letter
-  (`ElixirScope.Debug.Layer2.dead_letters/2`).
+  (`ElixirScope.Debug.Layer2.dead_letters/2`). With `on_full: :wait` (see
+  `t:ingest_opts/0`) a full shard is waited for instead.
   """
-  @spec ingest(Event.t() | Event.compact(), keyword()) ::
+  @spec ingest(Event.t() | Event.compact(), ingest_opts()) ::
           {:ok, pos_integer()}
-          | {:error, :buffer_full | :load_shed | {:invalid_event, invalid_reason()}}
-  def ingest(event, opts \\ []), do: Native.pipeline_ingest(pipeline(opts), event)
+          | {:error,
+             :buffer_full
+             | :load_shed
+             | {:invalid_event, invalid_reason()}
+             | {:timeout, 0}}
+  def ingest(event, opts \\ [])
+  # The common shapes skip the option walk (this is a hot path).
+  def ingest(event, []), do: Native.pipeline_ingest(pipeline([]), event, :drop)
+
+  def ingest(event, [pipeline: _] = opts),
+    do: Native.pipeline_ingest(pipeline(opts), event, :drop)
+
+  def ingest(event, opts) do
+    case ingest_options(opts, "ingest/2") do
+      {handle, :drop, _} -> Native.pipeline_ingest(handle, event, :drop)
+      {handle, :wait, deadline} -> ingest_waiting(handle, event, deadline)
+    end
+  end
+
+  defp ingest_waiting(handle, event, deadline) do
+    case Native.pipeline_ingest(handle, event, :wait) do
+      {:error, :buffer_full} ->
+        if expired?(deadline) do
+          {:error, {:timeout, 0}}
+        else
+          wait_for_room()
+          ingest_waiting(handle, event, deadline)
+        end
+
+      result ->
+        result
+    end
+  end
 
   @doc """
   Queues a list of events in order. Returns `{:ok, queued}`; malformed
   events are skipped and reported as
   `{:error, {:invalid_events, queued, [{index, reason}]}}` (indexes from 0)
-  and kept as dead letters. Events refused by a full shard or shed are not
-  in `queued` and are counted in `stats/0`.
+  and kept as dead letters. Under `on_full: :drop` (the default), events
+  refused by a full shard or shed are not in `queued` and are counted in
+  `stats/0`; under `on_full: :wait` every valid event is queued, in order,
+  or the call gives up after `:timeout` with
+  `{:error, {:timeout, queued_so_far}}` (see `t:ingest_opts/0`).
   """
-  @spec ingest_batch([Event.t() | Event.compact()], keyword()) ::
+  @spec ingest_batch([Event.t() | Event.compact()], ingest_opts()) ::
           {:ok, non_neg_integer()}
           | {:error,
              {:invalid_events, non_neg_integer(), [{non_neg_integer(), invalid_reason()}]}
+             | {:timeout, non_neg_integer()}
              | :not_a_list}
-  def ingest_batch(events, opts \\ []), do: Native.pipeline_ingest_batch(pipeline(opts), events)
+  def ingest_batch(events, opts \\ [])
+
+  def ingest_batch(events, []), do: Native.pipeline_ingest_batch(pipeline([]), events, :drop, 0)
+
+  def ingest_batch(events, [pipeline: _] = opts),
+    do: Native.pipeline_ingest_batch(pipeline(opts), events, :drop, 0)
+
+  def ingest_batch(events, opts) do
+    case ingest_options(opts, "ingest_batch/2") do
+      {handle, :drop, _} -> Native.pipeline_ingest_batch(handle, events, :drop, 0)
+      {handle, :wait, deadline} -> ingest_batch_waiting(handle, events, 0, deadline, 0, [])
+    end
+  end
+
+  defp ingest_batch_waiting(handle, events, index, deadline, queued, bad) do
+    case Native.pipeline_ingest_batch(handle, events, :wait, index) do
+      {:full, n, more_bad, index, rest} ->
+        queued = queued + n
+
+        if expired?(deadline) do
+          {:error, {:timeout, queued}}
+        else
+          wait_for_room()
+          ingest_batch_waiting(handle, rest, index, deadline, queued, bad ++ more_bad)
+        end
+
+      {:ok, n} when bad == [] ->
+        {:ok, queued + n}
+
+      {:ok, n} ->
+        {:error, {:invalid_events, queued + n, bad}}
+
+      {:error, {:invalid_events, n, more_bad}} ->
+        {:error, {:invalid_events, queued + n, bad ++ more_bad}}
+
+      {:error, :not_a_list} = error ->
+        error
+    end
+  end
+
+  # The workers free a shard's room at millions of events per second: a
+  # millisecond's sleep lets them drain a good part of it, without a poll
+  # that would take a scheduler from them.
+  defp wait_for_room, do: Process.sleep(1)
+
+  defp expired?(:infinity), do: false
+  defp expired?(deadline), do: System.monotonic_time(:millisecond) >= deadline
+
+  @ingest_options [:pipeline, :on_full, :timeout]
+
+  defp ingest_options(opts, fun) do
+    unless is_list(opts) and Keyword.keyword?(opts),
+      do: raise(ArgumentError, "#{fun}: options must be a keyword list, got: #{inspect(opts)}")
+
+    case Keyword.keys(opts) -- @ingest_options do
+      [] ->
+        :ok
+
+      [key | _] ->
+        raise ArgumentError,
+              "#{fun}: unknown option #{inspect(key)} (known: :pipeline, :on_full, :timeout)"
+    end
+
+    on_full =
+      case Keyword.get(opts, :on_full, :drop) do
+        mode when mode in [:drop, :wait] ->
+          mode
+
+        other ->
+          raise ArgumentError, "#{fun}: on_full must be :drop or :wait, got: #{inspect(other)}"
+      end
+
+    deadline =
+      case Keyword.get(opts, :timeout, 5_000) do
+        :infinity ->
+          :infinity
+
+        ms when is_integer(ms) and ms >= 0 ->
+          System.monotonic_time(:millisecond) + ms
+
+        other ->
+          raise ArgumentError,
+                "#{fun}: timeout must be a non-negative integer (ms) or :infinity, got: #{inspect(other)}"
+      end
+
+    {pipeline(opts), on_full, deadline}
+  end
 
   @doc """
   Waits until every event queued before the call (in every running

@@ -324,7 +324,7 @@ pub struct IngestBatch<'p> {
     /// Next reserved id, and the end of the reservation.
     next: u64,
     end: u64,
-    never_shed: bool,
+    waiting: bool,
     out: Ingested,
 }
 
@@ -355,10 +355,12 @@ impl IngestBatch<'_> {
         })
     }
 
-    /// Exempts this ingest from load shedding (a producer that waits for
-    /// room rather than lose events).
-    pub fn never_shed(mut self) -> Self {
-        self.never_shed = true;
+    /// Makes this the ingest of a producer that waits for room rather than
+    /// lose events: it is never shed, and a full shard refuses its event
+    /// (`Refused::Full`, whatever the overflow policy) without counting a
+    /// drop, for the producer to offer it again.
+    pub fn waiting(mut self) -> Self {
+        self.waiting = true;
         self
     }
 
@@ -371,14 +373,14 @@ impl IngestBatch<'_> {
         pid: u64,
         write: impl FnOnce(&mut MaybeUninit<Event>, u64),
     ) -> Result<u64, Refused> {
-        if !self.never_shed && self.pipeline.core.shedder.sheds(pid) {
+        if !self.waiting && self.pipeline.core.shedder.sheds(pid) {
             self.out.shed += 1;
             return Err(Refused::Shed);
         }
         let ring = &self.pipeline.shard_for(pid).ring;
         let (next, end, store) = (&mut self.next, &mut self.end, &self.pipeline.core.store);
         let mut id = 0;
-        let pushed = ring.push_with(|slot| {
+        let fill = |slot: &mut MaybeUninit<Event>| {
             if *next == *end {
                 // More events than expected: reserve one more id.
                 *next = store.next_ids(1);
@@ -387,7 +389,12 @@ impl IngestBatch<'_> {
             id = *next;
             *next += 1;
             write(slot, id)
-        });
+        };
+        let pushed = if self.waiting {
+            ring.try_push_with(fill)
+        } else {
+            ring.push_with(fill)
+        };
         match pushed {
             Pushed::Stored { overwritten, .. } => {
                 self.out.accepted += 1;
@@ -395,7 +402,7 @@ impl IngestBatch<'_> {
                 Ok(id)
             }
             Pushed::Rejected => {
-                self.out.rejected += 1;
+                self.out.rejected += u64::from(!self.waiting);
                 Err(Refused::Full)
             }
         }
@@ -559,7 +566,7 @@ impl Pipeline {
             pipeline: self,
             next,
             end: next + expected as u64,
-            never_shed: false,
+            waiting: false,
             out: Ingested::default(),
         }
     }

@@ -206,6 +206,29 @@ impl<T> Ring<T> {
                 }
             }
         };
+        self.fill(seq, write);
+        Pushed::Stored { seq, overwritten }
+    }
+
+    /// [`push_with`](Self::push_with) for a producer that waits for room:
+    /// when the ring is full it refuses, whatever the overflow policy, and
+    /// counts nothing (the producer offers the event again).
+    pub(crate) fn try_push_with(&self, write: impl FnOnce(&mut MaybeUninit<T>)) -> Pushed {
+        match self.claim() {
+            Some(seq) => {
+                self.fill(seq, write);
+                Pushed::Stored {
+                    seq,
+                    overwritten: 0,
+                }
+            }
+            None => Pushed::Rejected,
+        }
+    }
+
+    /// Writes the claimed sequence `seq` and publishes it.
+    #[inline(always)]
+    fn fill(&self, seq: u64, write: impl FnOnce(&mut MaybeUninit<T>)) {
         let slot = &self.slots[(seq & self.mask) as usize];
         // The next push here will write the next slot, which a reader on
         // another core freed last: fetch it for writing meanwhile.
@@ -213,7 +236,6 @@ impl<T> Ring<T> {
         // SAFETY: we own sequence `seq` until its stamp is published.
         write(unsafe { &mut *slot.value.get() });
         slot.stamp.store(seq + 1, Ordering::Release);
-        Pushed::Stored { seq, overwritten }
     }
 
     /// Claims the next sequence for writing; `None` when the ring is full.

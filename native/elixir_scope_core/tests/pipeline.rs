@@ -9,7 +9,7 @@ use elixir_scope_core::dead_letters::DeadLetter;
 use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
 use elixir_scope_core::faults::Fault;
 use elixir_scope_core::payload::Payload;
-use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, PipelineStats};
+use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, PipelineStats, Refused};
 use elixir_scope_core::pool::PoolError;
 use elixir_scope_core::ring::{Overflow, Ring};
 use elixir_scope_core::store::{Order, SharedStore, StoreConfig};
@@ -176,22 +176,37 @@ fn events_a_full_ring_refuses_take_no_id_and_no_store_room() {
 }
 
 #[test]
-fn an_ingest_that_never_sheds_is_kept_while_others_are_shed() {
-    let store = Arc::new(SharedStore::new(StoreConfig::default()));
-    let p = start(PipelineConfig::default(), &store);
-    p.set_shedding(1.0);
-    let mut waiting = p.begin_ingest(100).never_shed();
-    for seq in 0..100 {
-        waiting.push(event(7, seq)).unwrap();
+fn a_waiting_ingest_is_never_shed_and_its_refusals_are_no_drops() {
+    for overflow in [Overflow::DropNewest, Overflow::DropOldest] {
+        let store = Arc::new(SharedStore::new(StoreConfig::default()));
+        let config = PipelineConfig {
+            shards: 1,
+            ring_size: 64,
+            overflow,
+            ..Default::default()
+        };
+        let p = start(config, &store);
+        p.set_shedding(1.0);
+        p.stop();
+        let mut waiting = p.begin_ingest(100).waiting();
+        let refused: Vec<_> = (0..100)
+            .filter_map(|seq| waiting.push(event(7, seq)).err())
+            .collect();
+        drop(waiting);
+        assert_eq!(
+            refused,
+            vec![Refused::Full; 36],
+            "{overflow:?}: full, not shed"
+        );
+        let s = p.stats();
+        assert_eq!((s.rejected, s.overwritten, s.shed, s.queued), (0, 0, 0, 64));
+        assert_eq!(p.ingest(vec![event(7, 100)]).shed, 1, "others are shed");
+        p.spawn_worker().unwrap();
+        flush(&p);
+        let s = p.stats();
+        assert_accounted(&s);
+        assert_eq!(stored_seqs(&store, 7), (0..64).collect::<Vec<_>>());
     }
-    drop(waiting);
-    assert_eq!(
-        p.ingest((0..100).map(|seq| event(7, seq)).collect()).shed,
-        100
-    );
-    flush(&p);
-    assert_eq!(p.stats().stored, 100);
-    assert_eq!(p.stats().shed, 100);
 }
 
 #[test]

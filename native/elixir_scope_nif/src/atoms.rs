@@ -11,6 +11,8 @@ rustler::atoms! {
     desc,
     not_found,
     buffer_full,
+    wait,
+    full,
     load_shed,
     closed,
     open,

@@ -10,13 +10,14 @@ use elixir_scope_core::dead_letters::DeadLetter;
 use elixir_scope_core::faults::Fault;
 use elixir_scope_core::histogram::Snapshot;
 use elixir_scope_core::metrics::Window;
-use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, Refused};
+use elixir_scope_core::pipeline::{ConfigError, IngestBatch, Pipeline, PipelineConfig, Refused};
 use elixir_scope_core::pool::PoolError;
 
 use crate::atoms;
 use crate::codec::event::{Decoder, Invalid};
+use crate::codec::layout::list_cell;
+use crate::codec::list_length;
 use crate::codec::term;
-use crate::codec::{each_in_list, list_length};
 use crate::lean_nif::lean_nif;
 use crate::nif_ring::{overflow_of, ring_error};
 use crate::resources::{PipelineRes, RingRes, StoreRes};
@@ -152,20 +153,31 @@ fn decoder(p: &PipelineRes) -> Decoder {
     Decoder::new(p.max_payload.load(Ordering::Relaxed))
 }
 
-lean_nif!("pipeline_ingest", 2, pipeline_ingest);
-fn pipeline_ingest<'a>(env: Env<'a>, [p, event]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+/// An ingest of `p`: never shed when `mode` is `:wait` (a producer that
+/// waits for room), else subject to load shedding.
+fn begin<'p>(p: &'p PipelineRes, expected: usize, mode: Term) -> IngestBatch<'p> {
+    let batch = p.pipeline.begin_ingest(expected);
+    if mode.as_c_arg() == atoms::wait().as_c_arg() {
+        batch.waiting()
+    } else {
+        batch
+    }
+}
+
+lean_nif!("pipeline_ingest", 3, pipeline_ingest);
+/// `pipeline_ingest(pipeline, event, :drop | :wait)`: `{:ok, id}` or
+/// `{:error, reason}` (`:buffer_full` is retried by the caller under `:wait`).
+fn pipeline_ingest<'a>(env: Env<'a>, [p, event, mode]: [Term<'a>; 3]) -> NifResult<Term<'a>> {
     let p: &PipelineRes = p.decode()?;
     let mut decoder = decoder(p);
     Ok(match decoder.decode(event) {
-        Ok((e, payloads)) => match p
-            .pipeline
-            .begin_ingest(1)
-            .push_with(e, |slot| decoder.fill(slot, payloads))
-        {
-            Ok(id) => (atoms::ok(), id).encode(env),
-            Err(Refused::Full) => (atoms::error(), atoms::buffer_full()).encode(env),
-            Err(Refused::Shed) => (atoms::error(), atoms::load_shed()).encode(env),
-        },
+        Ok((e, payloads)) => {
+            match begin(p, 1, mode).push_with(e, |slot| decoder.fill(slot, payloads)) {
+                Ok(id) => (atoms::ok(), id).encode(env),
+                Err(Refused::Full) => (atoms::error(), atoms::buffer_full()).encode(env),
+                Err(Refused::Shed) => (atoms::error(), atoms::load_shed()).encode(env),
+            }
+        }
         Err(why) => {
             p.pipeline
                 .refuse(dead_letter(env, &mut decoder, why, event));
@@ -174,31 +186,61 @@ fn pipeline_ingest<'a>(env: Env<'a>, [p, event]: [Term<'a>; 2]) -> NifResult<Ter
     })
 }
 
-lean_nif!("pipeline_ingest_batch", 2, pipeline_ingest_batch);
-fn pipeline_ingest_batch<'a>(env: Env<'a>, [p, events]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+lean_nif!("pipeline_ingest_batch", 4, pipeline_ingest_batch);
+/// `pipeline_ingest_batch(pipeline, events, :drop | :wait, first_index)`.
+///
+/// Under `:drop` every event is offered (refusals are counted) and the
+/// answer is `{:ok, queued}` or `{:error, {:invalid_events, queued, bad}}`.
+/// Under `:wait` the walk stops at the first event whose shard is full and
+/// answers `{:full, queued, bad, index, rest}`, `rest` being the list from
+/// that event on (`index` is its index), for the caller to offer again once
+/// there is room (events are never shed). `bad` indexes count from
+/// `first_index`.
+fn pipeline_ingest_batch<'a>(
+    env: Env<'a>,
+    [p, events, mode, first_index]: [Term<'a>; 4],
+) -> NifResult<Term<'a>> {
     let p: &PipelineRes = p.decode()?;
+    let first_index: usize = first_index.decode()?;
     // A proper list is checked (and counted) before anything is queued.
     let Some(expected) = list_length(events) else {
         return Ok((atoms::error(), atoms::not_a_list()).encode(env));
     };
+    let waits = mode.as_c_arg() == atoms::wait().as_c_arg();
     let mut decoder = decoder(p);
-    let mut batch = p.pipeline.begin_ingest(expected);
+    let mut batch = begin(p, expected, mode);
     let mut bad = Vec::new();
-    let walked = each_in_list(events, |i, t| match decoder.decode(t) {
-        Ok((event, payloads)) => {
-            let _ = batch.push_with(event, |slot| decoder.fill(slot, payloads));
+    let mut cell = events.as_c_arg();
+    let mut i = first_index;
+    let mut stopped_at = None::<(usize, rustler::sys::ErlNifTerm)>;
+    while let Some((head, tail)) = list_cell(env, cell) {
+        // SAFETY: `head` is a live term of `env`.
+        let t = unsafe { Term::new(env, head) };
+        match decoder.decode(t) {
+            Ok((event, payloads)) => {
+                let pushed = batch.push_with(event, |slot| decoder.fill(slot, payloads));
+                if waits && pushed == Err(Refused::Full) {
+                    stopped_at = Some((i, cell));
+                    break;
+                }
+            }
+            Err(why) => {
+                p.pipeline.refuse(dead_letter(env, &mut decoder, why, t));
+                bad.push((i, why));
+            }
         }
-        Err(why) => {
-            p.pipeline.refuse(dead_letter(env, &mut decoder, why, t));
-            bad.push((i, why));
-        }
-    });
-    debug_assert!(walked.is_ok(), "checked to be a proper list");
+        cell = tail;
+        i += 1;
+    }
     let accepted = batch.finish().accepted;
-    Ok(if bad.is_empty() {
-        (atoms::ok(), accepted).encode(env)
-    } else {
-        (atoms::error(), (atoms::invalid_events(), accepted, bad)).encode(env)
+    Ok(match stopped_at {
+        // SAFETY: a list cell of `events`, live in `env`.
+        Some((index, rest)) => {
+            let rest = unsafe { Term::new(env, rest) };
+            (atoms::full(), accepted, bad, index, rest).encode(env)
+        }
+        None if bad.is_empty() => (atoms::ok(), accepted).encode(env),
+        None => (atoms::error(), (atoms::invalid_events(), accepted, bad)).encode(env),
     })
 }
 
