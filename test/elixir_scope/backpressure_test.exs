@@ -71,12 +71,17 @@ defmodule ElixirScope.BackpressureTest do
     p =
       private_pipeline(
         pipeline: [min_workers: 1, max_workers: 6, target_workers: 2],
-        backpressure: [check_interval_ms: 20, memory_limit_mb: 1, scale_down_after_checks: 3]
+        backpressure: [
+          check_interval_ms: 20,
+          memory_limit_mb: 1,
+          scale_down_after_checks: 3,
+          shed_after_checks: 3
+        ]
       )
 
     eventually(fn -> BackpressureManager.check_pressure(p) == :critical end)
     eventually(fn -> workers(p) == min(6, max(1, System.schedulers_online())) end)
-    assert Metrics.Layer2.snapshot(p).shedding == 0.5
+    eventually(fn -> Metrics.Layer2.snapshot(p).shedding == 0.5 end)
 
     assert {:error, %{pressure: {:error, {:pressure, :critical}}}} =
              HealthCheck.Layer2.check_health(p)
@@ -100,6 +105,71 @@ defmodule ElixirScope.BackpressureTest do
     assert {:ok, _checks} = HealthCheck.Layer2.check_health(p)
     GenServer.stop(p)
     assert HealthCheck.Layer2.check_health(p) == {:error, %{pipeline: {:error, :not_running}}}
+  end
+
+  test "shedding starts only after shed_after_checks critical checks in a row" do
+    bp = %{shed_after_checks: 3}
+    assert BackpressureManager.shedding(:off, :critical, 2, bp) == :off
+    assert BackpressureManager.shedding(:off, :critical, 3, bp) == :auto
+    assert BackpressureManager.shedding(:off, :high, 9, bp) == :off
+    assert BackpressureManager.shedding(:auto, :high, 0, bp) == :auto
+    assert BackpressureManager.shedding(:auto, :elevated, 0, bp) == :off
+    assert BackpressureManager.shedding(:manual, :normal, 0, bp) == :manual
+    assert Layer2.default_config().backpressure.shed_after_checks == 10
+
+    # Critical from the first check (memory far over its limit): no shedding
+    # before the streak is long enough.
+    p =
+      private_pipeline(
+        backpressure: [check_interval_ms: 20, memory_limit_mb: 1, shed_after_checks: 15]
+      )
+
+    started = System.monotonic_time(:millisecond)
+    eventually(fn -> BackpressureManager.check_pressure(p) == :critical end)
+    assert Metrics.Layer2.snapshot(p).shedding == 0.0
+    eventually(fn -> Metrics.Layer2.snapshot(p).shedding == 0.5 end)
+    assert System.monotonic_time(:millisecond) - started >= 14 * 20
+  end
+
+  test "rings full for less than the streak (a 300 ms stall) shed nothing" do
+    p =
+      private_pipeline(
+        capture: [ring_size: 64, shards: 2],
+        backpressure: [check_interval_ms: 20, shed_after_checks: 30],
+        storage: [circuit_breaker_threshold: 1, circuit_breaker_timeout_ms: 300]
+      )
+
+    # One failed write opens the breaker: the workers stop for 300 ms while
+    # the rings fill (15 critical checks, half the streak), then drain them.
+    :ok = ElixirScope.Native.pipeline_inject_fault(PipelineManager.pipeline(p), {:fail, 1})
+    me = self()
+
+    poller =
+      spawn(fn ->
+        poll = fn poll, seen ->
+          receive do
+            :stop -> send(me, {:seen, seen})
+          after
+            5 ->
+              poll.(poll, [
+                {BackpressureManager.check_pressure(p), Metrics.Layer2.snapshot(p).shedding}
+                | seen
+              ])
+          end
+        end
+
+        poll.(poll, [])
+      end)
+
+    pids = for _ <- 1..8, do: spawn(fn -> :ok end)
+    events = for i <- 1..2_000, do: call(Enum.at(pids, rem(i, 8)), [i])
+    {:ok, 2_000} = ElixirScope.ingest_batch(events, pipeline: p, on_full: :wait)
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    send(poller, :stop)
+    assert_receive {:seen, seen}, 5_000
+    assert {:critical, 0.0} in seen, "the rings were full at a check: #{inspect(Enum.uniq(seen))}"
+    assert Enum.all?(seen, fn {_, shedding} -> shedding == 0.0 end)
+    assert ElixirScope.stats(pipeline: p).dropped_total == 0
   end
 
   test "manual load shedding stays on until disabled and refuses with :load_shed" do

@@ -27,9 +27,12 @@ defmodule ElixirScope.Capture.BackpressureManager do
   Load shedding drops whole processes (by pid hash, so the processes kept
   have complete causal chains), `shed_fraction` of them; every shed event
   is counted (`ElixirScope.stats().dropped.shed`). It turns on by itself
-  at `:critical` and off once pressure is back to `:normal` or
-  `:elevated`; `enable_load_shedding/0` turns it on until
-  `disable_load_shedding/0`.
+  only under sustained overload, after `shed_after_checks` checks in a row
+  at `:critical` (10 checks of 100 ms by default: a burst the pipeline
+  drains within a second sheds nothing; while it lasts the rings absorb or
+  count it), and off once pressure is back to `:normal` or `:elevated`;
+  `enable_load_shedding/0` turns it on until `disable_load_shedding/0`.
+  Events ingested with `on_full: :wait` are never shed.
 
   The functions take the pipeline's manager (default: the default
   pipeline's).
@@ -86,6 +89,19 @@ defmodule ElixirScope.Capture.BackpressureManager do
         :normal
     end
   end
+
+  @doc false
+  # The shedding mode after a check: automatic shedding starts after
+  # `shed_after_checks` critical checks in a row and stops when pressure
+  # falls to :normal or :elevated; manual shedding is left alone.
+  @spec shedding(:off | :auto | :manual, pressure(), non_neg_integer(), map()) ::
+          :off | :auto | :manual
+  def shedding(:off, :critical, critical_streak, %{shed_after_checks: n})
+      when critical_streak >= n,
+      do: :auto
+
+  def shedding(:auto, pressure, _streak, _bp) when pressure in [:normal, :elevated], do: :off
+  def shedding(mode, _pressure, _streak, _bp), do: mode
 
   @doc false
   # The guide's scaling rule for `workers` within the `pipeline` bounds,

@@ -277,6 +277,7 @@ defmodule ElixirScope.Capture.PipelineManager do
       inputs: nil,
       window: nil,
       normal_streak: 0,
+      critical_streak: 0,
       shedding: shedding,
       stats: nil
     }
@@ -306,6 +307,7 @@ defmodule ElixirScope.Capture.PipelineManager do
     pressure = BackpressureManager.pressure(inputs, bp)
     recommendation = BackpressureManager.recommend(pressure, stats.workers, config.pipeline)
     streak = if pressure == :normal, do: previous.normal_streak + 1, else: 0
+    critical_streak = if pressure == :critical, do: previous.critical_streak + 1, else: 0
 
     check = %{
       previous
@@ -314,6 +316,7 @@ defmodule ElixirScope.Capture.PipelineManager do
         inputs: inputs,
         window: window,
         normal_streak: streak,
+        critical_streak: critical_streak,
         stats: stats
     }
 
@@ -321,7 +324,7 @@ defmodule ElixirScope.Capture.PipelineManager do
 
     %{state | check: check}
     |> scale(recommendation, stats)
-    |> shed_automatically(pressure)
+    |> shed_automatically()
   end
 
   # Events dropped (other than shed) per event ingested since the last check.
@@ -352,16 +355,14 @@ defmodule ElixirScope.Capture.PipelineManager do
 
   defp scale(state, :maintain, _stats), do: state
 
-  defp shed_automatically(%{check: %{shedding: :manual}} = state, _pressure), do: state
+  defp shed_automatically(%{check: check} = state) do
+    bp = state.config.backpressure
 
-  defp shed_automatically(%{check: %{shedding: :off}} = state, :critical),
-    do: set_shedding(state, :auto)
-
-  defp shed_automatically(%{check: %{shedding: :auto}} = state, pressure)
-       when pressure in [:normal, :elevated],
-       do: set_shedding(state, :off)
-
-  defp shed_automatically(state, _pressure), do: state
+    case BackpressureManager.shedding(check.shedding, check.pressure, check.critical_streak, bp) do
+      same when same == check.shedding -> state
+      mode -> set_shedding(state, mode)
+    end
+  end
 
   defp set_shedding(state, mode) do
     fraction = if mode == :off, do: 0.0, else: state.config.backpressure.shed_fraction

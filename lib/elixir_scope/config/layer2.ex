@@ -46,6 +46,7 @@ defmodule ElixirScope.Config.Layer2 do
             critical_memory: float(),
             high_error_rate: float(),
             scale_down_after_checks: pos_integer(),
+            shed_after_checks: pos_integer(),
             shed_fraction: float()
           },
           storage: %{
@@ -90,6 +91,7 @@ defmodule ElixirScope.Config.Layer2 do
         critical_memory: 0.90,
         high_error_rate: 0.05,
         scale_down_after_checks: 10,
+        shed_after_checks: 10,
         shed_fraction: 0.5
       },
       storage: %{
@@ -204,7 +206,8 @@ defmodule ElixirScope.Config.Layer2 do
     :high_latency_ms,
     :elevated_latency_ms,
     :memory_limit_mb,
-    :scale_down_after_checks
+    :scale_down_after_checks,
+    :shed_after_checks
   ]
 
   defp check([:backpressure, k], v) when k in @backpressure_counts,
