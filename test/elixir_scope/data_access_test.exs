@@ -95,6 +95,53 @@ defmodule ElixirScope.Storage.DataAccessTest do
              {:error, {:invalid_events, 1, [{1, :not_an_event}]}}
   end
 
+  test "streamed reads equal full reads, whatever the chunk size", %{opts: opts} do
+    pids = for _ <- 1..7, do: spawn(fn -> :ok end)
+
+    events =
+      for i <- 1..5_000, do: %{call(Enum.at(pids, rem(i, 7)), i) | function: :"f#{rem(i, 3)}"}
+
+    ingest_all(events, opts)
+    [first | _] = all = DataAccess.query_recent(10_000, opts) |> Enum.reverse()
+    last = List.last(all)
+    {from, to} = {first.event.timestamp, last.event.timestamp}
+    ids = fn events -> Enum.map(events, & &1.event.id) end
+
+    for chunk <- [1, 7, 1_000, 10_000], order <- [:asc, :desc] do
+      read =
+        &(DataAccess.stream([chunk_size: chunk, order: order] ++ &1 ++ opts) |> Enum.to_list())
+
+      assert read.(pid: hd(pids)) ==
+               DataAccess.query_by_pid(hd(pids), [order: order, limit: :infinity] ++ opts)
+
+      assert read.(function: {ElixirScope.TestEvents, :f1}) ==
+               DataAccess.query_by_function(
+                 ElixirScope.TestEvents,
+                 :f1,
+                 [order: order, limit: :infinity] ++ opts
+               )
+
+      assert ids.(read.(time: {from, to})) ==
+               ids.(
+                 DataAccess.query_by_time_range(
+                   from,
+                   to,
+                   [order: order, limit: :infinity] ++ opts
+                 )
+               )
+
+      assert length(read.([])) == 5_000
+    end
+
+    assert ids.(DataAccess.stream(opts) |> Enum.to_list()) == ids.(all)
+    assert DataAccess.stream([limit: 3, order: :desc] ++ opts) |> Enum.to_list() |> length() == 3
+    assert Enum.take(DataAccess.stream([chunk_size: 2] ++ opts), 5) == Enum.take(all, 5)
+    assert_raise ArgumentError, fn -> DataAccess.stream(pid: :me) end
+    assert_raise ArgumentError, fn -> DataAccess.stream(pid: self(), time: {1, 2}) end
+    assert_raise ArgumentError, fn -> DataAccess.stream(chunk_size: 0) end
+    assert_raise ArgumentError, fn -> DataAccess.stream(colour: :red) end
+  end
+
   test "bad arguments raise ArgumentError" do
     assert_raise ArgumentError, fn -> DataAccess.query_recent(-1) end
     assert_raise ArgumentError, fn -> DataAccess.get_event("1") end

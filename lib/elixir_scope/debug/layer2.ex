@@ -30,6 +30,8 @@ defmodule ElixirScope.Debug.Layer2 do
   `term_reads` says how the NIF reads terms: `:direct` (term words read in
   place, checked against the NIF API when the library loaded) or
   `:nif_api` (one `enif_*` call per read, on a VM with another term layout).
+  `struct_builds` says how query results are built: `:shared_keys` (every
+  struct of a result shares one key tuple, checked at load) or `:nif_api`.
   """
   @spec get_pipeline_state(keyword()) :: map()
   def get_pipeline_state(opts \\ []) do
@@ -45,7 +47,8 @@ defmodule ElixirScope.Debug.Layer2 do
       pressure: Map.take(check, [:pressure, :recommendation, :inputs, :shedding]),
       recent_errors: letters.letters,
       dead_letters: Map.take(letters, [:total, :evicted]),
-      term_reads: Native.term_reads()
+      term_reads: Native.term_reads(),
+      struct_builds: Native.struct_builds()
     }
   end
 

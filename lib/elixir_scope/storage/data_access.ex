@@ -100,6 +100,75 @@ defmodule ElixirScope.Storage.DataAccess do
   def query_by_correlation(id, _opts),
     do: raise(ArgumentError, "correlation id must be a positive integer, got: #{inspect(id)}")
 
+  @doc """
+  Streams a query's events, read from the store in chunks, so a large
+  result is never built at once: the same events, in the same order, as
+  the matching query function.
+
+  Options: at most one of `pid: pid`, `function: {module, function}`,
+  `time: {from_ns, to_ns}` (none: every event, in id order); `:order`,
+  `:limit` and `:pipeline` as in the queries (`:limit` defaults to
+  `:infinity` here); `:chunk_size`, events read per step (default 10_000).
+
+  The stream selects the matching events when it starts; an event evicted
+  before its chunk is read is skipped.
+
+      DataAccess.stream(function: {MyApp, :run}) |> Stream.filter(&slow?/1) |> Enum.take(10)
+  """
+  @spec stream(keyword()) :: Enumerable.t()
+  def stream(opts \\ []) do
+    query = stream_query(opts)
+    {limit, order} = limit_order(Keyword.put_new(opts, :limit, :infinity))
+
+    chunk =
+      case Keyword.get(opts, :chunk_size, 10_000) do
+        n when is_integer(n) and n > 0 ->
+          n
+
+        other ->
+          raise ArgumentError, "chunk_size must be a positive integer, got: #{inspect(other)}"
+      end
+
+    unknown =
+      Keyword.keys(opts) -- [:pid, :function, :time, :order, :limit, :pipeline, :chunk_size]
+
+    if unknown != [], do: raise(ArgumentError, "unknown option #{inspect(hd(unknown))}")
+    store = store(opts)
+
+    Stream.resource(
+      fn -> Native.store_select(store, query, limit, order) end,
+      fn cursor ->
+        case Native.cursor_next(cursor, chunk) do
+          [] -> {:halt, cursor}
+          events -> {events, cursor}
+        end
+      end,
+      fn _cursor -> :ok end
+    )
+  end
+
+  defp stream_query(opts) do
+    case Keyword.take(opts, [:pid, :function, :time]) do
+      [] ->
+        :recent
+
+      [pid: pid] when is_pid(pid) ->
+        {:pid, pid}
+
+      [function: {m, f}] when is_atom(m) and is_atom(f) ->
+        {:function, m, f}
+
+      [time: {from, to}] when is_integer(from) and is_integer(to) ->
+        {:time, clamp64(from), clamp64(to)}
+
+      [_, _ | _] ->
+        raise ArgumentError, "stream/1 takes at most one of :pid, :function and :time"
+
+      [{key, value}] ->
+        raise ArgumentError, "invalid #{inspect(key)} for stream/1: #{inspect(value)}"
+    end
+  end
+
   @doc "Removes events with `timestamp < before_ns`; returns how many."
   @spec cleanup_old_events(integer(), keyword()) :: {:ok, non_neg_integer()}
   def cleanup_old_events(before_ns, opts \\ [])

@@ -190,7 +190,85 @@ pub struct StoredEvent {
     pub correlation: Correlation,
 }
 
+/// A stored event read in place: its scalar fields, its payload bytes and
+/// links by reference (what queries encode, without copying the event).
+#[derive(Clone, Copy, Debug)]
+pub struct EventView<'a> {
+    pub id: u64,
+    pub timestamp: i64,
+    pub wall_time: i64,
+    pub pid: u64,
+    pub module: u64,
+    pub function: u64,
+    pub arity: u8,
+    pub kind: EventKind,
+    pub ingest_stamped: bool,
+    pub data: &'a [u8],
+    pub peer: &'a [u8],
+    pub correlation_id: u64,
+    pub parent_id: u64,
+    pub root_id: u64,
+    pub links: &'a Links,
+    pub correlation_type: Option<EventKind>,
+    pub correlated_at: i64,
+    pub confidence: f32,
+}
+
+impl EventView<'_> {
+    /// The caller's own copy.
+    pub fn to_stored(&self) -> StoredEvent {
+        StoredEvent {
+            event: Event {
+                id: self.id,
+                timestamp: self.timestamp,
+                wall_time: self.wall_time,
+                pid: self.pid,
+                module: self.module,
+                function: self.function,
+                arity: self.arity,
+                kind: self.kind,
+                ingest_stamped: self.ingest_stamped,
+                data: Payload::from_bytes(self.data),
+                peer: Payload::from_bytes(self.peer),
+            },
+            correlation: Correlation {
+                correlation_id: self.correlation_id,
+                parent_id: self.parent_id,
+                root_id: self.root_id,
+                links: self.links.clone(),
+                correlation_type: self.correlation_type,
+                correlated_at: self.correlated_at,
+                confidence: self.confidence,
+            },
+        }
+    }
+}
+
 impl StoredEvent {
+    pub fn view(&self) -> EventView<'_> {
+        let (e, c) = (&self.event, &self.correlation);
+        EventView {
+            id: e.id,
+            timestamp: e.timestamp,
+            wall_time: e.wall_time,
+            pid: e.pid,
+            module: e.module,
+            function: e.function,
+            arity: e.arity,
+            kind: e.kind,
+            ingest_stamped: e.ingest_stamped,
+            data: e.data.as_bytes(),
+            peer: e.peer.as_bytes(),
+            correlation_id: c.correlation_id,
+            parent_id: c.parent_id,
+            root_id: c.root_id,
+            links: &c.links,
+            correlation_type: c.correlation_type,
+            correlated_at: c.correlated_at,
+            confidence: c.confidence,
+        }
+    }
+
     pub fn uncorrelated(event: Event) -> Self {
         StoredEvent {
             event,

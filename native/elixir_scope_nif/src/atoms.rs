@@ -12,6 +12,9 @@ rustler::atoms! {
     not_found,
     buffer_full,
     wait,
+    shared_keys,
+    recent,
+    time,
     full,
     load_shed,
     closed,
@@ -118,4 +121,5 @@ rustler::atoms! {
     // Struct modules.
     event_struct = "Elixir.ElixirScope.Event",
     correlated_event_struct = "Elixir.ElixirScope.CorrelatedEvent",
+    elixir_scope_template = "$elixir_scope_template",
 }

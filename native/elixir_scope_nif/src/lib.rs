@@ -20,6 +20,7 @@ fn load(env: rustler::Env, info: rustler::Term) -> bool {
     // does without it.
     clock::init();
     codec::layout::check(env, info);
+    codec::structs::check(env);
     codec::event::init_struct_layout(env);
     tracer::handle::open(env)
 }

@@ -4,7 +4,7 @@
 use rustler::{Encoder, Env, ResourceArc, Term};
 
 use crate::atoms;
-use crate::codec::event::{decode_list, encode_stored_list, link_kind_of};
+use crate::codec::event::{decode_list, link_kind_of, StructEncoder};
 use crate::codec::from_word;
 use crate::resources::StoreRes;
 
@@ -23,12 +23,16 @@ fn correlator_correlate<'a>(
         return (atoms::error(), (atoms::invalid_events(), 0, bad)).encode(env);
     }
     let correlated = store.0.correlate_only(good, crate::clock::monotonic_ns());
-    (atoms::ok(), encode_stored_list(env, &correlated)).encode(env)
+    (
+        atoms::ok(),
+        StructEncoder::new(env).stored_list(&correlated),
+    )
+        .encode(env)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
 fn correlator_chain(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
-    encode_stored_list(env, &store.0.chain(id))
+    StructEncoder::new(env).stored_list(&store.0.chain(id))
 }
 
 #[rustler::nif]

@@ -8,7 +8,7 @@ use elixir_scope_core::event::Event;
 use elixir_scope_core::ring::{Overflow, Popped, Pushed, Ring, RingError};
 
 use crate::atoms;
-use crate::codec::event::{encode_event, Decoder};
+use crate::codec::event::{Decoder, StructEncoder};
 use crate::resources::RingRes;
 
 pub fn overflow_of(t: Atom) -> Option<Overflow> {
@@ -53,12 +53,13 @@ fn ring_write<'a>(env: Env<'a>, ring: &RingRes, event: Term<'a>, max_payload: us
 /// Consumes up to `count` events; returns `{events, new_position}`.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn ring_read_batch(env: Env, ring: ResourceArc<RingRes>, position: u64, count: usize) -> Term {
+    let encoder = StructEncoder::new(env);
     let mut events = Vec::new();
     let mut at = ring.0.read_position().max(position);
     while events.len() < count {
         match ring.0.pop() {
             Popped::Item(seq, e) => {
-                events.push(encode_event(env, &e));
+                events.push(encoder.event(&e));
                 at = seq + 1;
             }
             Popped::Empty(h) | Popped::Pending(h) => {

@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use rustler::{Encoder, Env, ResourceArc, Term};
+use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
 use elixir_scope_core::correlator::CorrelatorConfig;
-use elixir_scope_core::store::{Order, SharedStore, StoreConfig};
+use elixir_scope_core::store::{Hit, Order, Select, SharedStore, StoreConfig};
+use parking_lot::Mutex;
 
 use crate::atoms;
-use crate::codec::event::{decode_list, encode_stored, encode_stored_list};
-use crate::resources::StoreRes;
+use crate::codec::event::{decode_list, StructEncoder};
+use crate::codec::word;
+use crate::resources::{CursorRes, StoreRes};
 
 /// The correlation part of `ElixirScope.Config.Layer2`.
 #[derive(rustler::NifMap)]
@@ -76,18 +78,38 @@ fn order(t: Term) -> Order {
     }
 }
 
+/// Events read per hold of the store's read lock when building a result:
+/// a large result never keeps the workers from writing for long.
+const READ_CHUNK: usize = 4096;
+
+/// The events of `hits` still held, as a list of `%CorrelatedEvent{}`.
+fn read<'a>(env: Env<'a>, store: &SharedStore, hits: &[Hit]) -> Term<'a> {
+    let encoder = StructEncoder::new(env);
+    let mut terms = Vec::with_capacity(hits.len());
+    for chunk in hits.chunks(READ_CHUNK) {
+        store
+            .read()
+            .visit(chunk, |v| terms.push(encoder.stored(&v)));
+    }
+    encoder.list(terms.into_iter())
+}
+
+fn select(store: &SharedStore, what: Select, limit: usize, ord: Term) -> Vec<Hit> {
+    store.read().select(what, limit, order(ord))
+}
+
 #[rustler::nif]
 fn store_get(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
     match store.0.read().get(id) {
-        Some(s) => (atoms::ok(), encode_stored(env, &s)).encode(env),
+        Some(s) => (atoms::ok(), StructEncoder::new(env).stored(&s.view())).encode(env),
         None => (atoms::error(), atoms::not_found()).encode(env),
     }
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
 fn store_recent(env: Env, store: ResourceArc<StoreRes>, n: usize) -> Term {
-    let events = store.0.read().recent(n);
-    encode_stored_list(env, &events)
+    let hits = store.0.read().select(Select::Recent, n, Order::Desc);
+    read(env, &store.0, &hits)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -98,11 +120,8 @@ fn store_by_pid<'a>(
     limit: usize,
     ord: Term<'a>,
 ) -> Term<'a> {
-    let events = store
-        .0
-        .read()
-        .by_pid(crate::codec::word(pid.as_c_arg()), limit, order(ord));
-    encode_stored_list(env, &events)
+    let hits = select(&store.0, Select::Pid(word(pid.as_c_arg())), limit, ord);
+    read(env, &store.0, &hits)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -114,12 +133,9 @@ fn store_by_function<'a>(
     limit: usize,
     ord: Term<'a>,
 ) -> Term<'a> {
-    let (m, f) = (
-        crate::codec::word(module.as_c_arg()),
-        crate::codec::word(function.as_c_arg()),
-    );
-    let events = store.0.read().by_function(m, f, limit, order(ord));
-    encode_stored_list(env, &events)
+    let what = Select::Function(word(module.as_c_arg()), word(function.as_c_arg()));
+    let hits = select(&store.0, what, limit, ord);
+    read(env, &store.0, &hits)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -131,14 +147,75 @@ fn store_by_time<'a>(
     limit: usize,
     ord: Term<'a>,
 ) -> Term<'a> {
-    let events = store.0.read().by_time(from, to, limit, order(ord));
-    encode_stored_list(env, &events)
+    let hits = select(&store.0, Select::Time { from, to }, limit, ord);
+    read(env, &store.0, &hits)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
 fn store_by_correlation(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
-    let events = store.0.read().by_correlation(id);
-    encode_stored_list(env, &events)
+    let hits = store
+        .0
+        .read()
+        .select(Select::Correlation(id), usize::MAX, Order::Asc);
+    read(env, &store.0, &hits)
+}
+
+/// What `DataAccess.stream/1` selects: `:recent`, `{:pid, pid}`,
+/// `{:function, m, f}` or `{:time, from, to}` (checked on the Elixir side).
+fn selection(t: Term) -> NifResult<Select> {
+    if t.as_c_arg() == atoms::recent().as_c_arg() {
+        return Ok(Select::Recent);
+    }
+    if let Ok((tag, pid)) = t.decode::<(rustler::Atom, Term)>() {
+        if tag == atoms::pid() {
+            return Ok(Select::Pid(word(pid.as_c_arg())));
+        }
+    }
+    if let Ok((tag, m, f)) = t.decode::<(rustler::Atom, rustler::Atom, rustler::Atom)>() {
+        if tag == atoms::function() {
+            return Ok(Select::Function(word(m.as_c_arg()), word(f.as_c_arg())));
+        }
+    }
+    if let Ok((tag, from, to)) = t.decode::<(rustler::Atom, i64, i64)>() {
+        if tag == atoms::time() {
+            return Ok(Select::Time { from, to });
+        }
+    }
+    Err(rustler::Error::BadArg)
+}
+
+/// Selects a query's events (ids and positions only) for reading in
+/// chunks with [`cursor_next`].
+#[rustler::nif(schedule = "DirtyCpu")]
+fn store_select<'a>(
+    store: ResourceArc<StoreRes>,
+    what: Term<'a>,
+    limit: usize,
+    ord: Term<'a>,
+) -> NifResult<ResourceArc<CursorRes>> {
+    let hits = select(&store.0, selection(what)?, limit, ord);
+    Ok(ResourceArc::new(CursorRes {
+        store: store.0.clone(),
+        hits: Mutex::new((hits, 0)),
+    }))
+}
+
+/// The next `n` selected events still held (`[]` once all were read).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn cursor_next(env: Env, cursor: ResourceArc<CursorRes>, n: usize) -> Term {
+    let mut guard = cursor.hits.lock();
+    let (hits, at) = &mut *guard;
+    loop {
+        let end = (*at + n.max(1)).min(hits.len());
+        let chunk = &hits[*at..end];
+        *at = end;
+        let events = read(env, &cursor.store, chunk);
+        // A chunk whose events were all evicted since is skipped, so `[]`
+        // means the end.
+        if !events.is_empty_list() || *at == hits.len() {
+            return events;
+        }
+    }
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]

@@ -146,6 +146,21 @@ impl Log {
         })
     }
 
+    /// Asks the CPU to bring the record at `pos` into cache (a hint only).
+    #[inline(always)]
+    pub fn prefetch(&self, pos: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((c, at)) = self.locate(pos) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let record = self.chunks[c].records.as_ptr().wrapping_add(at) as *const i8;
+            // SAFETY: prefetching never faults, whatever the address.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(record);
+                _mm_prefetch::<_MM_HINT_T0>(record.wrapping_add(64));
+            }
+        }
+    }
+
     pub fn record(&self, pos: u64) -> Option<&Record> {
         let (c, at) = self.locate(pos)?;
         Some(&self.chunks[c].records[at])

@@ -29,8 +29,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, RwLock};
 
 use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig, Patch};
-use crate::event::{Correlation, Event, Link, LinkKind, StoredEvent};
-use crate::payload::Payload;
+use crate::event::{Correlation, Event, EventView, Link, LinkKind, StoredEvent};
 
 pub use directory::Directory;
 pub use keys::Keys;
@@ -49,6 +48,30 @@ impl Default for StoreConfig {
             max_events: 1_000_000,
         }
     }
+}
+
+/// One event a query matched: its id and its position in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub id: u64,
+    pub pos: u64,
+}
+
+/// What a query selects (see [`Store::select`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Select {
+    /// The newest events by id.
+    Recent,
+    Pid(u64),
+    /// {module, function}, any arity.
+    Function(u64, u64),
+    /// `from <= timestamp <= to`.
+    Time {
+        from: i64,
+        to: i64,
+    },
+    /// The event of that id and the event that joined it.
+    Correlation(u64),
 }
 
 /// Result order of queries.
@@ -282,38 +305,33 @@ impl Store {
         true
     }
 
-    /// A stored event as the caller's own copy.
-    fn materialize(&self, e: Entry) -> StoredEvent {
+    /// A stored event read in place.
+    fn view<'s>(&'s self, e: Entry<'s>) -> EventView<'s> {
         let r = e.record;
         let (module, function) = if r.fun_key == NONE {
             (0, 0)
         } else {
             self.functions.key(r.fun_key)
         };
-        let correlated = r.has(flag::CORRELATED);
-        StoredEvent {
-            event: Event {
-                id: r.id,
-                timestamp: r.timestamp,
-                wall_time: r.wall_time,
-                pid: self.pids.key(r.pid_key),
-                module,
-                function,
-                arity: r.arity,
-                kind: r.kind,
-                ingest_stamped: r.has(flag::INGEST_STAMPED),
-                data: Payload::from_bytes(e.data),
-                peer: Payload::from_bytes(e.peer),
-            },
-            correlation: Correlation {
-                correlation_id: r.correlation_id,
-                parent_id: r.parent_id,
-                root_id: r.root_id,
-                links: r.links.clone(),
-                correlation_type: correlated.then_some(r.kind),
-                correlated_at: r.correlated_at,
-                confidence: r.confidence,
-            },
+        EventView {
+            id: r.id,
+            timestamp: r.timestamp,
+            wall_time: r.wall_time,
+            pid: self.pids.key(r.pid_key),
+            module,
+            function,
+            arity: r.arity,
+            kind: r.kind,
+            ingest_stamped: r.has(flag::INGEST_STAMPED),
+            data: e.data,
+            peer: e.peer,
+            correlation_id: r.correlation_id,
+            parent_id: r.parent_id,
+            root_id: r.root_id,
+            links: &r.links,
+            correlation_type: r.has(flag::CORRELATED).then_some(r.kind),
+            correlated_at: r.correlated_at,
+            confidence: r.confidence,
         }
     }
 
@@ -326,7 +344,7 @@ impl Store {
 
     pub fn get(&self, id: u64) -> Option<StoredEvent> {
         let pos = self.position(id)?;
-        self.log.get(pos).map(|e| self.materialize(e))
+        self.log.get(pos).map(|e| self.view(e).to_stored())
     }
 
     /// The correlation id of the live event `id` (no copy of the event).
@@ -337,20 +355,11 @@ impl Store {
 
     /// The `n` newest events by id, newest first.
     pub fn recent(&self, n: usize) -> Vec<StoredEvent> {
-        let front = self.log.front();
-        self.directory
-            .iter_rev()
-            .filter_map(|(id, pos32)| self.live_at(directory::widen(pos32, front), |r| r.id == id))
-            .take(n)
-            .map(|e| self.materialize(e))
-            .collect()
+        self.fetch(&self.select(Select::Recent, n, Order::Desc))
     }
 
     pub fn by_pid(&self, pid: u64, limit: usize, order: Order) -> Vec<StoredEvent> {
-        match self.pids.positions(&pid) {
-            Some((n, list)) => self.collect(list, order, limit, |r| r.pid_key == n),
-            None => Vec::new(),
-        }
+        self.fetch(&self.select(Select::Pid(pid), limit, order))
     }
 
     pub fn by_function(
@@ -360,72 +369,126 @@ impl Store {
         limit: usize,
         order: Order,
     ) -> Vec<StoredEvent> {
-        match self.functions.positions(&(module, function)) {
-            Some((n, list)) => self.collect(list, order, limit, |r| r.fun_key == n),
-            None => Vec::new(),
-        }
-    }
-
-    /// The first (or last) `limit` live events of a posting list by arrival,
-    /// in id order.
-    fn collect(
-        &self,
-        list: &std::collections::VecDeque<u32>,
-        order: Order,
-        limit: usize,
-        matches: impl Fn(&Record) -> bool,
-    ) -> Vec<StoredEvent> {
-        let front = self.log.front();
-        let hit = |&pos32: &u32| self.live_at(directory::widen(pos32, front), &matches);
-        let mut hits: Vec<Entry> = match order {
-            Order::Asc => list.iter().filter_map(hit).take(limit).collect(),
-            Order::Desc => list.iter().rev().filter_map(hit).take(limit).collect(),
-        };
-        sort_by_id(&mut hits, order);
-        hits.into_iter().map(|e| self.materialize(e)).collect()
+        self.fetch(&self.select(Select::Function(module, function), limit, order))
     }
 
     /// All events with this correlation id (the event of that id, e.g. a
     /// call or a send, and its partner), oldest first.
     pub fn by_correlation(&self, correlation_id: u64) -> Vec<StoredEvent> {
-        let Some(pos) = self.position(correlation_id) else {
-            return Vec::new();
-        };
-        let front = self.log.front();
-        let target = self.log.get(pos).expect("position just resolved");
-        let partner = Some(target.record.partner)
-            .filter(|&p| p != NONE)
-            .and_then(|p| {
-                self.live_at(directory::widen(p, front), |r| {
-                    r.correlation_id == correlation_id
-                })
-            });
-        let mut hits: Vec<Entry> = std::iter::once(target)
-            .filter(|e| e.record.correlation_id == correlation_id)
-            .chain(partner)
-            .collect();
-        sort_by_id(&mut hits, Order::Asc);
-        hits.into_iter().map(|e| self.materialize(e)).collect()
+        self.fetch(&self.select(Select::Correlation(correlation_id), usize::MAX, Order::Asc))
     }
 
     /// Events with `from <= timestamp <= to`, ordered by (timestamp, id).
     pub fn by_time(&self, from: i64, to: i64, limit: usize, order: Order) -> Vec<StoredEvent> {
-        let mut hits: Vec<(i64, u64, u64)> = Vec::new();
-        for (start, end) in self.log.time_candidates(from, to) {
-            for pos in start..end {
-                if let Some(e) = self.live_at(pos, |r| r.timestamp >= from && r.timestamp <= to) {
-                    hits.push((e.record.timestamp, e.record.id, pos));
+        self.fetch(&self.select(Select::Time { from, to }, limit, order))
+    }
+
+    /// The events a query matches, as (id, position) pairs in result
+    /// order, at most `limit`: by id for every query but time ranges,
+    /// which go by (timestamp, id). [`Store::fetch`] reads them, so a large
+    /// result can be read in chunks, the store's lock taken per chunk.
+    pub fn select(&self, what: Select, limit: usize, order: Order) -> Vec<Hit> {
+        let front = self.log.front();
+        let hit = |pos: u64, keep: &dyn Fn(&Record) -> bool| {
+            self.log
+                .record(pos)
+                .filter(|r| r.is_live() && keep(r))
+                .map(|r| Hit { id: r.id, pos })
+        };
+        let mut hits: Vec<Hit> = match what {
+            Select::Recent => {
+                // The directory is in id order: newest first without a sort.
+                let mut newest = self
+                    .directory
+                    .iter_rev()
+                    .filter_map(|(id, pos32)| hit(directory::widen(pos32, front), &|r| r.id == id));
+                let hits = match order {
+                    Order::Desc => newest.by_ref().take(limit).collect(),
+                    Order::Asc => {
+                        let mut all: Vec<Hit> = newest.collect();
+                        all.reverse();
+                        all.truncate(limit);
+                        all
+                    }
+                };
+                return hits;
+            }
+            Select::Pid(pid) => match self.pids.positions(&pid) {
+                Some((n, list)) => posting_hits(&self.log, list, limit, order, |p| {
+                    hit(p, &|r| r.pid_key == n)
+                }),
+                None => Vec::new(),
+            },
+            Select::Function(module, function) => {
+                match self.functions.positions(&(module, function)) {
+                    Some((n, list)) => posting_hits(&self.log, list, limit, order, |p| {
+                        hit(p, &|r| r.fun_key == n)
+                    }),
+                    None => Vec::new(),
                 }
             }
+            Select::Correlation(id) => {
+                let target = self
+                    .position(id)
+                    .and_then(|pos| hit(pos, &|r| r.correlation_id == id));
+                let partner = self
+                    .position(id)
+                    .and_then(|pos| self.log.record(pos))
+                    .map(|r| r.partner)
+                    .filter(|&p| p != NONE)
+                    .and_then(|p| hit(directory::widen(p, front), &|r| r.correlation_id == id));
+                target.into_iter().chain(partner).collect()
+            }
+            Select::Time { from, to } => {
+                let mut timed: Vec<(i64, Hit)> = Vec::new();
+                for (start, end) in self.log.time_candidates(from, to) {
+                    for pos in start..end {
+                        let in_range = |r: &Record| r.timestamp >= from && r.timestamp <= to;
+                        if let Some(h) = hit(pos, &in_range) {
+                            let ts = self.log.record(pos).map_or(0, |r| r.timestamp);
+                            timed.push((ts, h));
+                        }
+                    }
+                }
+                if !timed.is_sorted_by_key(|&(ts, h)| (ts, h.id)) {
+                    timed.sort_unstable_by_key(|&(ts, h)| (ts, h.id));
+                }
+                if order == Order::Desc {
+                    timed.reverse();
+                }
+                timed.truncate(limit);
+                return timed.into_iter().map(|(_, h)| h).collect();
+            }
+        };
+        sort_by_id(&mut hits, order);
+        hits
+    }
+
+    /// The events of `hits` still held, in the order given (an event
+    /// evicted or removed since the selection is skipped).
+    pub fn fetch(&self, hits: &[Hit]) -> Vec<StoredEvent> {
+        let mut out = Vec::with_capacity(hits.len());
+        self.visit(hits, |v| out.push(v.to_stored()));
+        out
+    }
+
+    /// Calls `f` with each event of `hits` still held, read in place, in
+    /// the order given. Records a few hits ahead are prefetched: a result
+    /// spread over the log is bound by memory latency, not by the work.
+    pub fn visit<'s>(&'s self, hits: &[Hit], mut f: impl FnMut(EventView<'s>)) {
+        const AHEAD: usize = 6;
+        for (i, h) in hits.iter().enumerate() {
+            if let Some(next) = hits.get(i + AHEAD) {
+                self.log.prefetch(next.pos);
+            }
+            if let Some(e) = self
+                .log
+                .get(h.pos)
+                .filter(|e| e.record.is_live() && e.record.id == h.id)
+            {
+                f(self.view(e));
+            }
         }
-        hits.sort_unstable();
-        if order == Order::Desc {
-            hits.reverse();
-        }
-        hits.into_iter()
-            .take(limit)
-            .filter_map(|(_, _, pos)| self.log.get(pos).map(|e| self.materialize(e)))
-            .collect()
     }
 
     /// Removes every event with `timestamp < before`; returns how many.
@@ -478,10 +541,49 @@ impl Store {
     }
 }
 
-fn sort_by_id(hits: &mut [Entry], order: Order) {
+fn sort_by_id(hits: &mut [Hit], order: Order) {
+    let sorted = match order {
+        Order::Asc => hits.is_sorted_by_key(|h| h.id),
+        Order::Desc => hits.is_sorted_by_key(|h| std::cmp::Reverse(h.id)),
+    };
+    if !sorted {
+        match order {
+            Order::Asc => hits.sort_unstable_by_key(|h| h.id),
+            Order::Desc => hits.sort_unstable_by_key(|h| std::cmp::Reverse(h.id)),
+        }
+    }
+}
+
+/// The first (or last) `limit` hits of a posting list, by arrival (the
+/// records a few entries ahead prefetched).
+fn posting_hits(
+    log: &Log,
+    list: &std::collections::VecDeque<u32>,
+    limit: usize,
+    order: Order,
+    hit: impl Fn(u64) -> Option<Hit>,
+) -> Vec<Hit> {
+    const AHEAD: usize = 6;
+    let front = log.front();
+    let n = list.len();
+    let at = |i: usize| {
+        if let Some(&ahead) = list.get(i + AHEAD) {
+            log.prefetch(directory::widen(ahead, front));
+        }
+        hit(directory::widen(list[i], front))
+    };
     match order {
-        Order::Asc => hits.sort_by_key(|e| e.record.id),
-        Order::Desc => hits.sort_by_key(|e| std::cmp::Reverse(e.record.id)),
+        Order::Asc => (0..n).filter_map(at).take(limit).collect(),
+        Order::Desc => (0..n)
+            .rev()
+            .filter_map(|i| {
+                if let Some(ahead) = i.checked_sub(AHEAD) {
+                    log.prefetch(directory::widen(list[ahead], front));
+                }
+                hit(directory::widen(list[i], front))
+            })
+            .take(limit)
+            .collect(),
     }
 }
 
@@ -656,6 +758,7 @@ fn distinct<K: Ord>(mut keys: Vec<K>) -> Vec<K> {
 mod tests {
     use super::*;
     use crate::event::test_support::event;
+    use crate::payload::Payload;
 
     fn store_with(max: usize, events: impl IntoIterator<Item = (u64, u64, i64)>) -> Store {
         let mut store = Store::new(StoreConfig { max_events: max });

@@ -12,11 +12,12 @@ use rustler::sys::ErlNifTerm;
 use rustler::{Atom, Encoder, Env, Term};
 
 use elixir_scope_core::event::{
-    Correlation, Event, EventHeader, EventKind, LinkKind, StoredEvent, NO_ARITY,
+    Event, EventHeader, EventKind, EventView, LinkKind, StoredEvent, NO_ARITY,
 };
 use elixir_scope_core::payload::Payload;
 
 use super::layout::{self, Immediate};
+use super::structs::Template;
 use super::term;
 use super::{from_word, map_from_words, tuple_slice, word};
 use crate::atoms;
@@ -455,75 +456,159 @@ fn link_atom(kind: LinkKind) -> Atom {
     }
 }
 
-fn make_struct<'a>(env: Env<'a>, keys: &[Atom], values: &[Term<'a>]) -> Term<'a> {
-    let keys: Vec<ErlNifTerm> = keys.iter().map(|k| k.as_c_arg()).collect();
-    let values: Vec<ErlNifTerm> = values.iter().map(|v| v.as_c_arg()).collect();
-    // SAFETY: equal-length arrays of atoms and live terms of `env`.
-    unsafe { map_from_words(env, &keys, &values) }.expect("distinct struct keys")
+/// Builds `%ElixirScope.Event{}` and `%ElixirScope.CorrelatedEvent{}`
+/// terms for one NIF call: struct templates whose key tuples every struct
+/// shares (see [`super::structs`]), and the common float values made once.
+pub struct StructEncoder<'a> {
+    env: Env<'a>,
+    event: Template<'a, 11>,
+    correlated: Template<'a, 9>,
+    nil: ErlNifTerm,
+    event_module: ErlNifTerm,
+    correlated_module: ErlNifTerm,
+    /// Confidence 1.0, 0.5 and 0.0 (floats are boxed: made once, shared).
+    confidences: [(f32, ErlNifTerm); 3],
 }
 
-fn raw_atom<'a>(env: Env<'a>, word: u64) -> Term<'a> {
-    if word == 0 {
-        atoms::nil().encode(env)
-    } else {
-        // SAFETY: `word` came from an atom term (environment-independent).
-        unsafe { Term::new(env, from_word(word)) }
+impl<'a> StructEncoder<'a> {
+    pub fn new(env: Env<'a>) -> Self {
+        let event = Template::new(
+            env,
+            [
+                atoms::__struct__(),
+                atoms::id(),
+                atoms::r#type(),
+                atoms::pid(),
+                atoms::timestamp(),
+                atoms::wall_time(),
+                atoms::module(),
+                atoms::function(),
+                atoms::arity(),
+                atoms::data(),
+                atoms::peer(),
+            ],
+        );
+        let correlated = Template::new(
+            env,
+            [
+                atoms::__struct__(),
+                atoms::event(),
+                atoms::correlation_id(),
+                atoms::parent_id(),
+                atoms::root_id(),
+                atoms::links(),
+                atoms::correlation_type(),
+                atoms::correlated_at(),
+                atoms::correlation_confidence(),
+            ],
+        );
+        StructEncoder {
+            env,
+            event,
+            correlated,
+            nil: atoms::nil().as_c_arg(),
+            event_module: atoms::event_struct().as_c_arg(),
+            correlated_module: atoms::correlated_event_struct().as_c_arg(),
+            confidences: [1.0f32, 0.5, 0.0].map(|c| (c, (c as f64).encode(env).as_c_arg())),
+        }
     }
-}
 
-fn opt_id<'a>(env: Env<'a>, id: u64) -> Term<'a> {
-    if id == 0 {
-        atoms::nil().encode(env)
-    } else {
-        id.encode(env)
+    fn opt_id(&self, id: u64) -> ErlNifTerm {
+        if id == 0 {
+            self.nil
+        } else {
+            id.encode(self.env).as_c_arg()
+        }
     }
-}
 
-/// `%ElixirScope.Event{}`.
-pub fn encode_event<'a>(env: Env<'a>, e: &Event) -> Term<'a> {
-    let keys = [
-        atoms::__struct__(),
-        atoms::id(),
-        atoms::r#type(),
-        atoms::pid(),
-        atoms::timestamp(),
-        atoms::wall_time(),
-        atoms::module(),
-        atoms::function(),
-        atoms::arity(),
-        atoms::data(),
-        atoms::peer(),
-    ];
-    let arity = if e.arity == NO_ARITY {
-        atoms::nil().encode(env)
-    } else {
-        e.arity.encode(env)
-    };
-    let values = [
-        atoms::event_struct().encode(env),
-        opt_id(env, e.id),
-        kind_atom(e.kind).encode(env),
-        // SAFETY: `pid` is the raw word of a local pid (an immediate).
-        unsafe { Term::new(env, from_word(e.pid)) },
-        e.timestamp.encode(env),
-        e.wall_time.encode(env),
-        raw_atom(env, e.module),
-        raw_atom(env, e.function),
-        arity,
-        term::decode(env, e.data.as_bytes()),
-        term::decode(env, e.peer.as_bytes()),
-    ];
-    make_struct(env, &keys, &values)
-}
+    fn atom_or_nil(&self, word: u64) -> ErlNifTerm {
+        if word == 0 {
+            self.nil
+        } else {
+            // SAFETY: `word` came from an atom term (environment-independent).
+            unsafe { from_word(word) }
+        }
+    }
 
-/// `%ElixirScope.CorrelatedEvent{}`.
-/// A list of `%CorrelatedEvent{}`.
-pub fn encode_stored_list<'a>(env: Env<'a>, events: &[StoredEvent]) -> Term<'a> {
-    events
-        .iter()
-        .map(|s| encode_stored(env, s))
-        .collect::<Vec<_>>()
-        .encode(env)
+    fn confidence(&self, c: f32) -> ErlNifTerm {
+        match self.confidences.iter().find(|(v, _)| *v == c) {
+            Some(&(_, t)) => t,
+            None => (c as f64).encode(self.env).as_c_arg(),
+        }
+    }
+
+    /// `%ElixirScope.Event{}`.
+    pub fn event(&self, e: &Event) -> Term<'a> {
+        self.event_struct(&StoredEvent::uncorrelated(e.clone()).view())
+    }
+
+    fn event_struct(&self, e: &EventView) -> Term<'a> {
+        let env = self.env;
+        let arity = if e.arity == NO_ARITY {
+            self.nil
+        } else {
+            e.arity.encode(env).as_c_arg()
+        };
+        self.event.build([
+            self.event_module,
+            self.opt_id(e.id),
+            kind_atom(e.kind).as_c_arg(),
+            // SAFETY: `pid` is the raw word of a local pid (an immediate).
+            unsafe { from_word(e.pid) },
+            e.timestamp.encode(env).as_c_arg(),
+            e.wall_time.encode(env).as_c_arg(),
+            self.atom_or_nil(e.module),
+            self.atom_or_nil(e.function),
+            arity,
+            term::decode(env, e.data).as_c_arg(),
+            term::decode(env, e.peer).as_c_arg(),
+        ])
+    }
+
+    /// `%ElixirScope.CorrelatedEvent{}`.
+    pub fn stored(&self, c: &EventView) -> Term<'a> {
+        let env = self.env;
+        let links: Vec<Term> = c
+            .links
+            .iter()
+            .map(|l| (link_atom(l.kind), l.target).encode(env))
+            .collect();
+        let correlated = c.correlation_type.is_some();
+        let or_nil = |v: ErlNifTerm| if correlated { v } else { self.nil };
+        self.correlated.build([
+            self.correlated_module,
+            self.event_struct(c).as_c_arg(),
+            self.opt_id(c.correlation_id),
+            self.opt_id(c.parent_id),
+            self.opt_id(c.root_id),
+            links.encode(env).as_c_arg(),
+            c.correlation_type
+                .map_or(self.nil, |k| kind_atom(k).as_c_arg()),
+            or_nil(c.correlated_at.encode(env).as_c_arg()),
+            or_nil(self.confidence(c.confidence)),
+        ])
+    }
+
+    /// A list of `%CorrelatedEvent{}`.
+    pub fn stored_list(&self, events: &[StoredEvent]) -> Term<'a> {
+        self.list(events.iter().map(|s| self.stored(&s.view())))
+    }
+
+    /// A list of already built terms, in order.
+    pub fn list(&self, terms: impl Iterator<Item = Term<'a>>) -> Term<'a> {
+        let terms: Vec<ErlNifTerm> = terms.map(|t| t.as_c_arg()).collect();
+        // SAFETY: live terms of `env`.
+        unsafe {
+            Term::new(
+                self.env,
+                rustler::sys::enif_make_list_from_array(
+                    self.env.as_c_arg(),
+                    terms.as_ptr(),
+                    terms.len() as u32,
+                ),
+            )
+        }
+    }
 }
 
 /// A decoded list: the valid events, and `(index, reason)` of the others.
@@ -540,46 +625,4 @@ pub fn decode_list(events: Term, max_payload: usize) -> Option<DecodedList> {
     })
     .ok()?;
     Some((good, bad))
-}
-
-pub fn encode_stored<'a>(env: Env<'a>, s: &StoredEvent) -> Term<'a> {
-    let c: &Correlation = &s.correlation;
-    let keys = [
-        atoms::__struct__(),
-        atoms::event(),
-        atoms::correlation_id(),
-        atoms::parent_id(),
-        atoms::root_id(),
-        atoms::links(),
-        atoms::correlation_type(),
-        atoms::correlated_at(),
-        atoms::correlation_confidence(),
-    ];
-    let links: Vec<Term> = c
-        .links
-        .iter()
-        .map(|l| (link_atom(l.kind), l.target).encode(env))
-        .collect();
-    let nil = atoms::nil().encode(env);
-    let correlated = c.correlation_type.is_some();
-    let values = [
-        atoms::correlated_event_struct().encode(env),
-        encode_event(env, &s.event),
-        opt_id(env, c.correlation_id),
-        opt_id(env, c.parent_id),
-        opt_id(env, c.root_id),
-        links.encode(env),
-        c.correlation_type.map_or(nil, |k| kind_atom(k).encode(env)),
-        if correlated {
-            c.correlated_at.encode(env)
-        } else {
-            nil
-        },
-        if correlated {
-            (c.confidence as f64).encode(env)
-        } else {
-            nil
-        },
-    ];
-    make_struct(env, &keys, &values)
 }

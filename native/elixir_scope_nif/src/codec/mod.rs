@@ -2,6 +2,7 @@
 
 pub mod event;
 pub mod layout;
+pub mod structs;
 pub mod term;
 
 pub use layout::{list_length, tuple_slice};
