@@ -6,6 +6,7 @@
 #   ./setup.sh bench   bench/pipeline.exs
 #   ./setup.sh bench-tracer   bench/tracer.exs
 #   ./setup.sh bench-load     bench/load.exs
+#   ./setup.sh bench-drain    native/elixir_scope_core/benches/drain.rs (one worker's drain rate)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,5 +31,6 @@ case "${1:-}" in
   bench) shift; exec env MIX_ENV=prod mix run bench/pipeline.exs "$@" ;;
   bench-tracer) shift; exec env MIX_ENV=prod mix run bench/tracer.exs "$@" ;;
   bench-load) shift; exec env MIX_ENV=prod mix run bench/load.exs "$@" ;;
-  *) echo "usage: $0 demo|test|bench|bench-tracer|bench-load" >&2; exit 2 ;;
+  bench-drain) exec cargo bench -p elixir_scope_core --bench drain ;;
+  *) echo "usage: $0 demo|test|bench|bench-tracer|bench-load|bench-drain" >&2; exit 2 ;;
 esac
