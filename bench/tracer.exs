@@ -252,9 +252,14 @@ defmodule TracerBench do
     row = fn label, us -> IO.puts(String.pad_trailing(label, 34) <> fmt(us, events)) end
     row.("untraced (loop alone)", untraced)
     row.("floor (NIF callback that counts)", floor)
-    dropped = rounds |> Enum.map(& &1.dropped) |> Enum.sum()
+    drops = Enum.map(rounds, & &1.dropped)
     row.("elixir_scope, captured", capture)
-    IO.puts("  elixir_scope dropped #{dropped} of #{9 * events} events over the 9 rounds")
+
+    IO.puts(
+      "  elixir_scope dropped #{Enum.sum(drops)} of #{9 * events} events over the 9 rounds " <>
+        "(per round: #{Enum.join(drops, ", ")})"
+    )
+
     row.("elixir_scope, stored (after flush)", stored)
     row.("classic tracer process -> ETS", classic)
     row.("dbg, process handler", dbg)

@@ -102,7 +102,7 @@ defmodule ElixirScope.Config.Layer2 do
         circuit_breaker_timeout_ms: 60_000
       },
       capture: %{
-        ring_size: 16_384,
+        ring_size: 32_768,
         shards: 8,
         overflow_strategy: :drop_newest,
         max_payload_bytes: 4096

@@ -99,15 +99,22 @@ impl Breaker {
         );
     }
 
-    /// A write succeeded. Writes nothing when already closed and clean, so
-    /// workers do not bounce the breaker's cache line on every batch.
+    /// A write succeeded. Closes a half-open breaker (the probe passed); an
+    /// open one stays open, as the write was let through before the trip
+    /// (another worker's) and proves nothing. Writes nothing when already
+    /// closed and clean, so workers do not bounce the breaker's cache line
+    /// on every batch.
     pub fn success(&self) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
-        if self.state() != BreakerState::Closed {
-            self.state
-                .store(BreakerState::Closed as u8, Ordering::Release);
+        if self.state() == BreakerState::HalfOpen {
+            let _ = self.state.compare_exchange(
+                BreakerState::HalfOpen as u8,
+                BreakerState::Closed as u8,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -170,6 +177,19 @@ mod tests {
                 trips: 2
             }
         );
+    }
+
+    #[test]
+    fn a_write_let_through_before_the_trip_does_not_close_it() {
+        let b = Breaker::new(1, 100);
+        assert!(b.allow(|| 0), "worker B's write starts");
+        b.failure(10); // worker A's write fails: open
+        b.success(); // worker B's write, started before, succeeds
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow(|| 50));
+        assert!(b.allow(|| 110), "the probe");
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             shards: 8,
-            ring_size: 16_384,
+            ring_size: 32_768,
             overflow: Overflow::DropNewest,
             batch_size: 1000,
             min_workers: 2,
