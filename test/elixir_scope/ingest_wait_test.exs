@@ -86,6 +86,28 @@ defmodule ElixirScope.IngestWaitTest do
     assert ElixirScope.stats(pipeline: p).dropped.shed == 64 - queued
   end
 
+  test "the store is bounded by the events it holds, not by the ids of dropped ones" do
+    p = private_pipeline(@tiny ++ [storage: [max_events: 3_000]])
+    pids = for _ <- 1..4, do: spawn(fn -> :ok end)
+
+    stored =
+      for round <- 1..50, reduce: 0 do
+        acc ->
+          events = for i <- 1..2_000, do: call(Enum.at(pids, rem(i, 4)), [round, i])
+          {:ok, queued} = ElixirScope.ingest_batch(events, pipeline: p)
+          :ok = ElixirScope.flush(5_000, pipeline: p)
+          acc + queued
+      end
+
+    s = ElixirScope.stats(pipeline: p)
+    assert s.dropped.buffer_full > 0 and s.stored == stored and stored > 3_000
+    # Every burst dropped most of its events; the store still holds as many
+    # events as it may, the newest ones.
+    assert s.retained == min(stored, 3_000)
+    assert length(DataAccess.query_recent(10_000, pipeline: p)) == s.retained
+    assert DataAccess.stats(pipeline: p).memory_bytes / s.retained < 1_000
+  end
+
   test "unknown and malformed options are refused with an ArgumentError" do
     p = private_pipeline()
 
