@@ -184,7 +184,10 @@ fn main() {
         let runs: Vec<(f64, f64, u64, u64)> = (0..rounds).map(|_| drain(build, n)).collect();
         let (_, _, retained, bytes) = runs[0];
         for (label, rate_of) in [
-            ("into an empty store", (|r| r.0) as fn(&(f64, f64, u64, u64)) -> f64),
+            (
+                "into an empty store",
+                (|r| r.0) as fn(&(f64, f64, u64, u64)) -> f64,
+            ),
             ("into a full store", |r| r.1),
         ] {
             let mut rates: Vec<f64> = runs.iter().map(rate_of).collect();

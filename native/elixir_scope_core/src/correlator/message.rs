@@ -32,6 +32,7 @@
 use std::collections::VecDeque;
 use std::hash::Hasher;
 
+use super::queue::Queue;
 use super::{Change, CorrelatorStats, Patch};
 use crate::event::{Correlation, Event, Link, LinkKind};
 use crate::hash::{WordHasher, WordMap};
@@ -61,9 +62,9 @@ impl Half {
 
 #[derive(Default)]
 struct Channel {
-    senders: Vec<u64>,
-    sends: VecDeque<Half>,
-    receives: VecDeque<Half>,
+    senders: Queue<u64>,
+    sends: Queue<Half>,
+    receives: Queue<Half>,
     blind: VecDeque<u64>,
     seen_at: i64,
 }
@@ -72,10 +73,10 @@ impl Channel {
     /// Notes a sender; when it is new and the channel becomes ambiguous,
     /// lowers the confidence of the recent blind matches.
     fn saw_sender(&mut self, sender: u64, patches: &mut Vec<Patch>) {
-        if sender == 0 || self.senders.contains(&sender) {
+        if sender == 0 || self.senders.iter().any(|&s| s == sender) {
             return;
         }
-        self.senders.push(sender);
+        self.senders.push_back(sender);
         if self.senders.len() > 1 {
             let confidence = self.blind_confidence();
             patches.extend(self.blind.iter().map(|&id| Patch {
@@ -119,8 +120,8 @@ struct Addressed {
 /// Unaddressed sends and sender-known receives of one (sender, fingerprint).
 #[derive(Default)]
 struct BySender {
-    sends: VecDeque<Half>,
-    receives: VecDeque<Addressed>,
+    sends: Queue<Half>,
+    receives: Queue<Addressed>,
     seen_at: i64,
 }
 
@@ -144,8 +145,9 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 
 /// Removes the entry with `id`; both queues of a receive keep arrival
 /// order, so it is almost always the front one (O(1)).
-fn take_by_id<T>(queue: &mut VecDeque<T>, id: u64, id_of: impl Fn(&T) -> u64) {
-    if let Some(i) = queue.iter().position(|t| id_of(t) == id) {
+fn take_by_id<T>(queue: &mut Queue<T>, id: u64, id_of: impl Fn(&T) -> u64) {
+    let at = queue.iter().position(|t| id_of(t) == id);
+    if let Some(i) = at {
         queue.remove(i);
     }
 }
@@ -409,8 +411,8 @@ impl Messages {
                 .channels
                 .values()
                 .map(|ch| {
-                    ch.senders.capacity() * 8
-                        + (ch.sends.capacity() + ch.receives.capacity())
+                    ch.senders.heap_capacity() * 8
+                        + (ch.sends.heap_capacity() + ch.receives.heap_capacity())
                             * std::mem::size_of::<Half>()
                         + ch.blind.capacity() * 8
                 })
@@ -420,8 +422,8 @@ impl Messages {
                 .by_sender
                 .values()
                 .map(|bs| {
-                    bs.sends.capacity() * std::mem::size_of::<Half>()
-                        + bs.receives.capacity() * std::mem::size_of::<Addressed>()
+                    bs.sends.heap_capacity() * std::mem::size_of::<Half>()
+                        + bs.receives.heap_capacity() * std::mem::size_of::<Addressed>()
                 })
                 .sum::<usize>()
     }

@@ -22,6 +22,7 @@
 pub mod function;
 pub mod message;
 pub mod process;
+mod queue;
 pub mod state;
 
 use crate::event::{Correlation, Event, EventKind, Link, LinkKind};
