@@ -283,9 +283,9 @@ impl Core {
         self.in_flight.fetch_sub(taken, Ordering::Relaxed);
         self.lost_in_panic.fetch_add(lost, Ordering::Relaxed);
         self.stored.fetch_add(taken - lost, Ordering::Relaxed);
-        for &ts in stamps.iter() {
-            stats.latency.record((now - ts).max(0) as u64);
-        }
+        stats
+            .latency
+            .record_all(stamps.iter().map(|&ts| (now - ts).max(0) as u64));
         taken - lost
     }
 
