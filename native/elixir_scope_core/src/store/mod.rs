@@ -12,11 +12,14 @@
 //! happened to the ids in between: an id that never reached the store (a
 //! dropped event) costs no record, only a directory entry while it lies
 //! between held ids. Writing past `max_events` evicts the oldest arrivals
-//! (once per batch), pruning the index keys they touched.
+//! (once per batch); the index keys they touched are pruned once a chunk's
+//! worth of evictions has gathered.
 //!
 //! Invariants: `retained` = live records in the log; `stored` counts every
 //! event ever written; `stored == retained + evicted + removed`; every live
-//! record's position is in its pid's and its function's posting list.
+//! record's position is in its pid's and its function's posting list; a
+//! list holds at most [`PRUNE_AFTER`] entries of evicted events (plus those
+//! of removed ones, skipped by readers).
 
 mod directory;
 mod keys;
@@ -104,7 +107,12 @@ pub struct Store {
     removed: u64,
     /// Heap bytes of records' boxed links (events with several links).
     links_heap: usize,
+    /// Pid and function keys of events evicted since the last prune.
+    unpruned: (Vec<u32>, Vec<u32>),
 }
+
+/// Evictions gathered before the index keys they touched are pruned.
+const PRUNE_AFTER: usize = CHUNK;
 
 /// A correlation id that names another event.
 fn joined(id: u64, correlation_id: u64) -> Option<u64> {
@@ -124,6 +132,7 @@ impl Store {
             evicted: 0,
             removed: 0,
             links_heap: 0,
+            unpruned: (Vec::new(), Vec::new()),
         }
     }
 
@@ -221,14 +230,16 @@ impl Store {
         }
     }
 
-    /// Evicts the oldest arrivals while more than `max_events` are held,
-    /// then prunes the index keys they touched, each once.
+    /// Evicts the oldest arrivals while more than `max_events` are held. The
+    /// index keys they touched are pruned once [`PRUNE_AFTER`] evictions
+    /// have gathered, each key once (readers skip the dead entries until
+    /// then).
     pub fn enforce_bound(&mut self) {
         let mut over = self.retained.saturating_sub(self.config.max_events as u64);
         if over == 0 {
             return;
         }
-        let (mut pids, mut functions) = (Vec::new(), Vec::new());
+        let (pids, functions) = &mut self.unpruned;
         let (mut evicted, mut links_heap) = (0, 0);
         while over > 0 {
             let popped = self.log.pop_front(|r| {
@@ -251,23 +262,32 @@ impl Store {
         self.retained -= evicted;
         self.evicted += evicted;
         self.links_heap -= links_heap;
-        self.prune_front(pids, functions);
+        if self.unpruned.0.len() >= PRUNE_AFTER {
+            self.prune_front();
+        }
     }
 
-    /// Drops dead entries from the front of the given keys' lists and from
-    /// the directory.
-    fn prune_front(&mut self, pids: Vec<u32>, functions: Vec<u32>) {
+    /// Drops dead entries from the front of the lists of the keys whose
+    /// events left the log since the last prune, and from the directory.
+    fn prune_front(&mut self) {
+        let (pids, functions) = &mut self.unpruned;
         let log = &self.log;
         let dead = |pos32: u32| {
             log.record(directory::widen(pos32, log.front()))
                 .is_none_or(|r| !r.is_live())
         };
-        for n in distinct(pids) {
+        for keys in [&mut *pids, &mut *functions] {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        for &n in pids.iter() {
             self.pids.prune(n, dead);
         }
-        for n in distinct(functions) {
+        for &n in functions.iter() {
             self.functions.prune(n, dead);
         }
+        pids.clear();
+        functions.clear();
         self.directory.trim_front(|id, pos32| {
             log.record(directory::widen(pos32, log.front()))
                 .is_some_and(|r| r.id == id && r.is_live())
@@ -503,7 +523,7 @@ impl Store {
             }
         }
         // Release the removed records at the front.
-        let (mut pids, mut functions) = (Vec::new(), Vec::new());
+        let (pids, functions) = &mut self.unpruned;
         while self
             .log
             .record(self.log.front())
@@ -516,7 +536,7 @@ impl Store {
                 }
             });
         }
-        self.prune_front(pids, functions);
+        self.prune_front();
         self.removed - removed_before
     }
 
@@ -748,12 +768,6 @@ impl SharedStore {
     }
 }
 
-fn distinct<K: Ord>(mut keys: Vec<K>) -> Vec<K> {
-    keys.sort_unstable();
-    keys.dedup();
-    keys
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -804,7 +818,7 @@ mod tests {
 
     #[test]
     fn evicts_oldest_beyond_max_events_and_unindexes() {
-        let store = store_with(5, (1..=12).map(|i| (i, 7, i as i64)));
+        let mut store = store_with(5, (1..=12).map(|i| (i, 7, i as i64)));
         let s = store.stats();
         assert_eq!((s.stored, s.retained, s.evicted), (12, 5, 7));
         assert_eq!(ids(&store.recent(100)), vec![12, 11, 10, 9, 8]);
@@ -812,6 +826,9 @@ mod tests {
             ids(&store.by_pid(7, 100, Order::Asc)),
             vec![8, 9, 10, 11, 12]
         );
+        // Evicted entries wait for the next prune (after PRUNE_AFTER evictions).
+        assert_eq!(store.pids.positions(&7).unwrap().1.len(), 12);
+        store.prune_front();
         assert_eq!(store.pids.positions(&7).unwrap().1.len(), 5, "index pruned");
         assert_eq!(
             ids(&store.by_time(0, 100, 100, Order::Asc)),
@@ -833,6 +850,16 @@ mod tests {
         let s = store.stats();
         assert_eq!((s.retained, s.evicted), (6400, 3600), "{s:?}");
         let oldest = 10_000 - s.retained + 1;
+        let listed = |store: &Store| -> usize {
+            (1..=4)
+                .map(|p| store.pids.positions(&p).unwrap().1.len())
+                .sum()
+        };
+        assert!(
+            listed(&store) < 6400 + PRUNE_AFTER,
+            "pruned every PRUNE_AFTER evictions"
+        );
+        store.prune_front();
         let by_pid: usize = (1..=4)
             .map(|p| store.pids.positions(&p).unwrap().1.len())
             .sum();
