@@ -5,6 +5,7 @@ defmodule ElixirScope.BackpressureTest do
   alias ElixirScope.Config.Layer2
   alias ElixirScope.{Debug, HealthCheck, Metrics, PipelineMetrics}
   alias ElixirScope.Storage.DataAccess
+  import Bitwise
   import ElixirScope.TestEvents
 
   defp workers(p), do: PipelineManager.get_pipeline_stats(p).workers
@@ -62,6 +63,9 @@ defmodule ElixirScope.BackpressureTest do
 
       assert Layer2.merge(Layer2.default_config(), backpressure: [shed_fraction: 1.5]) ==
                {:error, {:invalid_config, [:backpressure, :shed_fraction], :not_a_fraction}}
+
+      assert Layer2.merge(Layer2.default_config(), storage: [max_events: 1 <<< 31]) ==
+               {:error, {:invalid_config, [:storage, :max_events], :too_large}}
     end
   end
 

@@ -223,6 +223,10 @@ defmodule ElixirScope.Config.Layer2 do
     if Bitwise.band(v, v - 1) == 0, do: :ok, else: :size_must_be_power_of_2
   end
 
+  # The native store's largest bound (elixir_scope_core store::MAX_EVENTS).
+  defp check([:storage, :max_events], v) when is_integer(v) and v > 1_073_741_824,
+    do: :too_large
+
   defp check([:pipeline, _], v) when is_integer(v) and v > 0 and v <= 256, do: :ok
   defp check([:pipeline, _], _), do: :not_a_worker_count
   defp check(_, v) when is_integer(v) and v > 0, do: :ok

@@ -111,6 +111,11 @@ pub struct Store {
     unpruned: (Vec<u32>, Vec<u32>),
 }
 
+/// The largest bound a store takes (a larger `max_events` acts as this):
+/// positions kept as 32 bits (see [`directory::widen`]) need the log to
+/// span less than 2^32 of them, and the log spans at most twice the bound.
+pub const MAX_EVENTS: usize = 1 << 30;
+
 /// Evictions gathered before the index keys they touched are pruned.
 const PRUNE_AFTER: usize = CHUNK;
 
@@ -138,6 +143,11 @@ impl Store {
 
     pub fn config(&self) -> StoreConfig {
         self.config
+    }
+
+    /// The bound in force: `max_events`, at most [`MAX_EVENTS`].
+    fn max_events(&self) -> usize {
+        self.config.max_events.min(MAX_EVENTS)
     }
 
     pub fn set_max_events(&mut self, max_events: usize) {
@@ -235,13 +245,14 @@ impl Store {
     /// have gathered, each key once (readers skip the dead entries until
     /// then).
     pub fn enforce_bound(&mut self) {
-        let mut over = self.retained.saturating_sub(self.config.max_events as u64);
-        if over == 0 {
-            return;
-        }
+        let max = self.max_events() as u64;
+        // Records removed from the middle of the log (`remove_before` with
+        // out-of-order timestamps) still take their place until the front
+        // passes them: the log is also kept within twice the bound.
+        let over = |retained: u64, len: u64| retained > max || len > 2 * max;
         let (pids, functions) = &mut self.unpruned;
         let (mut evicted, mut links_heap) = (0, 0);
-        while over > 0 {
+        while over(self.retained - evicted, self.log.len()) {
             let popped = self.log.pop_front(|r| {
                 pids.push(r.pid_key);
                 if r.fun_key != NONE {
@@ -255,9 +266,6 @@ impl Store {
             if !popped {
                 break;
             }
-            over = self
-                .retained
-                .saturating_sub(evicted + self.config.max_events as u64);
         }
         self.retained -= evicted;
         self.evicted += evicted;
@@ -886,6 +894,28 @@ mod tests {
         assert_eq!(s.retained, 3);
         assert_eq!(ids(&store.recent(10)), vec![6, 5, 1]);
         assert_eq!(store.get(1).unwrap().event.timestamp, 1);
+    }
+
+    #[test]
+    fn removals_in_the_middle_keep_the_log_within_twice_the_bound() {
+        let mut store = Store::new(StoreConfig { max_events: 100 });
+        for id in 1..=10_000u64 {
+            // The first event is recent and stays; every later one carries
+            // an old timestamp and is removed at once, its record left
+            // behind the first.
+            let mut e = event(id % 7, if id == 1 { 1_000 } else { 1 });
+            e.id = id;
+            store.insert(StoredEvent::uncorrelated(e));
+            store.remove_before(2);
+            assert!(store.log.len() <= 200, "{} positions held", store.log.len());
+        }
+        let s = store.stats();
+        assert_eq!(s.stored, s.retained + s.evicted + s.removed);
+        assert_eq!(
+            (s.retained, s.evicted),
+            (0, 1),
+            "the first went to make room"
+        );
     }
 
     #[test]
