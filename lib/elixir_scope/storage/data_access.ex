@@ -2,9 +2,12 @@ defmodule ElixirScope.Storage.DataAccess do
   @moduledoc """
   Queries and direct writes on the event store.
 
-  The store is native, in memory and bounded (`storage.max_events`; the
-  oldest events are evicted first and counted). It is indexed by id, time
-  (block-range index), pid, `{module, function}` and correlation id.
+  The store is native, in memory and bounded by the events it holds
+  (`storage.max_events`; the oldest arrivals are evicted first and
+  counted). It is indexed by id, time (block-range index), pid,
+  `{module, function}` and correlation id (a call finds its return, a send
+  its receive). Results are built in chunks on a dirty scheduler; large
+  ones can be streamed with `stream/1`.
 
   Queries return `%ElixirScope.CorrelatedEvent{}` lists. Options:
 
@@ -74,7 +77,12 @@ defmodule ElixirScope.Storage.DataAccess do
         "time range bounds must be integers (ns), got: #{inspect(from_ns)}, #{inspect(to_ns)}"
       )
 
-  @doc "Events of `module.function` (any arity), in id order."
+  @doc """
+  Events of `module.function` (any arity), in id order. With a `:limit`,
+  the first (or, with `order: :desc`, the last) `limit` events of it to
+  reach the store: processes on different shards reach it a batch apart,
+  so these can differ slightly from the lowest (highest) ids.
+  """
   @spec query_by_function(module(), atom(), opts()) :: [CorrelatedEvent.t()]
   def query_by_function(module, function, opts \\ [])
 
