@@ -30,6 +30,24 @@ defmodule ElixirScope.Application do
     Supervisor.start_link(children, strategy: :one_for_one, name: ElixirScope.Supervisor)
   end
 
+  # A release upgrade that changes the `:layer2` env applies the live keys to
+  # the default pipeline; a key fixed at start is logged, not applied.
+  @impl true
+  def config_change(changed, _new, _removed) do
+    if Keyword.has_key?(changed, :layer2) do
+      with {:ok, config} <- Layer2.from_env(),
+           :ok <- PipelineManager.update_config(PipelineManager, config) do
+        :ok
+      else
+        {:error, reason} ->
+          require Logger
+          Logger.warning("elixir_scope: :layer2 config change not applied: #{inspect(reason)}")
+      end
+    end
+
+    :ok
+  end
+
   @impl true
   def stop(_state) do
     :persistent_term.erase(@store_key)

@@ -33,4 +33,40 @@ defmodule ElixirScope.ApplicationTest do
     assert rss_mb() - rss_before < 64, "#{rss_mb() - rss_before} MB more after 5 restarts"
     assert ElixirScope.stats().stored == 10_000, "a fresh store after each restart"
   end
+
+  test "a release's config change applies live keys to the default pipeline and logs fixed ones" do
+    alias ElixirScope.Capture.PipelineManager
+    before = Application.get_env(:elixir_scope, :layer2)
+    on_exit(fn -> restore_layer2(before) end)
+
+    Application.put_env(:elixir_scope, :layer2, processing: [batch_size: 321])
+
+    assert ElixirScope.Application.config_change(
+             [layer2: [processing: [batch_size: 321]]],
+             [],
+             []
+           ) == :ok
+
+    assert PipelineManager.get_config().processing.batch_size == 321
+
+    Application.put_env(:elixir_scope, :layer2, capture: [ring_size: 64])
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert ElixirScope.Application.config_change([layer2: [capture: [ring_size: 64]]], [], []) ==
+                 :ok
+      end)
+
+    assert log =~ "restart_required"
+    assert PipelineManager.get_config().capture.ring_size == 32_768
+  end
+
+  defp restore_layer2(before) do
+    if before,
+      do: Application.put_env(:elixir_scope, :layer2, before),
+      else: Application.delete_env(:elixir_scope, :layer2)
+
+    {:ok, config} = ElixirScope.Config.Layer2.from_env()
+    :ok = ElixirScope.Capture.PipelineManager.update_config(config)
+  end
 end

@@ -94,7 +94,7 @@ defmodule ElixirScope.Capture.PipelineManagerTest do
     assert length(DataAccess.query_recent(100, pipeline: p)) == 10
 
     assert PipelineManager.update_config(p, capture: [ring_size: 64]) ==
-             {:error, {:invalid_config, [:capture, :ring_size], :fixed_at_start}}
+             {:error, {:restart_required, [:capture, :ring_size]}}
 
     assert PipelineManager.update_config(p, processing: [batch_size: -1]) ==
              {:error, {:invalid_config, [:processing, :batch_size], :not_a_positive_integer}}

@@ -83,10 +83,13 @@ defmodule ElixirScope.Capture.PipelineManager do
 
   @doc """
   Applies config changes live, e.g. `update_config(processing: [batch_size: 500])`.
-  Returns `{:error, {:invalid_config, path, reason}}` for bad values or for
-  settings fixed at start.
+  Every key that can change while running does (see `ElixirScope.Config.Layer2`);
+  a key fixed at start gives `{:error, {:restart_required, path}}` and a bad
+  value `{:error, {:invalid_config, path, reason}}`; either way nothing
+  changes.
   """
-  @spec update_config(server(), keyword() | map()) :: :ok | Layer2.error()
+  @spec update_config(server(), keyword() | map()) ::
+          :ok | Layer2.error() | {:error, {:restart_required, [atom()]}}
   def update_config(server \\ __MODULE__, changes),
     do: GenServer.call(server, {:update_config, changes})
 
@@ -236,7 +239,7 @@ defmodule ElixirScope.Capture.PipelineManager do
   defp check_fixed(old, new) do
     case Enum.find(Layer2.fixed_at_start(), &(get_in(old, &1) != get_in(new, &1))) do
       nil -> :ok
-      path -> {:error, {:invalid_config, path, :fixed_at_start}}
+      path -> {:error, {:restart_required, path}}
     end
   end
 

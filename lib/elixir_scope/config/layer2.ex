@@ -10,10 +10,31 @@ defmodule ElixirScope.Config.Layer2 do
 
       config :elixir_scope, :layer2, processing: [batch_size: 500]
 
-  Live-changeable (`update_config/1`): worker bounds, batch size, flush
-  interval, payload limit, `storage.max_events` and `:correlation`. Ring
-  size, shard count
-  and overflow strategy are fixed when a pipeline starts.
+  `:metrics` holds `emit_interval_ms` (how often each pipeline emits its
+  `:telemetry` metrics, see `ElixirScope.Metrics.Layer2`; `0` turns it off)
+  and `prometheus_port` (`nil`: off; a port, `0` for any free one, starts
+  `ElixirScope.Metrics.Prometheus.serve/1` with the application).
+
+  ## What can change while running
+
+  `ElixirScope.Capture.PipelineManager.update_config/2` (and, for the
+  default pipeline, a release upgrade that changes the `:elixir_scope`
+  env, through the application's `config_change/3`) applies at once:
+
+    * `:pipeline` — worker bounds (the count is clamped into them);
+    * `:processing` — `batch_size`, `flush_interval_ms` (a worker's longest
+      idle sleep);
+    * `:correlation` — every key;
+    * `:backpressure` — every key (read at each check);
+    * `:storage` — `max_events` (the store evicts down to it at once) and
+      the circuit breaker's threshold and timeout;
+    * `:capture` — `max_payload_bytes`;
+    * `:metrics` — `emit_interval_ms`.
+
+  These are fixed when a pipeline starts, and changing one gives
+  `{:error, {:restart_required, path}}`: `capture.ring_size`,
+  `capture.shards`, `capture.overflow_strategy` and
+  `metrics.prometheus_port`.
   """
 
   @type t :: %{
@@ -61,6 +82,10 @@ defmodule ElixirScope.Config.Layer2 do
             shards: pos_integer(),
             overflow_strategy: :drop_newest | :drop_oldest,
             max_payload_bytes: pos_integer()
+          },
+          metrics: %{
+            emit_interval_ms: non_neg_integer(),
+            prometheus_port: :inet.port_number() | nil
           }
         }
 
@@ -106,13 +131,19 @@ defmodule ElixirScope.Config.Layer2 do
         shards: 8,
         overflow_strategy: :drop_newest,
         max_payload_bytes: 4096
-      }
+      },
+      metrics: %{emit_interval_ms: 1000, prometheus_port: nil}
     }
   end
 
-  @fixed [[:capture, :ring_size], [:capture, :shards], [:capture, :overflow_strategy]]
+  @fixed [
+    [:capture, :ring_size],
+    [:capture, :shards],
+    [:capture, :overflow_strategy],
+    [:metrics, :prometheus_port]
+  ]
 
-  @doc "Paths that cannot change while a pipeline runs."
+  @doc "Paths that cannot change while a pipeline runs (changing one needs a restart)."
   @spec fixed_at_start() :: [[atom()]]
   def fixed_at_start, do: @fixed
 
@@ -226,6 +257,12 @@ defmodule ElixirScope.Config.Layer2 do
   # The native store's largest bound (elixir_scope_core store::MAX_EVENTS).
   defp check([:storage, :max_events], v) when is_integer(v) and v > 1_073_741_824,
     do: :too_large
+
+  defp check([:metrics, :emit_interval_ms], v) when is_integer(v) and v >= 0, do: :ok
+  defp check([:metrics, :emit_interval_ms], _), do: :not_a_non_negative_integer
+  defp check([:metrics, :prometheus_port], nil), do: :ok
+  defp check([:metrics, :prometheus_port], v) when is_integer(v) and v in 0..65_535, do: :ok
+  defp check([:metrics, :prometheus_port], _), do: :not_a_port
 
   defp check([:pipeline, _], v) when is_integer(v) and v > 0 and v <= 256, do: :ok
   defp check([:pipeline, _], _), do: :not_a_worker_count
