@@ -23,7 +23,7 @@ defmodule ElixirScope.Capture.PipelineManager do
 
   alias ElixirScope.Capture.BackpressureManager
   alias ElixirScope.Config.Layer2
-  alias ElixirScope.Native
+  alias ElixirScope.{Native, Telemetry}
 
   @registry ElixirScope.PipelineRegistry
 
@@ -168,6 +168,7 @@ defmodule ElixirScope.Capture.PipelineManager do
          {:ok, handle} <- attach_or_start(opts, config) do
       {:ok, _} = Registry.register(@registry, :pipelines, handle)
       state = %{name: opts[:name], pipeline: handle, config: config, check: initial_check(handle)}
+      schedule_emit(config)
       {:ok, check(state)}
     else
       {:error, reason} -> {:stop, reason}
@@ -220,6 +221,11 @@ defmodule ElixirScope.Capture.PipelineManager do
   def handle_call(:pressure, _from, state), do: {:reply, state.check.pressure, state}
   def handle_call(:check_state, _from, state), do: {:reply, state.check, state}
 
+  def handle_call(:emit_metrics, _from, state) do
+    ElixirScope.Metrics.Layer2.emit(state.check, state.pipeline, name(state))
+    {:reply, :ok, state}
+  end
+
   def handle_call(:scaling_recommendation, _from, state),
     do: {:reply, state.check.recommendation, state}
 
@@ -230,6 +236,8 @@ defmodule ElixirScope.Capture.PipelineManager do
     with {:ok, config} <- Layer2.merge(state.config, changes),
          :ok <- check_fixed(state.config, config),
          :ok <- apply_config(state.pipeline, config) do
+      # Emitting was off: start it (a running timer picks up a new interval).
+      if state.config.metrics.emit_interval_ms == 0, do: schedule_emit(config)
       {:reply, :ok, %{state | config: config}}
     else
       error -> {:reply, error, state}
@@ -288,6 +296,16 @@ defmodule ElixirScope.Capture.PipelineManager do
 
   @impl true
   def handle_info(:check, state), do: {:noreply, check(state)}
+
+  def handle_info(:emit_metrics, state) do
+    if state.config.metrics.emit_interval_ms > 0 do
+      ElixirScope.Metrics.Layer2.emit(state.check, state.pipeline, name(state))
+      schedule_emit(state.config)
+    end
+
+    {:noreply, state}
+  end
+
   def handle_info(_other, state), do: {:noreply, state}
 
   # Measures the pipeline, rates the pressure, scales and sheds; schedules
@@ -324,10 +342,51 @@ defmodule ElixirScope.Capture.PipelineManager do
     }
 
     Process.send_after(self(), :check, bp.check_interval_ms)
+    changed(state, previous, check)
 
     %{state | check: check}
     |> scale(recommendation, stats)
     |> shed_automatically()
+  end
+
+  defp schedule_emit(%{metrics: %{emit_interval_ms: 0}}), do: :ok
+
+  defp schedule_emit(%{metrics: %{emit_interval_ms: ms}}),
+    do: Process.send_after(self(), :emit_metrics, ms)
+
+  defp name(state), do: state.name || self()
+
+  # `:telemetry` events for what changed since the previous check.
+  defp changed(state, previous, check) do
+    meta = %{pipeline: name(state)}
+
+    if check.pressure != previous.pressure do
+      Telemetry.execute(
+        [:elixir_scope, :layer2, :pressure],
+        check.inputs,
+        Map.merge(meta, %{from: previous.pressure, to: check.pressure})
+      )
+    end
+
+    breaker = check.stats.circuit_breaker
+    before = if previous.stats, do: previous.stats.circuit_breaker, else: breaker
+    measurements = Map.take(breaker, [:trips, :consecutive_failures])
+
+    if breaker.trips > before.trips do
+      Telemetry.execute(
+        [:elixir_scope, :layer2, :breaker],
+        measurements,
+        Map.put(meta, :state, :opened)
+      )
+    end
+
+    if breaker.state == :closed and (before.state != :closed or breaker.trips > before.trips) do
+      Telemetry.execute(
+        [:elixir_scope, :layer2, :breaker],
+        measurements,
+        Map.put(meta, :state, :closed)
+      )
+    end
   end
 
   # Events dropped (other than shed) per event ingested since the last check.
@@ -370,6 +429,20 @@ defmodule ElixirScope.Capture.PipelineManager do
   defp set_shedding(state, mode) do
     fraction = if mode == :off, do: 0.0, else: state.config.backpressure.shed_fraction
     Native.pipeline_set_shedding(state.pipeline, fraction)
+    was = state.check.shedding
+
+    if was == :off != (mode == :off) do
+      Telemetry.execute(
+        [:elixir_scope, :layer2, :shedding],
+        %{fraction: fraction},
+        %{
+          pipeline: name(state),
+          state: if(mode == :off, do: :stopped, else: :started),
+          mode: if(mode == :off, do: was, else: mode)
+        }
+      )
+    end
+
     put_in(state.check.shedding, mode)
   end
 

@@ -3,16 +3,86 @@ defmodule ElixirScope.Metrics.Layer2 do
   Layer 2 metrics, measured natively: counters and log-bucketed latency
   histograms kept by the worker threads (lock-free on the hot path), turned
   into rates and recent percentiles at each pressure check.
+
+  ## `:telemetry` events
+
+  When the host application has `:telemetry` (it is not a dependency),
+  each pipeline emits these events; their metadata always carries
+  `pipeline:` (the manager's name, or its pid).
+
+  | event | when | measurements | metadata |
+  |---|---|---|---|
+  | `[:elixir_scope, :layer2, :throughput]` | every `metrics.emit_interval_ms` (default 1000; `0`: never) | `events_per_second`, `batches_per_second` | |
+  | `[:elixir_scope, :layer2, :latency]` | same | `p50`, `p95`, `p99`: ring-to-store, ms | |
+  | `[:elixir_scope, :layer2, :health]` | same | `buffer_utilization` (fullest shard, 0..1), `correlation_success_rate`, `worker_utilization` (0..1) | |
+  | `[:elixir_scope, :layer2, :pressure]` | the pressure level changed | `buffer_utilization`, `latency_p99_ms`, `memory_ratio`, `error_rate` (the check's inputs) | `from`, `to` |
+  | `[:elixir_scope, :layer2, :shedding]` | load shedding started or stopped | `fraction` (of processes shed) | `state`: `:started` / `:stopped`, `mode`: `:auto` / `:manual` |
+  | `[:elixir_scope, :layer2, :breaker]` | the store's circuit breaker opened or closed | `trips`, `consecutive_failures` | `state`: `:opened` / `:closed` |
+  | `[:elixir_scope, :trace, :stop]` | a trace session ended | `events`, `dropped`, `duration_ms` | `reason` (`stopped_because`), `session` |
+
+  Rates and percentiles cover the last ~10 pressure checks, as in
+  `snapshot/1`. State changes are seen at the pressure checks
+  (`backpressure.check_interval_ms`); a breaker that opened and closed
+  between two checks gives both events at the second. `emit_metrics/1`
+  emits the three periodic events at once.
   """
 
   alias ElixirScope.Capture.PipelineManager
-  alias ElixirScope.{Native, PipelineMetrics}
+  alias ElixirScope.{Native, PipelineMetrics, Telemetry}
 
   @doc "The pipeline's metrics now (see `ElixirScope.PipelineMetrics`)."
   @spec snapshot(GenServer.server()) :: PipelineMetrics.t()
   def snapshot(server \\ PipelineManager) do
     check = GenServer.call(server, :check_state)
-    handle = PipelineManager.pipeline(server)
+    snapshot_of(check, PipelineManager.pipeline(server))
+  end
+
+  @doc """
+  Emits the periodic `:telemetry` events (throughput, latency, health) of
+  a pipeline now; see the module doc.
+  """
+  @spec emit_metrics(GenServer.server()) :: :ok
+  def emit_metrics(server \\ PipelineManager) do
+    GenServer.call(server, :emit_metrics)
+  end
+
+  @doc false
+  # The periodic events from a pipeline's last check (run by its manager).
+  def emit(check, handle, name) do
+    m = snapshot_of(check, handle)
+    meta = %{pipeline: name}
+    ms = fn us -> us / 1000 end
+
+    Telemetry.execute(
+      [:elixir_scope, :layer2, :throughput],
+      %{events_per_second: m.events_per_second, batches_per_second: m.batches_per_second},
+      meta
+    )
+
+    Telemetry.execute(
+      [:elixir_scope, :layer2, :latency],
+      %{
+        p50: ms.(m.processing_latency_p50),
+        p95: ms.(m.processing_latency_p95),
+        p99: ms.(m.processing_latency_p99)
+      },
+      meta
+    )
+
+    Telemetry.execute(
+      [:elixir_scope, :layer2, :health],
+      %{
+        buffer_utilization: Enum.max(Map.values(m.buffer_utilization), fn -> 0.0 end),
+        correlation_success_rate: m.correlation_success_rate,
+        worker_utilization: m.avg_worker_load
+      },
+      meta
+    )
+  end
+
+  @doc false
+  # The snapshot from a pipeline's last check and its native handle.
+  def snapshot_of(check, handle) do
     stats = Native.pipeline_stats(handle)
     store = Native.pipeline_store(handle)
     store_stats = Native.store_stats(store)

@@ -114,7 +114,20 @@ defmodule ElixirScope.Tracer.Server do
 
     for pattern <- state.patterns, do: :erlang.trace_pattern(pattern, false, [:local])
     if state.options.messages, do: :erlang.trace_pattern(:receive, true, [])
+    if Map.has_key?(state, :session), do: stopped(state.session)
     %{state | cleaned: true}
+  end
+
+  # The `[:elixir_scope, :trace, :stop]` event of a session that ran.
+  defp stopped(session) do
+    info = Native.trace_session_info(session.ref)
+    ms = (System.monotonic_time(:nanosecond) - session.started_at) / 1_000_000
+
+    ElixirScope.Telemetry.execute(
+      [:elixir_scope, :trace, :stop],
+      %{events: info.events, dropped: info.dropped, duration_ms: ms},
+      %{pipeline: session.options.pipeline, reason: info.stopped_because, session: session}
+    )
   end
 
   # Another tool's tracer on a process we would trace: refuse, never take over.
