@@ -61,7 +61,7 @@ defmodule ElixirScope.MixProject do
 
   def application do
     [
-      extra_applications: [:logger],
+      extra_applications: [:logger, :inets],
       mod: {ElixirScope.Application, []}
     ]
   end

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing (Elixir/OTP and PropEr from Debian's packages),
-# then runs one job:
+# Installs what is missing (Elixir/OTP and PropEr from Debian's packages;
+# for the tests, Python's prometheus_client), then runs one job:
 #   ./setup.sh demo    the demo on the default pipeline
 #   ./setup.sh test    cargo test + mix test
 #   ./setup.sh bench   bench/pipeline.exs
@@ -25,9 +25,16 @@ fi
 command -v cargo >/dev/null 2>&1 || { echo "Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
 export MIX_HOME="${MIX_HOME:-$PWD/_build/mix_home}"
 
+# The tests check the Prometheus output with a real parser (prometheus_client).
+python_parser() {
+  python3 -c 'import prometheus_client' 2>/dev/null && return
+  python3 -m pip install --quiet prometheus_client 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages prometheus_client
+}
+
 case "${1:-}" in
   demo) exec mix run bench/demo.exs ;;
-  test) cargo test --workspace && mix test ;;
+  test) python_parser && cargo test --workspace && mix test ;;
   bench) shift; exec env MIX_ENV=prod mix run bench/pipeline.exs "$@" ;;
   bench-tracer) shift; exec env MIX_ENV=prod mix run bench/tracer.exs "$@" ;;
   bench-load) shift; exec env MIX_ENV=prod mix run bench/load.exs "$@" ;;

@@ -27,7 +27,27 @@ defmodule ElixirScope.Application do
       {DynamicSupervisor, name: ElixirScope.Tracer.Supervisor, strategy: :one_for_one}
     ]
 
-    Supervisor.start_link(children, strategy: :one_for_one, name: ElixirScope.Supervisor)
+    with {:ok, sup} <-
+           Supervisor.start_link(children, strategy: :one_for_one, name: ElixirScope.Supervisor) do
+      serve_prometheus(config.metrics.prometheus_port)
+      {:ok, sup}
+    end
+  end
+
+  defp serve_prometheus(nil), do: :ok
+
+  defp serve_prometheus(port) do
+    case ElixirScope.Metrics.Prometheus.serve(port: port) do
+      {:ok, _port} ->
+        :ok
+
+      {:error, reason} ->
+        require Logger
+
+        Logger.error(
+          "elixir_scope: Prometheus endpoint on port #{port} not started: #{inspect(reason)}"
+        )
+    end
   end
 
   # A release upgrade that changes the `:layer2` env applies the live keys to

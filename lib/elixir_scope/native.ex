@@ -51,6 +51,7 @@ defmodule ElixirScope.Native do
   def pipeline_worker_stats(_pipeline, _id), do: nif()
   def pipeline_stats(_pipeline), do: nif()
   def pipeline_set_shedding(_pipeline, _fraction), do: nif()
+  def pipeline_latency_histogram(_pipeline, _bounds_ns), do: nif()
   def pipeline_metrics_tick(_pipeline), do: nif()
   def pipeline_dead_letters(_pipeline, _n), do: nif()
   def term_reads, do: nif()

@@ -155,6 +155,28 @@ impl Snapshot {
         bucket_high(BUCKETS - 1)
     }
 
+    /// For each of the ascending `bounds`, how many values fell in buckets
+    /// whose upper bound is at most it: cumulative counts as Prometheus
+    /// `le` buckets read them (a log bucket straddling a bound counts at the
+    /// next bound, so each count errs low by at most that bucket).
+    pub fn cumulative(&self, bounds: &[u64]) -> Vec<u64> {
+        let mut out = Vec::with_capacity(bounds.len());
+        let (mut b, mut seen) = (0, 0);
+        for &bound in bounds {
+            while b < BUCKETS && bucket_high(b) <= bound {
+                seen += self.counts[b];
+                b += 1;
+            }
+            out.push(seen);
+        }
+        out
+    }
+
+    /// Sum of the values, from bucket upper bounds (as [`Snapshot::mean`]).
+    pub fn sum(&self) -> f64 {
+        self.mean() * self.total() as f64
+    }
+
     /// Mean from bucket upper bounds (an overestimate within 12.5%).
     pub fn mean(&self) -> f64 {
         let total = self.total();
@@ -204,6 +226,21 @@ mod tests {
             assert!(got >= expect && got <= expect * 1.13, "q{q}: {got}");
         }
         assert_eq!(Snapshot::default().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn cumulative_counts_grow_with_their_bounds() {
+        let h = Histogram::default();
+        for v in [5u64, 900, 1_000, 70_000, 2_000_000] {
+            h.record(v);
+        }
+        let mut s = Snapshot::default();
+        h.merge_into(&mut s);
+        assert_eq!(
+            s.cumulative(&[1, 10, 1_200, 100_000, u64::MAX]),
+            [0, 1, 3, 4, 5]
+        );
+        assert!((s.sum() - s.mean() * 5.0).abs() < 1e-6);
     }
 
     #[test]

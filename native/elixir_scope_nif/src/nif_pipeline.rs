@@ -340,6 +340,21 @@ fn latency_map<'a>(env: Env<'a>, l: &Snapshot) -> Term<'a> {
     })
 }
 
+/// The lifetime ring-to-store latency histogram as Prometheus reads it:
+/// `{cumulative counts at each of bounds_ns (ascending), count, sum_ns}`.
+#[rustler::nif]
+fn pipeline_latency_histogram(
+    p: ResourceArc<PipelineRes>,
+    bounds_ns: Vec<u64>,
+) -> (Vec<u64>, u64, f64) {
+    let latency = p.pipeline.stats().latency;
+    (
+        latency.cumulative(&bounds_ns),
+        latency.total(),
+        latency.sum(),
+    )
+}
+
 #[rustler::nif]
 fn pipeline_set_shedding(p: ResourceArc<PipelineRes>, fraction: f64) -> Atom {
     p.pipeline.set_shedding(fraction);
