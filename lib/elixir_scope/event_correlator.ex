@@ -104,6 +104,29 @@ defmodule ElixirScope.EventCorrelator do
   def cleanup_expired_correlations(opts \\ []),
     do: {:ok, Native.correlator_cleanup(DataAccess.store(opts))}
 
+  @doc """
+  Drops correlation state now, whatever the TTL (the guide's runbook step
+  for correlation memory growing): pending message halves and idle process
+  contexts older than `older_than_ms:` (default `0`: all of them). Links
+  whose other half arrives later are lost; the dropped entries are counted
+  in `metrics/1`'s `evicted`. Returns how many entries went.
+  """
+  @spec force_cleanup(keyword()) :: {:ok, non_neg_integer()}
+  def force_cleanup(opts \\ []) do
+    older_than =
+      case Keyword.get(opts, :older_than_ms, 0) do
+        ms when is_integer(ms) and ms >= 0 ->
+          ms
+
+        other ->
+          raise ArgumentError,
+                "older_than_ms must be a non-negative integer, got: #{inspect(other)}"
+      end
+
+    store = DataAccess.store(Keyword.delete(opts, :older_than_ms))
+    {:ok, Native.correlator_force_cleanup(store, older_than * 1_000_000)}
+  end
+
   @typedoc "See `metrics/1`."
   @type metrics :: %{
           correlated: non_neg_integer(),

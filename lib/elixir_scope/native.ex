@@ -28,6 +28,8 @@ defmodule ElixirScope.Native do
   def correlator_chain(_store, _id), do: nif()
   def correlator_link(_store, _from, _to, _kind), do: nif()
   def correlator_cleanup(_store), do: nif()
+  def correlator_force_cleanup(_store, _older_than_ns), do: nif()
+  def correlator_dump(_store), do: nif()
   def correlator_stats(_store), do: nif()
   def correlator_process_tree(_store), do: nif()
 

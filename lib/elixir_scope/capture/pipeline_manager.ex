@@ -290,9 +290,13 @@ defmodule ElixirScope.Capture.PipelineManager do
       normal_streak: 0,
       critical_streak: 0,
       shedding: shedding,
-      stats: nil
+      stats: nil,
+      history: []
     }
   end
+
+  # Pressure checks kept for `Debug.Layer2.backpressure_analysis/1`.
+  @history 100
 
   @impl true
   def handle_info(:check, state), do: {:noreply, check(state)}
@@ -347,6 +351,33 @@ defmodule ElixirScope.Capture.PipelineManager do
     %{state | check: check}
     |> scale(recommendation, stats)
     |> shed_automatically()
+    |> remember(previous, stats)
+  end
+
+  # Records the check just made, with what it did, newest first.
+  defp remember(state, previous, stats) do
+    check = state.check
+    workers = length(Native.pipeline_worker_ids(state.pipeline))
+
+    actions =
+      [
+        workers != stats.workers && {:scaled, stats.workers, workers},
+        check.shedding != previous.shedding &&
+          {:shedding, if(check.shedding == :off, do: :stopped, else: :started), check.shedding},
+        check.pressure != previous.pressure && {:pressure, previous.pressure, check.pressure}
+      ]
+      |> Enum.filter(& &1)
+
+    entry = %{
+      at_ms: System.monotonic_time(:millisecond),
+      pressure: check.pressure,
+      inputs: check.inputs,
+      workers: workers,
+      shed_events: stats.dropped.shed,
+      actions: actions
+    }
+
+    put_in(state.check.history, Enum.take([entry | previous.history], @history))
   end
 
   defp schedule_emit(%{metrics: %{emit_interval_ms: 0}}), do: :ok

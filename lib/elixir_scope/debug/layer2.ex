@@ -52,6 +52,90 @@ defmodule ElixirScope.Debug.Layer2 do
     }
   end
 
+  @doc """
+  What the correlator holds (the runbook's view when correlation memory
+  grows): `open_calls`, `[{pid, depth}]` deepest first (calls waiting for
+  their return); pending message halves by age, `pending_sends_by_age` and
+  `pending_receives_by_age` as `%{under_1s:, under_10s:, under_60s:,
+  older:}`; `process_tree_edges`, `tracked_processes`; and the
+  correlator's counters (`EventCorrelator.metrics/1`). Drop what is stale
+  with `ElixirScope.EventCorrelator.force_cleanup/1`.
+  """
+  @spec dump_correlation_state(keyword()) :: map()
+  def dump_correlation_state(opts \\ []) do
+    store = ElixirScope.Storage.DataAccess.store(opts)
+    dump = Native.correlator_dump(store)
+    by_age = fn [a, b, c, d] -> %{under_1s: a, under_10s: b, under_60s: c, older: d} end
+
+    %{
+      dump
+      | pending_sends_by_age: by_age.(dump.pending_sends_by_age),
+        pending_receives_by_age: by_age.(dump.pending_receives_by_age)
+    }
+    |> Map.put(:metrics, Native.correlator_stats(store))
+  end
+
+  @doc """
+  The pipeline's last pressure checks (up to 100, newest first), each with
+  its inputs (fullest shard, ring-to-store p99, memory against the limit,
+  error rate), the level, the worker count and what it did
+  (`{:scaled, from, to}`, `{:shedding, :started | :stopped, mode}`,
+  `{:pressure, from, to}`); the level changes, scaling and shedding
+  actions among them; the events shed so far; and a plain-language
+  `recommendation` from the newest check.
+  """
+  @spec backpressure_analysis(keyword()) :: map()
+  def backpressure_analysis(opts \\ []) do
+    server = Keyword.get(opts, :pipeline, PipelineManager)
+    check = GenServer.call(server, :check_state)
+    config = PipelineManager.get_config(server)
+    checks = check.history
+    actions = fn kind -> for c <- checks, a <- c.actions, elem(a, 0) == kind, do: {c.at_ms, a} end
+
+    %{
+      checks: checks,
+      level_changes: actions.(:pressure),
+      scaling: actions.(:scaled),
+      shedding: actions.(:shedding),
+      shed_events: (List.first(checks) || %{shed_events: 0}).shed_events,
+      recommendation: recommend(check, config)
+    }
+  end
+
+  defp recommend(%{inputs: nil}, _config), do: "No pressure check has run yet."
+
+  defp recommend(%{pressure: pressure, inputs: i, shedding: shedding}, config) do
+    bp = config.backpressure
+    pct = fn x -> "#{round(x * 100)}%" end
+
+    advice =
+      [
+        i.memory_ratio > bp.critical_memory &&
+          "Layer 2 memory is at #{pct.(i.memory_ratio)} of backpressure.memory_limit_mb " <>
+            "(#{bp.memory_limit_mb} MB): lower storage.max_events (now #{config.storage.max_events}) " <>
+            "or raise the limit; ElixirScope.CapacityPlanning sizes both for a rate.",
+        i.buffer_utilization > bp.high_threshold &&
+          "The fullest ring shard is #{pct.(i.buffer_utilization)} full: the workers do not keep up " <>
+            "with the producers. Check Debug.Layer2.get_pipeline_state/1 for a hot shard (one busy " <>
+            "process maps to one shard); raise capture.ring_size for bursts, or trace fewer processes.",
+        i.latency_p99_ms > bp.high_latency_ms &&
+          "Ring-to-store p99 is #{Float.round(i.latency_p99_ms, 1)} ms: the workers lag; see the " <>
+            "worker stats in Debug.Layer2.get_pipeline_state/1.",
+        i.error_rate > bp.high_error_rate &&
+          "#{pct.(i.error_rate)} of recent events were dropped: ElixirScope.stats().dropped names " <>
+            "the causes; producers that must not lose events can ingest with on_full: :wait.",
+        shedding != :off &&
+          "Load shedding is on (#{shedding}): whole processes are being dropped " <>
+            "(ElixirScope.stats().dropped.shed)."
+      ]
+      |> Enum.filter(& &1)
+
+    case advice do
+      [] -> "Pressure is #{pressure}: no action needed."
+      lines -> "Pressure is #{pressure}. " <> Enum.join(lines, " ")
+    end
+  end
+
   defp worker_stats(handle) do
     for id <- Native.pipeline_worker_ids(handle),
         {:ok, w} <- [Native.pipeline_worker_stats(handle, id)],

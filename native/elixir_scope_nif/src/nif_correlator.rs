@@ -59,6 +59,39 @@ fn correlator_cleanup(store: ResourceArc<StoreRes>) -> u64 {
     store.0.correlator().cleanup(crate::clock::monotonic_ns())
 }
 
+/// Drops pending state older than `older_than_ns` (0: all of it) now.
+#[rustler::nif]
+fn correlator_force_cleanup(store: ResourceArc<StoreRes>, older_than_ns: u64) -> u64 {
+    crate::clock::calibrate();
+    let now = crate::clock::monotonic_ns();
+    let cutoff = now.saturating_sub(older_than_ns.min(i64::MAX as u64) as i64);
+    // A cutoff past `now` takes what was recorded up to now, whatever its clock.
+    let cutoff = if older_than_ns == 0 { i64::MAX } else { cutoff };
+    store.0.correlator().force_cleanup(cutoff)
+}
+
+/// `%{open_calls: [{pid, depth}], pending_sends_by_age: [..4], ...}`.
+#[rustler::nif]
+fn correlator_dump(env: Env, store: ResourceArc<StoreRes>) -> Term {
+    crate::clock::calibrate();
+    let d = store.0.correlator().dump(crate::clock::monotonic_ns());
+    let open_calls: Vec<Term> = d
+        .open_calls
+        .iter()
+        .map(|&(pid, depth)| {
+            // SAFETY: a local pid's word (an environment-independent immediate).
+            (unsafe { Term::new(env, from_word(pid)) }, depth).encode(env)
+        })
+        .collect();
+    crate::atom_map!(env, {
+        "open_calls" => open_calls,
+        "pending_sends_by_age" => d.pending_sends_by_age.to_vec(),
+        "pending_receives_by_age" => d.pending_receives_by_age.to_vec(),
+        "process_tree_edges" => d.tree_edges,
+        "tracked_processes" => d.contexts,
+    })
+}
+
 #[rustler::nif]
 fn correlator_stats(env: Env, store: ResourceArc<StoreRes>) -> Term {
     let s = store.0.correlator().stats();

@@ -404,6 +404,26 @@ impl Messages {
         dropped
     }
 
+    /// Pending sends and receives per age bucket at `now` (see
+    /// [`super::AGE_BOUNDS_NS`]).
+    pub fn pending_by_age(&self, now: i64) -> ([u64; 4], [u64; 4]) {
+        let bucket = |at: i64| {
+            super::AGE_BOUNDS_NS
+                .iter()
+                .position(|&b| now - at < b)
+                .unwrap_or(3)
+        };
+        let (mut sends, mut receives) = ([0u64; 4], [0u64; 4]);
+        for ch in self.channels.values() {
+            ch.sends.iter().for_each(|h| sends[bucket(h.at)] += 1);
+            ch.receives.iter().for_each(|h| receives[bucket(h.at)] += 1);
+        }
+        for bs in self.by_sender.values() {
+            bs.sends.iter().for_each(|h| sends[bucket(h.at)] += 1);
+        }
+        (sends, receives)
+    }
+
     pub fn memory_bytes(&self) -> usize {
         let per_channel = std::mem::size_of::<((u64, u64), Channel)>() + 1;
         self.channels.capacity() * per_channel

@@ -116,6 +116,21 @@ pub struct Context {
     pub seen_at: i64,
 }
 
+/// Age buckets of [`Dump`]'s pending halves: under 1 s, 10 s, 60 s, and older.
+pub const AGE_BOUNDS_NS: [i64; 3] = [1_000_000_000, 10_000_000_000, 60_000_000_000];
+
+/// A view of a correlator's state (see [`Correlator::dump`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dump {
+    /// (pid, open calls), deepest first.
+    pub open_calls: Vec<(u64, usize)>,
+    /// Pending halves per age bucket ([`AGE_BOUNDS_NS`], then older).
+    pub pending_sends_by_age: [u64; 4],
+    pub pending_receives_by_age: [u64; 4],
+    pub tree_edges: usize,
+    pub contexts: usize,
+}
+
 /// Counters of a correlator.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CorrelatorStats {
@@ -265,6 +280,36 @@ impl Correlator {
         (before - self.contexts.len()) as u64
             + self.messages.drop_older_than(cutoff)
             + self.processes.drop_older_than(cutoff)
+    }
+
+    /// Drops every pending half and idle context older than `cutoff`
+    /// (monotonic ns) now, whatever the TTL (an operator's cleanup);
+    /// returns how many entries went, counted as evicted.
+    pub fn force_cleanup(&mut self, cutoff: i64) -> u64 {
+        let dropped = self.drop_older_than(cutoff);
+        self.stats.evicted += dropped;
+        dropped
+    }
+
+    /// What the correlator holds, for operators: open calls per pid
+    /// (deepest first), pending halves by age at `now`, the process tree's
+    /// size.
+    pub fn dump(&self, now: i64) -> Dump {
+        let mut open_calls: Vec<(u64, usize)> = self
+            .contexts
+            .iter()
+            .filter(|(_, c)| !c.frames.is_empty())
+            .map(|(&pid, c)| (pid, c.frames.len()))
+            .collect();
+        open_calls.sort_unstable_by_key(|&(pid, depth)| (std::cmp::Reverse(depth), pid));
+        let (pending_sends_by_age, pending_receives_by_age) = self.messages.pending_by_age(now);
+        Dump {
+            open_calls,
+            pending_sends_by_age,
+            pending_receives_by_age,
+            tree_edges: self.processes.edges().len(),
+            contexts: self.contexts.len(),
+        }
     }
 
     /// Known spawn relations: (parent, child, spawn event id).

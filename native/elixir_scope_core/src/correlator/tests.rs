@@ -552,3 +552,41 @@ fn distinct_messages_leave_nothing_behind_once_matched() {
         "no channel kept for a matched message"
     );
 }
+
+#[test]
+fn the_dump_shows_open_calls_and_pending_halves_by_age_and_force_cleanup_drops_them() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    let s = 1_000_000_000;
+    let call = |id: u64, pid: u64| {
+        let mut e = msg(id, pid, K::FunctionCall, 0, b"");
+        e.module = 0x10b;
+        e.function = 0x20b;
+        e
+    };
+    for (id, pid) in [(1, 10), (2, 10), (3, 20)] {
+        let e = call(id, pid);
+        sink.feed(&mut cor, &e);
+    }
+    let mut old = msg(4, 10, K::MessageSend, 30, b"old");
+    old.timestamp = 0;
+    sink.feed(&mut cor, &old);
+    let mut recent = msg(5, 30, K::MessageReceive, 20, b"recent");
+    recent.timestamp = 59 * s;
+    sink.feed(&mut cor, &recent);
+    let d = cor.dump(60 * s);
+    assert_eq!(d.open_calls, vec![(10, 2), (20, 1)]);
+    assert_eq!(d.pending_sends_by_age, [0, 0, 0, 1], "sent 60 s ago");
+    assert_eq!(d.pending_receives_by_age, [0, 1, 0, 0], "received 1 s ago");
+    // The old send and the contexts idle since before 30 s go.
+    assert!(cor.force_cleanup(30 * s) >= 1);
+    let d = cor.dump(60 * s);
+    assert_eq!(d.pending_sends_by_age, [0; 4]);
+    assert_eq!(
+        d.pending_receives_by_age,
+        [0, 1, 0, 0],
+        "the recent receive stays"
+    );
+    assert!(cor.force_cleanup(i64::MAX) >= 1);
+    assert_eq!(cor.dump(60 * s).pending_receives_by_age, [0; 4]);
+    assert!(cor.stats().evicted >= 2);
+}
