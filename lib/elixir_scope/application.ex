@@ -23,6 +23,7 @@ defmodule ElixirScope.Application do
 
     children = [
       {Registry, keys: :duplicate, name: ElixirScope.PipelineRegistry},
+      ElixirScope.NativeLog,
       {PipelineManager, name: PipelineManager},
       {DynamicSupervisor, name: ElixirScope.Tracer.Supervisor, strategy: :one_for_one}
     ]

@@ -57,6 +57,7 @@ defmodule ElixirScope.Native do
   def pipeline_metrics_tick(_pipeline), do: nif()
   def pipeline_dead_letters(_pipeline, _n), do: nif()
   def term_reads, do: nif()
+  def native_logs_take(_max), do: nif()
   def struct_builds, do: nif()
   def store_select(_store, _query, _limit, _order), do: nif()
   def cursor_next(_cursor, _n), do: nif()

@@ -20,6 +20,7 @@ defmodule ElixirScope.Capture.PipelineManager do
   workers.
   """
   use GenServer
+  require Logger
 
   alias ElixirScope.Capture.BackpressureManager
   alias ElixirScope.Config.Layer2
@@ -392,6 +393,14 @@ defmodule ElixirScope.Capture.PipelineManager do
     meta = %{pipeline: name(state)}
 
     if check.pressure != previous.pressure do
+      level = if check.pressure in [:high, :critical], do: :warning, else: :info
+
+      Logger.log(
+        level,
+        "elixir_scope: pressure #{previous.pressure} -> #{check.pressure} (#{inspect(check.inputs)})",
+        pipeline: name(state)
+      )
+
       Telemetry.execute(
         [:elixir_scope, :layer2, :pressure],
         check.inputs,

@@ -108,13 +108,18 @@ impl Breaker {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
-        if self.state() == BreakerState::HalfOpen {
-            let _ = self.state.compare_exchange(
-                BreakerState::HalfOpen as u8,
-                BreakerState::Closed as u8,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+        if self.state() == BreakerState::HalfOpen
+            && self
+                .state
+                .compare_exchange(
+                    BreakerState::HalfOpen as u8,
+                    BreakerState::Closed as u8,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::info!("store circuit breaker closed: the probe write succeeded");
         }
     }
 
@@ -126,7 +131,13 @@ impl Breaker {
             if self.state.swap(BreakerState::Open as u8, Ordering::AcqRel)
                 != BreakerState::Open as u8
             {
-                self.trips.fetch_add(1, Ordering::Relaxed);
+                let trips = self.trips.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    trips,
+                    failures,
+                    probe_failed,
+                    "store circuit breaker opened: events wait in the rings"
+                );
             }
         }
     }

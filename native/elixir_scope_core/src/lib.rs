@@ -17,6 +17,7 @@ pub mod faults;
 pub mod hash;
 pub mod histogram;
 pub mod links;
+pub mod logs;
 pub mod metrics;
 pub mod payload;
 pub mod pipeline;

@@ -278,6 +278,11 @@ impl Core {
                 stats.record_panic();
                 self.breaker.failure(now);
                 lost = u64::from(taken > 0 && self.store.read().get(current).is_none());
+                tracing::error!(
+                    event_id = current,
+                    lost,
+                    "a store write panicked; the rest of its batch is retried"
+                );
             }
         }
         self.in_flight.fetch_sub(taken, Ordering::Relaxed);

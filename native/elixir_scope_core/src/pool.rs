@@ -294,6 +294,7 @@ fn run(core: Arc<Core>, me: Arc<Worker>) {
                 // Outside a store write (those are caught in `Core::write`):
                 // nothing in flight is lost, the loop starts afresh.
                 me.stats.record_panic();
+                tracing::error!(worker = me.id, "a worker panicked; its loop starts afresh");
                 buffers = Buffers::default();
             }
         }

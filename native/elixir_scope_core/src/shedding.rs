@@ -27,7 +27,13 @@ impl Shedder {
     /// Sheds `fraction` (clamped to 0..=1) of the processes; 0 stops.
     pub fn set(&self, fraction: f64) {
         let f = (fraction.clamp(0.0, 1.0) * SCALE as f64).round() as u32;
-        self.fraction.store(f, Ordering::Relaxed);
+        let was = self.fraction.swap(f, Ordering::Relaxed);
+        let fraction = f as f64 / SCALE as f64;
+        match (was, f) {
+            (0, f) if f > 0 => tracing::warn!(fraction, "load shedding started"),
+            (w, 0) if w > 0 => tracing::info!(shed = self.shed(), "load shedding stopped"),
+            _ => {}
+        }
     }
 
     pub fn fraction(&self) -> f64 {

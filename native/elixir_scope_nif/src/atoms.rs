@@ -12,6 +12,8 @@ rustler::atoms! {
     not_found,
     buffer_full,
     wait,
+    warning,
+    info,
     shared_keys,
     recent,
     time,

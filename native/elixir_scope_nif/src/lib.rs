@@ -8,6 +8,7 @@ mod atoms;
 mod clock;
 mod codec;
 mod lean_nif;
+mod native_logs;
 mod nif_correlator;
 mod nif_pipeline;
 mod nif_ring;
@@ -19,6 +20,7 @@ fn load(env: rustler::Env, info: rustler::Term) -> bool {
     // The fast path is an optimization: a VM with another term layout just
     // does without it.
     clock::init();
+    elixir_scope_core::logs::install();
     codec::layout::check(env, info);
     codec::structs::check(env);
     codec::event::init_struct_layout(env);

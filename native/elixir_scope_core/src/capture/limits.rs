@@ -140,9 +140,14 @@ impl Limits {
 
     /// Stops the session; true if this call stopped it (first reason wins).
     pub fn stop(&self, reason: StopReason) -> bool {
-        self.stopped
+        let stopped = self
+            .stopped
             .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+            .is_ok();
+        if stopped {
+            tracing::info!(reason = ?reason, admitted = self.admitted(), "trace session stopped");
+        }
+        stopped
     }
 
     pub fn is_stopped(&self) -> bool {
