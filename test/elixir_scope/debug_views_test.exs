@@ -28,6 +28,16 @@ defmodule ElixirScope.DebugViewsTest do
     assert_raise ArgumentError, fn -> EventCorrelator.force_cleanup(older_than_ms: -1) end
   end
 
+  test "check_health and worker_stats under the guide's names" do
+    p = private_pipeline()
+    {:ok, 10} = ElixirScope.ingest_batch(for(i <- 1..10, do: call(self(), [i])), pipeline: p)
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    assert {:ok, %{worker_pool: :ok}} = Debug.Layer2.check_health(pipeline: p)
+    workers = Debug.Layer2.worker_stats(pipeline: p)
+    assert length(workers) == ElixirScope.stats(pipeline: p).workers
+    assert workers |> Enum.map(& &1.events_processed) |> Enum.sum() == 10
+  end
+
   test "backpressure_analysis keeps the checks, what they did, and says what to do" do
     p =
       private_pipeline(

@@ -8,6 +8,15 @@ defmodule ElixirScope.Debug.Layer2 do
 
   @type dead_letter :: %{at: integer(), reason: term(), event: term()}
 
+  @doc "The health checks of `ElixirScope.HealthCheck.Layer2.check_health/1` (the guide's name here)."
+  @spec check_health(keyword()) :: {:ok, map()} | {:error, map()}
+  def check_health(opts \\ []),
+    do: ElixirScope.HealthCheck.Layer2.check_health(Keyword.get(opts, :pipeline, PipelineManager))
+
+  @doc "Each worker thread's counters (`events_processed`, `batches`, `processing_time_us`, `panics`)."
+  @spec worker_stats(keyword()) :: [map()]
+  def worker_stats(opts \\ []), do: opts |> pipeline() |> workers()
+
   @doc """
   The newest `n` malformed events (newest first), as refused at ingest:
   the refusal time (monotonic ns), the reason and the event (truncated past
@@ -41,7 +50,7 @@ defmodule ElixirScope.Debug.Layer2 do
     letters = Native.pipeline_dead_letters(handle, 100)
 
     %{
-      workers: worker_stats(handle),
+      workers: workers(handle),
       buffers: Native.pipeline_stats(handle).shard_utilization,
       correlation_state: Native.correlator_stats(Native.pipeline_store(handle)),
       pressure: Map.take(check, [:pressure, :recommendation, :inputs, :shedding]),
@@ -136,7 +145,7 @@ defmodule ElixirScope.Debug.Layer2 do
     end
   end
 
-  defp worker_stats(handle) do
+  defp workers(handle) do
     for id <- Native.pipeline_worker_ids(handle),
         {:ok, w} <- [Native.pipeline_worker_stats(handle, id)],
         do: w
