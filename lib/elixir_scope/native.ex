@@ -23,6 +23,7 @@ defmodule ElixirScope.Native do
   def store_by_correlation(_store, _id), do: nif()
   def store_remove_before(_store, _before), do: nif()
   def store_write(_store, _events, _max_payload), do: nif()
+  def store_trace_event(_store, _id), do: nif()
 
   def correlator_correlate(_store, _events, _max_payload), do: nif()
   def correlator_chain(_store, _id), do: nif()

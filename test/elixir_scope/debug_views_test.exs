@@ -3,6 +3,7 @@ defmodule ElixirScope.DebugViewsTest do
 
   alias ElixirScope.Capture.PipelineManager
   alias ElixirScope.{Debug, Event, EventCorrelator}
+  alias ElixirScope.Storage.DataAccess
   import ElixirScope.TestEvents
 
   test "dump_correlation_state shows open calls and pending halves; force_cleanup drops them" do
@@ -26,6 +27,44 @@ defmodule ElixirScope.DebugViewsTest do
     assert after_.open_calls == [] and after_.pending_sends_by_age.under_1s == 0
     assert after_.metrics.evicted >= dropped
     assert_raise ArgumentError, fn -> EventCorrelator.force_cleanup(older_than_ms: -1) end
+  end
+
+  test "trace_event tells who stored an event, when, and what the correlator did" do
+    p = private_pipeline()
+    [client, server] = for _ <- 1..2, do: spawn(fn -> :ok end)
+    msg = {:req, make_ref()}
+    receive_ = %Event{type: :message_receive, pid: server, data: msg, peer: client}
+    send_ = %Event{type: :message_send, pid: client, data: msg, peer: server}
+    lost = %Event{type: :message_send, pid: client, data: :never_received, peer: server}
+    before = System.monotonic_time(:nanosecond)
+    {:ok, r} = ElixirScope.ingest(receive_, pipeline: p)
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    {:ok, s} = ElixirScope.ingest(send_, pipeline: p)
+    {:ok, l} = ElixirScope.ingest(lost, pipeline: p)
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+
+    assert {:ok, t} = Debug.Layer2.trace_event(r, pipeline: p)
+    assert t.ingestion_time >= before and t.storage_time >= t.ingestion_time
+    assert t.processing_worker in Enum.map(Debug.Layer2.worker_stats(pipeline: p), & &1.id)
+    assert t.correlation_attempts == [:waited_as_pending, {:patched_later, s}]
+    assert %{correlation_id: ^s, confidence: 1.0, links: [receives: ^s]} = t.final_correlations
+
+    assert {:ok, %{correlation_attempts: [matched_at_once: ^r]}} =
+             Debug.Layer2.trace_event(s, pipeline: p)
+
+    assert {:ok, %{correlation_attempts: [:waited_as_pending, :still_pending]}} =
+             Debug.Layer2.trace_event(l, pipeline: p)
+
+    assert Debug.Layer2.trace_event(10_000_000, pipeline: p) == {:error, :not_found}
+    assert_raise ArgumentError, fn -> Debug.Layer2.trace_event(0) end
+
+    :ok = DataAccess.write_batch([call()], pipeline: p)
+    [direct] = DataAccess.query_recent(1, pipeline: p)
+
+    assert {:ok, %{processing_worker: :direct, ingestion_time: at, storage_time: stored}} =
+             Debug.Layer2.trace_event(direct.event.id, pipeline: p)
+
+    assert at <= stored
   end
 
   test "check_health and worker_stats under the guide's names" do

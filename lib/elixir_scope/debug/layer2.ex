@@ -62,6 +62,37 @@ defmodule ElixirScope.Debug.Layer2 do
   end
 
   @doc """
+  One stored event's way through the pipeline (guide §10.3, C.2):
+
+    * `ingestion_time` — monotonic ns when the pipeline stamped it at
+      ingest (`nil` for an event that came with its own timestamp);
+    * `processing_worker` — the worker thread that wrote it (`:direct` for
+      `DataAccess.write_batch/2`); `storage_time`, `correlated_at` —
+      monotonic ns;
+    * `correlation_attempts` — what the correlator did, in order:
+      `:no_partner_expected` (calls, spawns, state changes...),
+      `{:matched_at_once, id}`, `:waited_as_pending` followed by
+      `{:patched_later, id}` (its partner arrived), `:still_pending` or
+      `:expired` (waited past `correlation.ttl_seconds`), `:orphaned` (a
+      return matching no open call), `:patched_later` (a later change such
+      as a lowered confidence);
+    * `final_correlations` — `correlation_id`, `partner` (the event that
+      joined it: a call's return, a send's receive), `confidence`, `links`.
+
+  Returns `{:error, :not_found}` for an event not in the store. This costs
+  nothing per event beyond two flag bits: the worker and storage time are
+  kept once per batch.
+  """
+  @spec trace_event(pos_integer(), keyword()) :: {:ok, map()} | {:error, :not_found}
+  def trace_event(id, opts \\ [])
+
+  def trace_event(id, opts) when is_integer(id) and id > 0,
+    do: Native.store_trace_event(ElixirScope.Storage.DataAccess.store(opts), id)
+
+  def trace_event(id, _opts),
+    do: raise(ArgumentError, "event id must be a positive integer, got: #{inspect(id)}")
+
+  @doc """
   What the correlator holds (the runbook's view when correlation memory
   grows): `open_calls`, `[{pid, depth}]` deepest first (calls waiting for
   their return); pending message halves by age, `pending_sends_by_age` and

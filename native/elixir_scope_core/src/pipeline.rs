@@ -153,10 +153,21 @@ pub(crate) struct Core {
     pub(crate) wakeup: Wakeup,
 }
 
-/// A worker's reusable buffer: ingest timestamps of the events it wrote.
+/// A worker's id (recorded with each batch it writes) and reusable buffer:
+/// ingest timestamps of the events it wrote.
 #[derive(Default)]
 pub(crate) struct Buffers {
+    worker: u32,
     stamps: Vec<i64>,
+}
+
+impl Buffers {
+    pub(crate) fn for_worker(id: u64) -> Buffers {
+        Buffers {
+            worker: id as u32,
+            stamps: Vec::new(),
+        }
+    }
 }
 
 /// What one sweep over the shards did.
@@ -239,6 +250,7 @@ impl Core {
     /// Returns events stored.
     fn write(&self, events: &mut Vec<Event>, buffers: &mut Buffers, stats: &WorkerStats) -> u64 {
         let before = events.len();
+        let writer = buffers.worker;
         let stamps = &mut buffers.stamps;
         stamps.clear();
         let mut current = 0u64;
@@ -265,7 +277,7 @@ impl Core {
                 }
                 Some(e)
             });
-            self.store.write(batch, (self.clock)());
+            self.store.write_as(writer, batch, (self.clock)());
             Ok(())
         }));
         let now = (self.clock)();

@@ -272,7 +272,8 @@ fn lower_priority() {
 fn run(core: Arc<Core>, me: Arc<Worker>) {
     lower_priority();
     core.wakeup.started();
-    let mut buffers = Buffers::default();
+    let fresh = || Buffers::for_worker(me.id);
+    let mut buffers = fresh();
     let mut idle = FIRST_IDLE_SLEEP;
     let start = me.id as usize;
     while !me.stop.load(Ordering::Acquire) {
@@ -295,7 +296,7 @@ fn run(core: Arc<Core>, me: Arc<Worker>) {
                 // nothing in flight is lost, the loop starts afresh.
                 me.stats.record_panic();
                 tracing::error!(worker = me.id, "a worker panicked; its loop starts afresh");
-                buffers = Buffers::default();
+                buffers = fresh();
             }
         }
     }

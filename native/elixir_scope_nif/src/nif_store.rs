@@ -5,11 +5,11 @@ use std::sync::Arc;
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
 use elixir_scope_core::correlator::CorrelatorConfig;
-use elixir_scope_core::store::{Hit, Order, Select, SharedStore, StoreConfig};
+use elixir_scope_core::store::{Attempt, Hit, Order, Select, SharedStore, StoreConfig};
 use parking_lot::Mutex;
 
 use crate::atoms;
-use crate::codec::event::{decode_list, StructEncoder};
+use crate::codec::event::{decode_list, link_atom, StructEncoder};
 use crate::codec::word;
 use crate::resources::{CursorRes, StoreRes};
 
@@ -158,6 +158,53 @@ fn store_by_correlation(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term
         .read()
         .select(Select::Correlation(id), usize::MAX, Order::Asc);
     read(env, &store.0, &hits)
+}
+
+/// `Debug.Layer2.trace_event/2`: the event's way through the pipeline.
+#[rustler::nif]
+fn store_trace_event(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
+    crate::clock::calibrate();
+    let Some(t) = store.0.trace(id, crate::clock::monotonic_ns()) else {
+        return (atoms::error(), atoms::not_found()).encode(env);
+    };
+    let nil = atoms::nil().encode(env);
+    let attempts: Vec<Term> = t
+        .attempts
+        .iter()
+        .map(|a| match *a {
+            Attempt::NoPartnerExpected => atoms::no_partner_expected().encode(env),
+            Attempt::MatchedAtOnce(id) => (atoms::matched_at_once(), id).encode(env),
+            Attempt::WaitedAsPending => atoms::waited_as_pending().encode(env),
+            Attempt::PatchedLater(0) => atoms::patched_later().encode(env),
+            Attempt::PatchedLater(id) => (atoms::patched_later(), id).encode(env),
+            Attempt::StillPending => atoms::still_pending().encode(env),
+            Attempt::Expired => atoms::expired().encode(env),
+            Attempt::Orphaned => atoms::orphaned().encode(env),
+        })
+        .collect();
+    let links: Vec<Term> = t
+        .links
+        .iter()
+        .map(|l| (link_atom(l.kind), l.target).encode(env))
+        .collect();
+    let worker = match t.writer {
+        0 => atoms::direct().encode(env),
+        w => w.encode(env),
+    };
+    let trace = crate::atom_map!(env, {
+        "ingestion_time" => t.ingestion_time.map_or(nil, |ts| ts.encode(env)),
+        "processing_worker" => worker,
+        "storage_time" => t.storage_time,
+        "correlated_at" => t.correlated_at,
+        "correlation_attempts" => attempts,
+        "final_correlations" => crate::atom_map!(env, {
+            "correlation_id" => t.correlation_id,
+            "partner" => t.partner.map_or(nil, |p| p.encode(env)),
+            "confidence" => t.confidence as f64,
+            "links" => links,
+        }),
+    });
+    (atoms::ok(), trace).encode(env)
 }
 
 /// What `DataAccess.stream/1` selects: `:recent`, `{:pid, pid}`,

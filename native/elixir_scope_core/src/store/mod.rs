@@ -22,9 +22,11 @@
 //! of removed ones, skipped by readers).
 
 mod directory;
+mod history;
 mod keys;
 mod log;
 mod record;
+mod trace;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,12 +34,14 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, RwLock};
 
 use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig, Patch};
-use crate::event::{Correlation, Event, EventView, Link, LinkKind, StoredEvent};
+use crate::event::{Correlation, Event, EventKind, EventView, Link, LinkKind, StoredEvent};
 
 pub use directory::Directory;
+pub use history::{Batch, History};
 pub use keys::Keys;
 pub use log::{Entry, Log, CHUNK};
 pub use record::{flag, Record, NONE};
+pub use trace::{Attempt, EventTrace};
 
 /// Bounds of a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +113,7 @@ pub struct Store {
     links_heap: usize,
     /// Pid and function keys of events evicted since the last prune.
     unpruned: (Vec<u32>, Vec<u32>),
+    history: History,
 }
 
 /// The largest bound a store takes (a larger `max_events` acts as this):
@@ -138,6 +143,29 @@ impl Store {
             removed: 0,
             links_heap: 0,
             unpruned: (Vec::new(), Vec::new()),
+            history: History::default(),
+        }
+    }
+
+    /// Starts a batch written by `writer` (a worker's id, 0 for a direct
+    /// write) at `now`: the events appended next belong to it.
+    pub fn begin_batch(&mut self, writer: u32, now: i64) {
+        self.history.begin(self.log.end(), writer, now);
+    }
+
+    /// Marks the event just stored at `pos` as pending when it still
+    /// waits for its partner (a receive with no send, a send with no
+    /// receive), once its batch step's patches are applied.
+    pub fn settle(&mut self, pos: u64) {
+        if let Some(r) = self.log.record_mut(pos) {
+            let waits = match r.kind {
+                EventKind::MessageReceive => r.correlation_id == 0,
+                EventKind::MessageSend => r.partner == NONE,
+                _ => false,
+            };
+            if waits {
+                r.flags |= flag::PENDING;
+            }
         }
     }
 
@@ -215,11 +243,15 @@ impl Store {
         pos
     }
 
-    /// Tells the event `target` that the event at `pos` joined it.
+    /// Tells the event `target` that the event at `pos` joined it (a
+    /// pending one is then marked patched: its partner came later).
     fn set_partner(&mut self, target: u64, pos: u64) {
         if let Some(at) = self.position(target) {
             if let Some(r) = self.log.record_mut(at) {
                 r.partner = pos as u32;
+                if r.has(flag::PENDING) {
+                    r.flags |= flag::PATCHED;
+                }
             }
         }
     }
@@ -296,6 +328,7 @@ impl Store {
         }
         pids.clear();
         functions.clear();
+        self.history.trim(log.front());
         self.directory.trim_front(|id, pos32| {
             log.record(directory::widen(pos32, log.front()))
                 .is_some_and(|r| r.id == id && r.is_live())
@@ -321,6 +354,7 @@ impl Store {
             confidence: r.confidence,
         };
         change.apply(&mut c);
+        r.flags |= flag::PATCHED;
         r.correlation_id = c.correlation_id;
         r.confidence = c.confidence;
         r.links = c.links;
@@ -373,6 +407,31 @@ impl Store {
     pub fn get(&self, id: u64) -> Option<StoredEvent> {
         let pos = self.position(id)?;
         self.log.get(pos).map(|e| self.view(e).to_stored())
+    }
+
+    /// The way the live event `id` went through the pipeline (see
+    /// [`trace`]), at `now` with the correlation TTL `ttl_ns`.
+    pub fn trace(&self, id: u64, now: i64, ttl_ns: i64) -> Option<EventTrace> {
+        let pos = self.position(id)?;
+        let r = self.log.record(pos)?;
+        let batch = self.history.find(pos);
+        let partner = Some(r.partner)
+            .filter(|&p| p != NONE)
+            .and_then(|p| self.log.record(directory::widen(p, self.log.front())))
+            .filter(|p| p.is_live() && p.correlation_id == id)
+            .map(|p| p.id);
+        Some(EventTrace {
+            id,
+            ingestion_time: r.has(flag::INGEST_STAMPED).then_some(r.timestamp),
+            writer: batch.map_or(0, |b| b.writer),
+            storage_time: batch.map_or(r.correlated_at, |b| b.stored_at),
+            correlated_at: r.correlated_at,
+            attempts: trace::attempts(r, partner, now, ttl_ns),
+            correlation_id: r.correlation_id,
+            partner,
+            confidence: r.confidence,
+            links: r.links.iter().collect(),
+        })
     }
 
     /// The correlation id of the live event `id` (no copy of the event).
@@ -566,6 +625,7 @@ impl Store {
             + self.pids.memory_bytes()
             + self.functions.memory_bytes()
             + self.links_heap
+            + self.history.memory_bytes()
     }
 }
 
@@ -675,13 +735,33 @@ impl SharedStore {
     /// Correlates and writes a batch, assigning ids to events that have
     /// none; `now` (monotonic ns) stamps the correlations.
     pub fn write(&self, batch: impl Iterator<Item = Event>, now: i64) {
-        self.correlate_each(batch, now, |store, event, correlation, patches| {
-            store.append(&event, correlation);
-            patches
-                .drain(..)
-                .filter(|p| !store.patch(p.id, &p.change))
-                .count() as u64
-        });
+        self.write_as(0, batch, now);
+    }
+
+    /// [`write`](Self::write) by worker `writer` (recorded for
+    /// [`SharedStore::trace`]).
+    pub fn write_as(&self, writer: u32, batch: impl Iterator<Item = Event>, now: i64) {
+        self.correlate_each(
+            Some(writer),
+            batch,
+            now,
+            |store, event, correlation, patches| {
+                let pos = store.append(&event, correlation);
+                let missed = patches
+                    .drain(..)
+                    .filter(|p| !store.patch(p.id, &p.change))
+                    .count() as u64;
+                store.settle(pos);
+                missed
+            },
+        );
+    }
+
+    /// The way the event `id` went through the pipeline; `None` when it
+    /// is not stored. `now` is monotonic ns.
+    pub fn trace(&self, id: u64, now: i64) -> Option<EventTrace> {
+        let ttl = self.correlator.lock().config().ttl_ns;
+        self.store.read().trace(id, now, ttl)
     }
 
     /// Correlates events without storing them (for callers that keep their
@@ -689,6 +769,7 @@ impl SharedStore {
     pub fn correlate_only(&self, events: Vec<Event>, now: i64) -> Vec<StoredEvent> {
         let mut out: Vec<StoredEvent> = Vec::with_capacity(events.len());
         self.correlate_each(
+            None,
             events.into_iter(),
             now,
             |store, event, correlation, patches| {
@@ -707,16 +788,21 @@ impl SharedStore {
         out
     }
 
-    /// The one correlation loop, under both locks: gives each event an id
+    /// The one correlation loop, under both locks (a `writer`'s batch is
+    /// recorded in the store's history): gives each event an id
     /// when it has none, correlates it, and hands it with its patches to
     /// `keep`, which returns how many patches found no target (counted).
     fn correlate_each(
         &self,
+        writer: Option<u32>,
         events: impl Iterator<Item = Event>,
         now: i64,
         mut keep: impl FnMut(&mut Store, Event, Correlation, &mut Vec<Patch>) -> u64,
     ) {
         let mut store = self.store.write();
+        if let Some(writer) = writer {
+            store.begin_batch(writer, now);
+        }
         let mut correlator = self.correlator.lock();
         let mut patches = Vec::new();
         let mut missed = 0;
@@ -937,6 +1023,68 @@ mod tests {
             gappy < dense * 1.3,
             "gaps cost little: {gappy} bytes vs {dense} for as many dense events"
         );
+    }
+
+    #[test]
+    fn a_trace_tells_the_writer_the_time_and_what_the_correlator_did() {
+        use crate::event::EventKind as K;
+        let config = CorrelatorConfig {
+            ttl_ns: 1_000,
+            ..CorrelatorConfig::default()
+        };
+        let shared = SharedStore::with_correlator(StoreConfig::default(), config);
+        let (server, client) = (0x103, 0x203);
+        let message = |kind, pid, peer, body: u8, id| {
+            let mut e = event(pid, 1);
+            (e.kind, e.id, e.data, e.peer) =
+                (kind, id, Payload::from_bytes(&[body]), Payload::pid(peer));
+            e
+        };
+        let mut call = event(client, 1);
+        let mut ret = event(client, 2);
+        ret.kind = K::FunctionReturn;
+        (call.id, ret.id) = (1, 2);
+        shared.write_as(3, [call, ret].into_iter(), 100);
+        // A receive stored before its send; a send never received.
+        shared.write_as(
+            4,
+            [message(K::MessageReceive, server, client, 7, 4)].into_iter(),
+            200,
+        );
+        shared.write_as(
+            5,
+            [
+                message(K::MessageSend, client, server, 7, 3),
+                message(K::MessageSend, client, server, 8, 5),
+            ]
+            .into_iter(),
+            300,
+        );
+        let trace = |id, now| shared.trace(id, now).unwrap();
+        let t = trace(2, 400);
+        assert_eq!(
+            (t.writer, t.storage_time, t.ingestion_time),
+            (3, 100, Some(2))
+        );
+        assert_eq!(t.attempts, [Attempt::MatchedAtOnce(1)]);
+        assert_eq!(trace(1, 400).partner, Some(2));
+        assert_eq!(trace(1, 400).attempts, [Attempt::NoPartnerExpected]);
+        let receive = trace(4, 400);
+        assert_eq!(receive.writer, 4);
+        assert_eq!(
+            receive.attempts,
+            [Attempt::WaitedAsPending, Attempt::PatchedLater(3)]
+        );
+        assert_eq!(trace(3, 400).attempts, [Attempt::MatchedAtOnce(4)]);
+        assert_eq!(
+            trace(5, 400).attempts,
+            [Attempt::WaitedAsPending, Attempt::StillPending]
+        );
+        assert_eq!(
+            trace(5, 300 + 2_000).attempts,
+            [Attempt::WaitedAsPending, Attempt::Expired]
+        );
+        assert!(shared.trace(99, 400).is_none());
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub mod flag {
     /// Removed (`remove_before`, or replaced by a newer write of its id):
     /// the slot stays until the log's front passes it.
     pub const REMOVED: u8 = 4;
+    /// A send or receive whose partner had not arrived when it was stored.
+    pub const PENDING: u8 = 8;
+    /// Its correlation changed after it was stored (a patch, or a partner
+    /// that arrived later).
+    pub const PATCHED: u8 = 16;
 }
 
 /// No key (an event without module and function) / no partner.

@@ -446,7 +446,7 @@ pub fn link_kind_of(t: Term) -> Option<LinkKind> {
     .find(|&k| link_atom(k).as_c_arg() == t.as_c_arg())
 }
 
-fn link_atom(kind: LinkKind) -> Atom {
+pub fn link_atom(kind: LinkKind) -> Atom {
     match kind {
         LinkKind::CalledFrom => atoms::called_from(),
         LinkKind::Completes => atoms::completes(),
