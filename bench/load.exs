@@ -11,6 +11,10 @@
 #   peak VM RSS, CPU% of the machine used by the native worker threads and
 #   by the whole VM (which includes the load generator).
 alias ElixirScope.Capture.PipelineManager
+
+# Pipelines are driven into pressure on purpose here: keep their logs out
+# of the figures.
+Logger.configure(level: :error)
 alias ElixirScope.Native
 
 defmodule LoadBench do

@@ -11,6 +11,10 @@
 alias ElixirScope.Capture.PipelineManager
 alias ElixirScope.Event
 
+# The benches drive pipelines into pressure on purpose: keep their logs out
+# of the figures.
+Logger.configure(level: :error)
+
 defmodule Bench do
   def env_int(name, default), do: String.to_integer(System.get_env(name, to_string(default)))
 

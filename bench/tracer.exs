@@ -19,6 +19,10 @@
 # per-round differences of floor and capture, run back to back (in
 # alternating order), so that each difference sees the machine in one state.
 alias ElixirScope.Capture.PipelineManager
+
+# Pipelines are driven into pressure on purpose here: keep their logs out
+# of the figures.
+Logger.configure(level: :error)
 alias ElixirScope.Native
 
 defmodule TracerBench.Work do

@@ -27,4 +27,19 @@ defmodule ElixirScope.NativeLogTest do
     assert log =~ "fraction=0.5"
     assert log =~ ~r/\[info\].*elixir_scope: load shedding stopped/
   end
+
+  test "pressure changes are logged once per rise and when back to normal" do
+    log =
+      ExUnit.CaptureLog.capture_log([level: :info], fn ->
+        p = private_pipeline(backpressure: [check_interval_ms: 10, memory_limit_mb: 1])
+        eventually(fn -> BackpressureManager.check_pressure(p) == :critical end)
+        Process.sleep(100)
+        :ok = PipelineManager.update_config(p, backpressure: [memory_limit_mb: 100_000])
+        eventually(fn -> BackpressureManager.check_pressure(p) == :normal end)
+        Process.sleep(50)
+      end)
+
+    assert [_] = Regex.scan(~r/\[warning\].*elixir_scope: pressure critical/, log)
+    assert log =~ ~r/\[info\].*elixir_scope: pressure back to normal \(peak critical\)/
+  end
 end

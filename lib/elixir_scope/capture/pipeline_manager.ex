@@ -290,6 +290,7 @@ defmodule ElixirScope.Capture.PipelineManager do
       window: nil,
       normal_streak: 0,
       critical_streak: 0,
+      logged_peak: :normal,
       shedding: shedding,
       stats: nil,
       history: []
@@ -348,6 +349,7 @@ defmodule ElixirScope.Capture.PipelineManager do
 
     Process.send_after(self(), :check, bp.check_interval_ms)
     changed(state, previous, check)
+    check = log_pressure(state, previous, check)
 
     %{state | check: check}
     |> scale(recommendation, stats)
@@ -388,19 +390,39 @@ defmodule ElixirScope.Capture.PipelineManager do
 
   defp name(state), do: state.name || self()
 
+  @ranks %{normal: 0, elevated: 1, high: 2, critical: 3}
+
+  # Logs a pressure change when the level rises above the highest logged
+  # since it was last normal, and when it is back to normal: a pipeline
+  # flapping between :high and :critical logs once, not every check.
+  defp log_pressure(state, previous, check) do
+    peak = previous.logged_peak
+    to = check.pressure
+
+    cond do
+      to == :normal and peak != :normal ->
+        Logger.info("elixir_scope: pressure back to normal (peak #{peak})", pipeline: name(state))
+        %{check | logged_peak: :normal}
+
+      @ranks[to] > @ranks[peak] ->
+        level = if to in [:high, :critical], do: :warning, else: :info
+
+        Logger.log(level, "elixir_scope: pressure #{to} (#{inspect(check.inputs)})",
+          pipeline: name(state)
+        )
+
+        %{check | logged_peak: to}
+
+      true ->
+        check
+    end
+  end
+
   # `:telemetry` events for what changed since the previous check.
   defp changed(state, previous, check) do
     meta = %{pipeline: name(state)}
 
     if check.pressure != previous.pressure do
-      level = if check.pressure in [:high, :critical], do: :warning, else: :info
-
-      Logger.log(
-        level,
-        "elixir_scope: pressure #{previous.pressure} -> #{check.pressure} (#{inspect(check.inputs)})",
-        pipeline: name(state)
-      )
-
       Telemetry.execute(
         [:elixir_scope, :layer2, :pressure],
         check.inputs,

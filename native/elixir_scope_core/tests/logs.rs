@@ -1,37 +1,18 @@
 //! Native diagnostics reach the log queue from the threads they happen on
 //! (a binary of its own: the queue is the process's global subscriber).
 
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::clock;
+
 use elixir_scope_core::capture::limits::{Limits, LimitsConfig, StopReason};
-use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
 use elixir_scope_core::faults::Fault;
 use elixir_scope_core::logs::{self, LogRecord};
-use elixir_scope_core::payload::Payload;
 use elixir_scope_core::pipeline::{Pipeline, PipelineConfig};
 use elixir_scope_core::store::{SharedStore, StoreConfig};
-
-fn clock() -> i64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as i64
-}
-
-fn event(seq: u64) -> Event {
-    Event {
-        id: 0,
-        timestamp: clock(),
-        wall_time: 0,
-        pid: 0x13,
-        module: 0,
-        function: 0,
-        arity: NO_ARITY,
-        kind: EventKind::Custom,
-        ingest_stamped: true,
-        data: Payload::from_bytes(&seq.to_le_bytes()),
-        peer: Payload::empty(),
-    }
-}
 
 /// Waits for a record with `message`, gathering what comes before it.
 fn wait_for(seen: &mut Vec<LogRecord>, message: &str) -> LogRecord {
@@ -64,7 +45,7 @@ fn breaker_trips_shedding_worker_panics_and_trace_stops_are_logged() {
     let p = Pipeline::start(config, store, vec![], clock).unwrap();
 
     p.inject_fault(Fault::Fail { batches: 1 });
-    p.ingest(vec![event(1)]);
+    p.ingest(vec![common::event(0x13, 1)]);
     let opened = wait_for(&mut seen, "store circuit breaker opened");
     assert_eq!(opened.level, tracing::Level::WARN);
     assert_eq!(field(&opened, "trips"), "1");
@@ -77,7 +58,7 @@ fn breaker_trips_shedding_worker_panics_and_trace_stops_are_logged() {
     wait_for(&mut seen, "load shedding stopped");
 
     p.inject_fault(Fault::PanicAt { batches: 1, at: 0 });
-    p.ingest(vec![event(2)]);
+    p.ingest(vec![common::event(0x13, 2)]);
     let panicked = wait_for(&mut seen, "a store write panicked");
     assert_eq!(panicked.level, tracing::Level::ERROR);
 

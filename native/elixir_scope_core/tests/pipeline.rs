@@ -1,43 +1,20 @@
 //! End-to-end tests of the native pipeline: rings -> workers -> store.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use common::{clock, event, seq_of};
 
 use elixir_scope_core::breaker::BreakerState;
 use elixir_scope_core::dead_letters::DeadLetter;
-use elixir_scope_core::event::{Event, EventKind, NO_ARITY};
 use elixir_scope_core::faults::Fault;
 use elixir_scope_core::payload::Payload;
 use elixir_scope_core::pipeline::{ConfigError, Pipeline, PipelineConfig, PipelineStats, Refused};
 use elixir_scope_core::pool::PoolError;
 use elixir_scope_core::ring::{Overflow, Ring};
 use elixir_scope_core::store::{Order, SharedStore, StoreConfig};
-
-fn clock() -> i64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as i64
-}
-
-fn event(pid: u64, seq: u64) -> Event {
-    Event {
-        id: 0,
-        timestamp: clock(),
-        wall_time: 0,
-        pid,
-        module: 0,
-        function: 0,
-        arity: NO_ARITY,
-        kind: EventKind::Custom,
-        ingest_stamped: true,
-        data: Payload::from_bytes(&seq.to_le_bytes()),
-        peer: Payload::empty(),
-    }
-}
-
-fn seq_of(e: &Event) -> u64 {
-    u64::from_le_bytes(e.data.as_bytes().try_into().unwrap())
-}
 
 fn start(config: PipelineConfig, store: &Arc<SharedStore>) -> Pipeline {
     Pipeline::start(config, store.clone(), vec![], clock).unwrap()
