@@ -35,12 +35,18 @@ defmodule ElixirScope.Application do
     end
   end
 
+  @prometheus_key {ElixirScope, :prometheus_port}
+
+  @doc false
+  # The port of the Prometheus endpoint the application serves, if any.
+  def prometheus_port, do: :persistent_term.get(@prometheus_key, nil)
+
   defp serve_prometheus(nil), do: :ok
 
   defp serve_prometheus(port) do
     case ElixirScope.Metrics.Prometheus.serve(port: port) do
-      {:ok, _port} ->
-        :ok
+      {:ok, bound} ->
+        :persistent_term.put(@prometheus_key, bound)
 
       {:error, reason} ->
         require Logger
@@ -71,6 +77,11 @@ defmodule ElixirScope.Application do
 
   @impl true
   def stop(_state) do
+    if port = prometheus_port() do
+      ElixirScope.Metrics.Prometheus.stop(port)
+      :persistent_term.erase(@prometheus_key)
+    end
+
     :persistent_term.erase(@store_key)
     :ok
   end

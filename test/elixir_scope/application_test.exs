@@ -61,11 +61,38 @@ defmodule ElixirScope.ApplicationTest do
     assert PipelineManager.get_config().capture.ring_size == 32_768
   end
 
-  defp restore_layer2(before) do
+  test "metrics.prometheus_port serves /metrics with the application, and stopping it stops that" do
+    before = Application.get_env(:elixir_scope, :layer2)
+
+    on_exit(fn ->
+      # Stopped already, unless the test failed half-way.
+      ExUnit.CaptureLog.capture_log(fn -> Application.stop(:elixir_scope) end)
+      restore_layer2_env(before)
+      {:ok, _} = Application.ensure_all_started(:elixir_scope)
+    end)
+
+    Application.put_env(:elixir_scope, :layer2, metrics: [prometheus_port: 0])
+    ExUnit.CaptureLog.capture_log(fn -> :ok = Application.stop(:elixir_scope) end)
+    {:ok, _} = Application.ensure_all_started(:elixir_scope)
+    port = ElixirScope.Application.prometheus_port()
+    assert is_integer(port) and port > 0
+    url = ~c"http://127.0.0.1:#{port}/metrics"
+    {:ok, {{_, 200, _}, _, body}} = :httpc.request(:get, {url, []}, [], [])
+    assert to_string(body) =~ "elixir_scope_layer2_events_processed_total"
+
+    ExUnit.CaptureLog.capture_log(fn -> :ok = Application.stop(:elixir_scope) end)
+    assert ElixirScope.Application.prometheus_port() == nil
+    assert {:error, _} = :httpc.request(:get, {url, []}, [], [])
+  end
+
+  defp restore_layer2_env(before) do
     if before,
       do: Application.put_env(:elixir_scope, :layer2, before),
       else: Application.delete_env(:elixir_scope, :layer2)
+  end
 
+  defp restore_layer2(before) do
+    restore_layer2_env(before)
     {:ok, config} = ElixirScope.Config.Layer2.from_env()
     :ok = ElixirScope.Capture.PipelineManager.update_config(config)
   end
