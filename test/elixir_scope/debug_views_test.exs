@@ -87,6 +87,7 @@ defmodule ElixirScope.DebugViewsTest do
     a = Debug.Layer2.backpressure_analysis(pipeline: p)
     assert [%{pressure: :critical, inputs: %{memory_ratio: m}} | _] = a.checks
     assert m > 0.9 and length(a.checks) <= 100
+    assert hd(a.checks).shedding_ratio == 0.5
     assert [{_, {:pressure, :normal, :critical}}] = a.level_changes
     assert [{_, {:shedding, :started, :auto}}] = a.shedding
     assert a.recommendation =~ "Pressure is critical"

@@ -376,6 +376,7 @@ defmodule ElixirScope.Capture.PipelineManager do
       pressure: check.pressure,
       inputs: check.inputs,
       workers: workers,
+      shedding_ratio: Native.pipeline_stats(state.pipeline).shedding,
       shed_events: stats.dropped.shed,
       actions: actions
     }

@@ -118,7 +118,9 @@ defmodule ElixirScope.Debug.Layer2 do
   @doc """
   The pipeline's last pressure checks (up to 100, newest first), each with
   its inputs (fullest shard, ring-to-store p99, memory against the limit,
-  error rate), the level, the worker count and what it did
+  error rate), the level, the worker count, the share of processes being
+  shed (`shedding_ratio`; shedding picks processes by pid hash) and the
+  events shed so far (`shed_events`), and what it did
   (`{:scaled, from, to}`, `{:shedding, :started | :stopped, mode}`,
   `{:pressure, from, to}`); the level changes, scaling and shedding
   actions among them; the events shed so far; and a plain-language
