@@ -182,6 +182,86 @@ impl Payload {
     }
 }
 
+/// True when the encoded term `needle` is `haystack` or one of its
+/// subterms (a tuple's or list's element, a map's key or value, at any
+/// depth), as `tr:contains_data/2` searches a trace's data. Both are
+/// encodings of the format of [`tag`]; a subterm matches when its encoded
+/// bytes are `needle`'s (the encoding of a term is canonical).
+pub fn contains_term(haystack: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return false;
+    }
+    let mut pos = 0;
+    while pos < haystack.len() {
+        // `pos` is always at a subterm's start: a pre-order walk.
+        if haystack[pos..].starts_with(needle) && end_of(haystack, pos) == Some(pos + needle.len())
+        {
+            return true;
+        }
+        match step(haystack, pos) {
+            Some(next) => pos = next,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The position just past the subterm starting at `pos`.
+fn end_of(bytes: &[u8], pos: usize) -> Option<usize> {
+    let mut at = pos;
+    let mut pending = 1u64;
+    while pending > 0 {
+        let (next, children) = header(bytes, at)?;
+        at = next;
+        pending = pending - 1 + children;
+    }
+    Some(at)
+}
+
+/// The position of the next subterm in pre-order after the one at `pos`
+/// (its first child, or what follows it).
+fn step(bytes: &[u8], pos: usize) -> Option<usize> {
+    header(bytes, pos).map(|(next, _)| next)
+}
+
+/// Reads the tag and fixed part of the subterm at `pos`: the position of
+/// what follows that part, and how many child subterms come after it.
+fn header(bytes: &[u8], pos: usize) -> Option<(usize, u64)> {
+    let mut at = pos + 1;
+    let skip = |at: &mut usize, n: u64| -> Option<()> {
+        *at = at.checked_add(usize::try_from(n).ok()?)?;
+        (*at <= bytes.len()).then_some(())
+    };
+    let children = match *bytes.get(pos)? {
+        tag::NIL => 0,
+        tag::ATOM | tag::INT | tag::PID => {
+            varint::decode(bytes, &mut at)?;
+            0
+        }
+        tag::FLOAT => {
+            skip(&mut at, 8)?;
+            0
+        }
+        tag::BINARY | tag::EXTERNAL => {
+            let n = varint::decode(bytes, &mut at)?;
+            skip(&mut at, n)?;
+            0
+        }
+        tag::TUPLE => varint::decode(bytes, &mut at)?,
+        // The elements, then the tail.
+        tag::LIST => varint::decode(bytes, &mut at)?.checked_add(1)?,
+        tag::MAP => varint::decode(bytes, &mut at)?.checked_mul(2)?,
+        tag::TRUNCATED => {
+            varint::decode(bytes, &mut at)?;
+            let n = varint::decode(bytes, &mut at)?;
+            skip(&mut at, n)?;
+            0
+        }
+        _ => return None,
+    };
+    Some((at, children))
+}
+
 impl std::fmt::Debug for Payload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Payload({:02x?})", self.as_bytes())
@@ -210,6 +290,53 @@ mod tests {
     fn payload_is_24_bytes_and_empty_by_default() {
         assert_eq!(std::mem::size_of::<Payload>(), 24);
         assert!(Payload::empty().is_empty());
+    }
+
+    #[test]
+    fn contains_term_finds_subterms_at_any_depth_and_nothing_else() {
+        let atom = |w: u64| {
+            let mut b = vec![tag::ATOM];
+            varint::push(&mut b, w);
+            b
+        };
+        let int = |i: i64| {
+            let mut b = vec![tag::INT];
+            varint::push(&mut b, varint::zigzag(i));
+            b
+        };
+        // {:ok, [1, {:deep, 300}], "bin"}
+        let deep: Vec<u8> = [vec![tag::TUPLE, 2], atom(7), int(300)].concat();
+        let list: Vec<u8> = [vec![tag::LIST, 2], int(1), deep.clone(), vec![tag::NIL]].concat();
+        let bin = vec![tag::BINARY, 3, b'b', b'i', b'n'];
+        let term: Vec<u8> = [vec![tag::TUPLE, 3], atom(5), list.clone(), bin.clone()].concat();
+        for needle in [
+            &term,
+            &atom(5),
+            &list,
+            &deep,
+            &int(300),
+            &int(1),
+            &bin,
+            &atom(7),
+        ] {
+            assert!(contains_term(&term, needle), "{needle:?}");
+        }
+        for needle in [
+            atom(6),
+            int(2),
+            int(30),
+            vec![tag::TUPLE, 2],
+            vec![],
+            vec![tag::NIL, 0],
+        ] {
+            assert!(!contains_term(&term, &needle), "{needle:?}");
+        }
+        // A prefix of a subterm is not a subterm.
+        assert!(!contains_term(&term, &deep[..deep.len() - 1]));
+        assert!(
+            !contains_term(&[tag::LIST, 9], &int(1)),
+            "malformed: no match, no panic"
+        );
     }
 
     #[test]

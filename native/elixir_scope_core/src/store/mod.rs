@@ -21,10 +21,12 @@
 //! list holds at most [`PRUNE_AFTER`] entries of evicted events (plus those
 //! of removed ones, skipped by readers).
 
+mod call_stat;
 mod directory;
 mod history;
 mod keys;
 mod log;
+mod query;
 mod record;
 mod trace;
 
@@ -36,10 +38,12 @@ use parking_lot::{Mutex, RwLock};
 use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig, Patch};
 use crate::event::{Correlation, Event, EventKind, EventView, Link, LinkKind, StoredEvent};
 
+pub use call_stat::{CallStat, StatKey};
 pub use directory::Directory;
 pub use history::{Batch, History};
 pub use keys::Keys;
 pub use log::{Entry, Log, CHUNK};
+pub use query::Filter;
 pub use record::{flag, Record, NONE};
 pub use trace::{Attempt, EventTrace};
 
