@@ -24,6 +24,8 @@ defmodule ElixirScope.Native do
   def store_remove_before(_store, _before), do: nif()
   def store_write(_store, _events, _max_payload), do: nif()
   def store_trace_event(_store, _id), do: nif()
+  def store_query(_store, _filter, _limit, _order), do: nif()
+  def store_call_stat(_store, _filter, _key), do: nif()
 
   def correlator_correlate(_store, _events, _max_payload), do: nif()
   def correlator_chain(_store, _id), do: nif()

@@ -20,6 +20,13 @@ defmodule ElixirScope.Traced do
     def handle_cast({:add, k}, n), do: {:noreply, n + k}
   end
 
+  defmodule Fib do
+    @moduledoc false
+    # Doubly recursive on purpose: the calls form a known tree.
+    def fib(n) when n < 2, do: n
+    def fib(n), do: fib(n - 1) + fib(n - 2)
+  end
+
   defmodule Client do
     @moduledoc false
     def bump(server), do: GenServer.call(server, :bump)

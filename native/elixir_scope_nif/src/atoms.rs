@@ -12,6 +12,7 @@ rustler::atoms! {
     not_found,
     buffer_full,
     wait,
+    mfa,
     no_partner_expected,
     matched_at_once,
     waited_as_pending,

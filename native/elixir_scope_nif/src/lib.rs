@@ -11,6 +11,7 @@ mod lean_nif;
 mod native_logs;
 mod nif_correlator;
 mod nif_pipeline;
+mod nif_query;
 mod nif_ring;
 mod nif_store;
 mod resources;

@@ -24,6 +24,9 @@ pub struct Filter {
     pub to: Option<i64>,
     /// An encoded term to find in the event's data, at any depth.
     pub data: Option<Vec<u8>>,
+    /// Ids strictly after / before these.
+    pub after: Option<u64>,
+    pub before: Option<u64>,
 }
 
 impl Filter {
@@ -93,6 +96,9 @@ impl Store {
             if f.module.is_some_and(|x| x != m) || f.function.is_some_and(|x| x != fun) {
                 return false;
             }
+        }
+        if f.after.is_some_and(|id| r.id <= id) || f.before.is_some_and(|id| r.id >= id) {
+            return false;
         }
         if f.arity.is_some_and(|a| a != r.arity) {
             return false;

@@ -1,0 +1,446 @@
+defmodule ElixirScope.Query do
+  @moduledoc """
+  Questions over a store, at erlang_doctor's level (`tr`): filtered
+  selections, browsing, causes and effects, call statistics.
+
+      alias ElixirScope.Query
+      Query.select(mfa: {MyApp.Repo, :insert, :_}, from: t0)
+      Query.select(type: :message_receive, data: {:order, 42})   # a term anywhere in the data
+      Query.stream(pid: pid) |> Stream.filter(&slow?/1) |> Enum.take(5)
+      Query.next(event, type: :state_change)
+      Query.sorted_call_stat(:mfa, sort_by: :own_time, limit: 10)
+
+  ## Filters
+
+  Every function that reads events takes these keys (in `filter` for
+  `select/2`, `stream/2`, `next/3`, `prev/3`; in `opts` for the others):
+
+    * `pid:` a local pid;
+    * `type:` an event type or a list of them (`:function_call`, ...);
+    * `mfa: {module, function, arity}`, each part may be `:_`;
+    * `module:` a module;
+    * `from:` / `to:` monotonic ns, inclusive;
+    * `after:` / `before:` event ids, exclusive;
+    * `data:` a term found anywhere inside the event's data (an argument
+      list, a return value, a message), recursively, as
+      `tr:contains_data/2` (a payload truncated at ingest is only searched
+      in what was kept);
+    * `match:` a predicate on `%CorrelatedEvent{}`, run in Elixir on the
+      natively filtered events, chunk by chunk;
+    * `limit:` at most this many events.
+
+  Field filters run natively, on the store's records in place; events come
+  back as `%ElixirScope.CorrelatedEvent{}`, in id order (`order: :desc`
+  for the newest first).
+
+  ## Options
+
+  `pipeline:` (the store of that pipeline; default the application's) and,
+  for streams, `chunk_size:` (events read per step, default 10_000).
+  """
+
+  alias ElixirScope.{CorrelatedEvent, Native}
+  alias ElixirScope.Storage.DataAccess
+
+  @kinds ElixirScope.Event.types()
+  @filter_keys [:pid, :type, :mfa, :module, :from, :to, :after, :before, :data, :match, :limit]
+  @option_keys [:pipeline, :order, :chunk_size]
+
+  @type filter :: keyword()
+  @type stat :: %{count: non_neg_integer(), acc_time: integer(), own_time: integer()}
+
+  @doc "The events `filter` matches (see the module doc), as a list."
+  @spec select(filter(), keyword()) :: [CorrelatedEvent.t()]
+  def select(filter \\ [], opts \\ []), do: filter |> stream(opts) |> Enum.to_list()
+
+  @doc "The events `filter` matches, read from the store in chunks."
+  @spec stream(filter(), keyword()) :: Enumerable.t()
+  def stream(filter, opts \\ []) do
+    check_keys!(filter, @filter_keys, "filter")
+    check_keys!(opts, @option_keys, "option")
+    native = native_filter(filter)
+    store = DataAccess.store(opts)
+    order = order!(opts)
+    chunk = chunk_size!(opts)
+    {limit, match} = {limit!(filter), Keyword.get(filter, :match)}
+
+    unless is_nil(match) or is_function(match, 1),
+      do: raise(ArgumentError, "match: expected a 1-arity function, got: #{inspect(match)}")
+
+    native_limit = if match || limit == :infinity, do: 0xFFFF_FFFF_FFFF_FFFF, else: limit
+
+    events =
+      Stream.resource(
+        fn -> Native.store_query(store, native, native_limit, order) end,
+        fn cursor ->
+          case Native.cursor_next(cursor, chunk) do
+            [] -> {:halt, cursor}
+            events -> {events, cursor}
+          end
+        end,
+        fn _ -> :ok end
+      )
+
+    events = if match, do: Stream.filter(events, match), else: events
+    if match && limit != :infinity, do: Stream.take(events, limit), else: events
+  end
+
+  @doc "One event by id: `{:ok, event}` or `{:error, :not_found}`."
+  @spec lookup(pos_integer(), keyword()) :: {:ok, CorrelatedEvent.t()} | {:error, :not_found}
+  def lookup(id, opts \\ []), do: DataAccess.get_event(id, opts)
+
+  @doc "The first event after `event_or_id` (by id) that `filter` matches, or `nil`."
+  @spec next(CorrelatedEvent.t() | pos_integer(), filter(), keyword()) ::
+          CorrelatedEvent.t() | nil
+  def next(event_or_id, filter \\ [], opts \\ []),
+    do: step(event_or_id, filter, opts, :after, :asc)
+
+  @doc "The last event before `event_or_id` (by id) that `filter` matches, or `nil`."
+  @spec prev(CorrelatedEvent.t() | pos_integer(), filter(), keyword()) ::
+          CorrelatedEvent.t() | nil
+  def prev(event_or_id, filter \\ [], opts \\ []),
+    do: step(event_or_id, filter, opts, :before, :desc)
+
+  defp step(event_or_id, filter, opts, side, order) do
+    filter = filter |> Keyword.put(side, id!(event_or_id)) |> Keyword.put(:limit, 1)
+    filter |> stream(Keyword.put(opts, :order, order)) |> Enum.at(0)
+  end
+
+  @doc """
+  The events `id` links to, one step back: what it completes (a call),
+  receives (a send), was caused by, called from or spawned by.
+  """
+  @spec causes(pos_integer(), keyword()) :: [CorrelatedEvent.t()]
+  def causes(id, opts \\ []) do
+    case lookup(id!(id), opts) do
+      {:ok, e} -> for {_kind, target} <- e.links, {:ok, c} <- [lookup(target, opts)], do: c
+      {:error, :not_found} -> []
+    end
+  end
+
+  @doc """
+  The events that link to `id`, one step forward: its return or receive
+  (the event that joined it), the calls it made, the events it caused, the
+  process it spawned's first call. Found among its process's later events
+  (and, for a spawn, the child's).
+  """
+  @spec effects(pos_integer(), keyword()) :: [CorrelatedEvent.t()]
+  def effects(id, opts \\ []) do
+    id = id!(id)
+
+    case lookup(id, opts) do
+      {:ok, e} ->
+        pids = [e.event.pid | if(e.event.type == :process_spawn, do: [e.event.peer], else: [])]
+
+        pids
+        |> Enum.filter(&is_pid/1)
+        |> Enum.flat_map(&select([pid: &1, after: id], opts))
+        |> Enum.filter(fn later -> Enum.any?(later.links, fn {_, t} -> t == id end) end)
+        |> Enum.sort_by(& &1.event.id)
+
+      {:error, :not_found} ->
+        []
+    end
+  end
+
+  @doc """
+  Call statistics of the completed calls, grouped by `key`: `:mfa`
+  (`{m, f, a}`), `:module`, `:pid`, or a function of the call event
+  (`%CorrelatedEvent{}`). Each key maps to `%{count:, acc_time:,
+  own_time:}` in ns, counted as erlang_doctor counts: every call counts;
+  own time is a call's duration less its direct children's; the
+  accumulated time of a key leaves out calls nested in an open call of the
+  same key (recursion), so the own times of a call tree sum to its root's
+  accumulated time. The filter keys in `opts` pick the calls counted (their
+  children's time is still subtracted). The atoms run natively in one pass.
+  """
+  @spec call_stat(:mfa | :module | :pid | (CorrelatedEvent.t() -> term()), keyword()) ::
+          %{term() => stat()}
+  def call_stat(key \\ :mfa, opts \\ [])
+
+  def call_stat(key, opts) when key in [:mfa, :module, :pid] do
+    {filter, opts} = Keyword.split(opts, @filter_keys)
+    if Keyword.has_key?(filter, :match), do: raise(ArgumentError, "call_stat takes no :match")
+    check_keys!(opts, @option_keys, "option")
+
+    for {k, count, acc, own} <-
+          Native.store_call_stat(DataAccess.store(opts), native_filter(filter), key),
+        into: %{},
+        do: {k, %{count: count, acc_time: acc, own_time: own}}
+  end
+
+  def call_stat(key, opts) when is_function(key, 1) do
+    {filter, opts} = Keyword.split(opts, @filter_keys)
+
+    counted =
+      case Keyword.drop(filter, [:limit]) do
+        [] ->
+          fn _ -> true end
+
+        conditions ->
+          calls = conditions |> Keyword.put(:type, :function_call) |> select(opts)
+          ids = MapSet.new(calls, & &1.event.id)
+          &MapSet.member?(ids, &1.event.id)
+      end
+
+    types = [type: [:function_call, :function_return, :function_exception]]
+
+    types
+    |> stream(Keyword.drop(opts, [:order]))
+    |> Enum.reduce({%{}, %{}}, fn e, {stacks, stats} -> replay(e, key, counted, stacks, stats) end)
+    |> elem(1)
+  end
+
+  def call_stat(key, _opts),
+    do:
+      raise(
+        ArgumentError,
+        "key must be :mfa, :module, :pid or a 1-arity function, got: #{inspect(key)}"
+      )
+
+  # The Elixir replay of `call_stat` for a key function: one stack a process.
+  defp replay(%{event: %{type: :function_call} = ev} = e, key, counted, stacks, stats) do
+    stack = Map.get(stacks, ev.pid, [])
+    k = key.(e)
+    on = counted.(e)
+    nested = Enum.any?(stack, &(&1.counted and &1.key == k))
+    frame = %{id: ev.id, key: k, at: ev.timestamp, children: 0, counted: on, nested: nested}
+    {Map.put(stacks, ev.pid, [frame | stack]), stats}
+  end
+
+  defp replay(%{event: ev, correlation_id: call_id}, _key, _counted, stacks, stats) do
+    stack = Map.get(stacks, ev.pid, [])
+
+    case Enum.drop_while(stack, &(&1.id != call_id)) do
+      [frame | rest] ->
+        took = ev.timestamp - frame.at
+        rest = bump_parent(rest, took)
+
+        stats =
+          if frame.counted do
+            Map.update(
+              stats,
+              frame.key,
+              %{
+                count: 1,
+                acc_time: if(frame.nested, do: 0, else: took),
+                own_time: took - frame.children
+              },
+              fn s ->
+                %{
+                  count: s.count + 1,
+                  acc_time: s.acc_time + if(frame.nested, do: 0, else: took),
+                  own_time: s.own_time + took - frame.children
+                }
+              end
+            )
+          else
+            stats
+          end
+
+        {Map.put(stacks, ev.pid, rest), stats}
+
+      [] ->
+        {stacks, stats}
+    end
+  end
+
+  defp bump_parent([parent | rest], took),
+    do: [%{parent | children: parent.children + took} | rest]
+
+  defp bump_parent([], _took), do: []
+
+  @doc """
+  `call_stat/2` as a sorted list of `{key, stat}`: `sort_by:` `:acc_time`
+  (default), `:own_time` or `:count`; `order:` `:desc` (default) or
+  `:asc`; `limit:`.
+  """
+  @spec sorted_call_stat(term(), keyword()) :: [{term(), stat()}]
+  def sorted_call_stat(key \\ :mfa, opts \\ []) do
+    {sort_by, opts} = Keyword.pop(opts, :sort_by, :acc_time)
+    {order, opts} = Keyword.pop(opts, :order, :desc)
+    {limit, opts} = Keyword.pop(opts, :limit, :infinity)
+
+    unless sort_by in [:acc_time, :own_time, :count],
+      do:
+        raise(
+          ArgumentError,
+          "sort_by must be :acc_time, :own_time or :count, got: #{inspect(sort_by)}"
+        )
+
+    unless order in [:asc, :desc],
+      do: raise(ArgumentError, "order must be :asc or :desc, got: #{inspect(order)}")
+
+    sorted = key |> call_stat(opts) |> Enum.sort_by(fn {_, s} -> s[sort_by] end, order)
+    if limit == :infinity, do: sorted, else: Enum.take(sorted, limit)
+  end
+
+  @doc "Prints `sorted_call_stat/2` as an aligned table (times in µs)."
+  @spec print_sorted_call_stat(term(), keyword()) :: :ok
+  def print_sorted_call_stat(key \\ :mfa, opts \\ []) do
+    rows =
+      for {k, s} <- sorted_call_stat(key, opts) do
+        [format_key(k), "#{s.count}", us(s.acc_time), us(s.own_time)]
+      end
+
+    table = [["key", "count", "acc µs", "own µs"] | rows]
+
+    widths =
+      table
+      |> Enum.zip()
+      |> Enum.map(fn col -> col |> Tuple.to_list() |> Enum.map(&String.length/1) |> Enum.max() end)
+
+    for row <- table do
+      [first | rest] = Enum.zip(row, widths)
+
+      line = [
+        String.pad_trailing(elem(first, 0), elem(first, 1))
+        | Enum.map(rest, fn {c, w} -> String.pad_leading(c, w) end)
+      ]
+
+      IO.puts(Enum.join(line, "  "))
+    end
+
+    :ok
+  end
+
+  defp format_key({m, f, a}), do: "#{inspect(m)}.#{f}/#{a}"
+  defp format_key(k), do: inspect(k)
+  defp us(ns), do: :erlang.float_to_binary(ns / 1000, decimals: 1)
+
+  # --- filters -------------------------------------------------------------
+
+  defp native_filter(filter) do
+    {module, function, arity} = mfa!(filter)
+
+    %{
+      pid: pid!(filter),
+      kinds: kinds!(filter),
+      module: module || atom!(filter, :module),
+      function: function,
+      arity: arity,
+      from: int!(filter, :from),
+      to: int!(filter, :to),
+      after: id_opt!(filter, :after),
+      before: id_opt!(filter, :before),
+      data: if(Keyword.has_key?(filter, :data), do: {:data, filter[:data]}, else: nil)
+    }
+  end
+
+  defp check_keys!(kw, allowed, what) do
+    unless is_list(kw) and Keyword.keyword?(kw),
+      do: raise(ArgumentError, "expected a keyword list of #{what}s, got: #{inspect(kw)}")
+
+    case Keyword.keys(kw) -- allowed do
+      [] ->
+        :ok
+
+      [key | _] ->
+        raise ArgumentError, "unknown #{what} #{inspect(key)} (known: #{inspect(allowed)})"
+    end
+  end
+
+  defp pid!(filter) do
+    case Keyword.get(filter, :pid) do
+      nil -> nil
+      pid when is_pid(pid) and node(pid) == node() -> pid
+      other -> raise ArgumentError, "pid: expected a local pid, got: #{inspect(other)}"
+    end
+  end
+
+  defp kinds!(filter) do
+    kinds = filter |> Keyword.get(:type, []) |> List.wrap()
+
+    case Enum.reject(kinds, &(&1 in @kinds)) do
+      [] ->
+        kinds
+
+      [bad | _] ->
+        raise ArgumentError,
+              "type: unknown event type #{inspect(bad)} (known: #{inspect(@kinds)})"
+    end
+  end
+
+  defp mfa!(filter) do
+    case Keyword.get(filter, :mfa) do
+      nil ->
+        {nil, nil, nil}
+
+      {m, f, a}
+      when (is_atom(m) or m == :_) and is_atom(f) and (a == :_ or (is_integer(a) and a in 0..254)) ->
+        {wild(m), wild(f), wild(a)}
+
+      other ->
+        raise ArgumentError,
+              "mfa: expected {module, function, arity} (parts may be :_), got: #{inspect(other)}"
+    end
+  end
+
+  defp wild(:_), do: nil
+  defp wild(x), do: x
+
+  defp atom!(filter, key) do
+    case Keyword.get(filter, key) do
+      a when is_atom(a) -> a
+      other -> raise ArgumentError, "#{key}: expected an atom, got: #{inspect(other)}"
+    end
+  end
+
+  defp int!(filter, key) do
+    case Keyword.get(filter, key) do
+      nil ->
+        nil
+
+      n when is_integer(n) ->
+        n |> max(-0x8000_0000_0000_0000) |> min(0x7FFF_FFFF_FFFF_FFFF)
+
+      other ->
+        raise ArgumentError, "#{key}: expected an integer (monotonic ns), got: #{inspect(other)}"
+    end
+  end
+
+  defp id_opt!(filter, key) do
+    case Keyword.get(filter, key) do
+      nil -> nil
+      id when is_integer(id) and id >= 0 -> id
+      other -> raise ArgumentError, "#{key}: expected an event id, got: #{inspect(other)}"
+    end
+  end
+
+  defp id!(%CorrelatedEvent{event: %{id: id}}), do: id
+  defp id!(id) when is_integer(id) and id > 0, do: id
+
+  defp id!(other),
+    do: raise(ArgumentError, "expected an event or an event id, got: #{inspect(other)}")
+
+  defp limit!(filter) do
+    case Keyword.get(filter, :limit, :infinity) do
+      :infinity ->
+        :infinity
+
+      n when is_integer(n) and n >= 0 ->
+        n
+
+      other ->
+        raise ArgumentError,
+              "limit: expected a non-negative integer or :infinity, got: #{inspect(other)}"
+    end
+  end
+
+  defp order!(opts) do
+    case Keyword.get(opts, :order, :asc) do
+      o when o in [:asc, :desc] -> o
+      other -> raise ArgumentError, "order must be :asc or :desc, got: #{inspect(other)}"
+    end
+  end
+
+  defp chunk_size!(opts) do
+    case Keyword.get(opts, :chunk_size, 10_000) do
+      n when is_integer(n) and n > 0 ->
+        n
+
+      other ->
+        raise ArgumentError, "chunk_size must be a positive integer, got: #{inspect(other)}"
+    end
+  end
+end
