@@ -7,6 +7,7 @@
 #   ./setup.sh bench-tracer   bench/tracer.exs
 #   ./setup.sh bench-load     bench/load.exs
 #   ./setup.sh bench-drain    native/elixir_scope_core/benches/drain.rs (one worker's drain rate)
+#   ./setup.sh bench-analysis bench/analysis.exs
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -39,5 +40,6 @@ case "${1:-}" in
   bench-tracer) shift; exec env MIX_ENV=prod mix run bench/tracer.exs "$@" ;;
   bench-load) shift; exec env MIX_ENV=prod mix run bench/load.exs "$@" ;;
   bench-drain) exec cargo bench -p elixir_scope_core --bench drain ;;
-  *) echo "usage: $0 demo|test|bench|bench-tracer|bench-load|bench-drain" >&2; exit 2 ;;
+  bench-analysis) shift; exec env MIX_ENV=prod mix run bench/analysis.exs "$@" ;;
+  *) echo "usage: $0 demo|test|bench|bench-tracer|bench-load|bench-drain|bench-analysis" >&2; exit 2 ;;
 esac

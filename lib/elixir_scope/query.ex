@@ -198,51 +198,43 @@ defmodule ElixirScope.Query do
         "key must be :mfa, :module, :pid or a 1-arity function, got: #{inspect(key)}"
       )
 
-  # The Elixir replay of `call_stat` for a key function: one stack a process.
+  # The Elixir replay of `call_stat` for a key function: a stack a process,
+  # with the counted calls each key has open (nesting checked in O(1)).
   defp replay(%{event: %{type: :function_call} = ev} = e, key, counted, stacks, stats) do
-    stack = Map.get(stacks, ev.pid, [])
+    {stack, open} = Map.get(stacks, ev.pid, {[], %{}})
     k = key.(e)
     on = counted.(e)
-    nested = Enum.any?(stack, &(&1.counted and &1.key == k))
+    nested = Map.get(open, k, 0) > 0
+    open = if on, do: Map.update(open, k, 1, &(&1 + 1)), else: open
     frame = %{id: ev.id, key: k, at: ev.timestamp, children: 0, counted: on, nested: nested}
-    {Map.put(stacks, ev.pid, [frame | stack]), stats}
+    {Map.put(stacks, ev.pid, {[frame | stack], open}), stats}
   end
 
   defp replay(%{event: ev, correlation_id: call_id}, _key, _counted, stacks, stats) do
-    stack = Map.get(stacks, ev.pid, [])
+    {stack, open} = Map.get(stacks, ev.pid, {[], %{}})
 
-    case Enum.drop_while(stack, &(&1.id != call_id)) do
-      [frame | rest] ->
+    case Enum.split_while(stack, &(&1.id != call_id)) do
+      {unfinished, [frame | rest]} ->
         took = ev.timestamp - frame.at
-        rest = bump_parent(rest, took)
+        open = Enum.reduce([frame | unfinished], open, &close/2)
+        stats = if frame.counted, do: add(stats, frame, took), else: stats
+        {Map.put(stacks, ev.pid, {bump_parent(rest, took), open}), stats}
 
-        stats =
-          if frame.counted do
-            Map.update(
-              stats,
-              frame.key,
-              %{
-                count: 1,
-                acc_time: if(frame.nested, do: 0, else: took),
-                own_time: took - frame.children
-              },
-              fn s ->
-                %{
-                  count: s.count + 1,
-                  acc_time: s.acc_time + if(frame.nested, do: 0, else: took),
-                  own_time: s.own_time + took - frame.children
-                }
-              end
-            )
-          else
-            stats
-          end
-
-        {Map.put(stacks, ev.pid, rest), stats}
-
-      [] ->
+      {_, []} ->
         {stacks, stats}
     end
+  end
+
+  defp close(%{counted: true, key: k}, open), do: Map.update!(open, k, &(&1 - 1))
+  defp close(_frame, open), do: open
+
+  defp add(stats, frame, took) do
+    acc = if frame.nested, do: 0, else: took
+    own = took - frame.children
+
+    Map.update(stats, frame.key, %{count: 1, acc_time: acc, own_time: own}, fn s ->
+      %{count: s.count + 1, acc_time: s.acc_time + acc, own_time: s.own_time + own}
+    end)
   end
 
   defp bump_parent([parent | rest], took),

@@ -10,7 +10,7 @@
 //! call of the same key (recursion), whose time the outer one already
 //! holds. So the own times of a tree sum to its root's accumulated time.
 
-use std::collections::HashMap;
+use crate::hash::WordMap;
 
 use super::query::Filter;
 use super::{Record, Store, NONE};
@@ -46,11 +46,32 @@ struct Frame {
     nested_in_same_key: bool,
 }
 
+/// A process's open calls, and how many counted ones each key has open
+/// (so a deep recursion checks its nesting in O(1), not by a stack walk).
+#[derive(Default)]
+struct Stack {
+    frames: Vec<Frame>,
+    open: WordMap<Key, u32>,
+}
+
+impl Stack {
+    fn pop(&mut self) -> Option<Frame> {
+        let frame = self.frames.pop()?;
+        if frame.counted {
+            if let Some(n) = self.open.get_mut(&frame.key) {
+                *n -= 1;
+            }
+        }
+        Some(frame)
+    }
+}
+
 impl Store {
     /// Call statistics of the completed calls `filter` matches, by `key`.
     pub fn call_stat(&self, filter: &Filter, key: StatKey) -> Vec<(Key, CallStat)> {
-        let mut stacks: HashMap<u32, Vec<Frame>> = HashMap::new();
-        let mut stats: HashMap<Key, CallStat> = HashMap::new();
+        // Pid keys are small dense numbers: a process's stack by index.
+        let mut stacks: Vec<Stack> = Vec::new();
+        let mut stats: WordMap<Key, CallStat> = WordMap::default();
         let calls = Filter {
             kinds: 0,
             ..filter.clone()
@@ -63,10 +84,16 @@ impl Store {
             match r.kind {
                 EventKind::FunctionCall => {
                     let key = self.key_of(r, key);
-                    let stack = stacks.entry(r.pid_key).or_default();
+                    let at = r.pid_key as usize;
+                    if stacks.len() <= at {
+                        stacks.resize_with(at + 1, Stack::default);
+                    }
+                    let stack = &mut stacks[at];
                     let counted = self.matches(&calls, r, pos);
-                    let nested_in_same_key = stack.iter().any(|f| f.counted && f.key == key);
-                    stack.push(Frame {
+                    let open = stack.open.entry(key).or_default();
+                    let nested_in_same_key = *open > 0;
+                    *open += u32::from(counted);
+                    stack.frames.push(Frame {
                         call_id: r.id,
                         key,
                         at: r.timestamp,
@@ -76,13 +103,19 @@ impl Store {
                     });
                 }
                 EventKind::FunctionReturn | EventKind::FunctionException => {
-                    let Some(stack) = stacks.get_mut(&r.pid_key) else {
+                    let Some(stack) = stacks.get_mut(r.pid_key as usize) else {
                         continue;
                     };
-                    let Some(at) = stack.iter().rposition(|f| f.call_id == r.correlation_id) else {
+                    let Some(at) = stack
+                        .frames
+                        .iter()
+                        .rposition(|f| f.call_id == r.correlation_id)
+                    else {
                         continue;
                     };
-                    stack.truncate(at + 1);
+                    while stack.frames.len() > at + 1 {
+                        stack.pop();
+                    }
                     let frame = stack.pop().expect("frame `at` exists");
                     let took = r.timestamp - frame.at;
                     if frame.counted {
@@ -93,7 +126,7 @@ impl Store {
                             s.acc_time += took;
                         }
                     }
-                    if let Some(parent) = stack.last_mut() {
+                    if let Some(parent) = stack.frames.last_mut() {
                         parent.children += took;
                     }
                 }

@@ -1,0 +1,149 @@
+# Analysis benchmark (issue 14). Run: ./setup.sh bench-analysis
+#   (or MIX_ENV=prod mix run bench/analysis.exs)
+# Env: BENCH_ANALYSIS_CALLS (traced calls, default 500_000 = 1M events).
+#
+# One process is traced on the default config while it calls a function in
+# a loop (1% of the calls go to another function). Baseline: the same trace
+# records in an ETS table as erlang_doctor (tr) keeps them,
+# {index, pid, :call | :return, mfa, data, timestamp}, queried as tr does:
+# call_stat by an Elixir fold over the table with a stack per process, and
+# a selection by :ets.select with a match spec. Medians of 5.
+alias ElixirScope.Capture.PipelineManager
+alias ElixirScope.Query
+
+Logger.configure(level: :error)
+
+defmodule AnalysisBench.Work do
+  def common(n), do: n + 1
+  def rare(n), do: n - 1
+
+  def loop(0), do: :ok
+
+  def loop(n) do
+    if rem(n, 100) == 0, do: rare(n), else: common(n)
+    loop(n - 1)
+  end
+end
+
+defmodule AnalysisBench do
+  alias AnalysisBench.Work
+
+  def median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
+  def time_us(fun), do: fun |> :timer.tc() |> elem(0)
+  def med_us(fun), do: median(for _ <- 1..5, do: time_us(fun))
+
+  def trace(p, calls) do
+    me = self()
+    pid = spawn(fn -> receive(do: (:go -> Work.loop(calls) && send(me, :done))) end)
+
+    {:ok, s} =
+      ElixirScope.trace(
+        pids: pid,
+        calls: [{Work, :common, 1}, {Work, :rare, 1}],
+        pipeline: p,
+        max_events: 4 * calls,
+        duration_ms: 600_000
+      )
+
+    send(pid, :go)
+    receive do: (:done -> :ok)
+    {:ok, info} = ElixirScope.stop_trace(s)
+    :ok = ElixirScope.flush(60_000, pipeline: p)
+    info
+  end
+
+  # The trace as tr keeps it.
+  def ets_copy(p) do
+    tab = :ets.new(:tr_like, [:ordered_set, :public])
+
+    Query.stream([], pipeline: p)
+    |> Stream.each(fn e ->
+      ev = e.event
+      kind = if ev.type == :function_call, do: :call, else: :return
+
+      :ets.insert(
+        tab,
+        {ev.id, ev.pid, kind, {ev.module, ev.function, ev.arity}, ev.data, ev.timestamp}
+      )
+    end)
+    |> Stream.run()
+
+    tab
+  end
+
+  # tr's call_stat: a fold over the table, a stack per process (and, per
+  # process, the calls each mfa has open, so recursion is found in O(1)).
+  def ets_call_stat(tab) do
+    {_, stats} =
+      :ets.foldl(
+        fn
+          {_, pid, :call, mfa, _, ts}, {stacks, stats} ->
+            {stack, open} = Map.get(stacks, pid, {[], %{}})
+            nested = Map.get(open, mfa, 0) > 0
+            open = Map.update(open, mfa, 1, &(&1 + 1))
+            {Map.put(stacks, pid, {[{mfa, ts, 0, nested} | stack], open}), stats}
+
+          {_, pid, :return, _, _, ts}, {stacks, stats} ->
+            case Map.get(stacks, pid, {[], %{}}) do
+              {[{mfa, at, children, nested} | rest], open} ->
+                took = ts - at
+
+                rest =
+                  case rest do
+                    [{m, a, c, n} | more] -> [{m, a, c + took, n} | more]
+                    [] -> []
+                  end
+
+                {n, acc, own} = Map.get(stats, mfa, {0, 0, 0})
+                acc = if nested, do: acc, else: acc + took
+                open = Map.update!(open, mfa, &(&1 - 1))
+                stats = Map.put(stats, mfa, {n + 1, acc, own + took - children})
+                {Map.put(stacks, pid, {rest, open}), stats}
+
+              _ ->
+                {stacks, stats}
+            end
+        end,
+        {%{}, %{}},
+        tab
+      )
+
+    stats
+  end
+end
+
+calls = String.to_integer(System.get_env("BENCH_ANALYSIS_CALLS", "500000"))
+name = :analysis_bench
+{:ok, _} = PipelineManager.start_link(name: name, store: :private, config: [])
+info = AnalysisBench.trace(name, calls)
+stored = ElixirScope.stats(pipeline: name).retained
+tab = AnalysisBench.ets_copy(name)
+
+IO.puts(
+  "analysis bench — #{System.schedulers_online()} schedulers, OTP #{System.otp_release()}; " <>
+    "traced #{info.events} events (dropped #{info.dropped}), #{stored} stored, same records in ETS\n"
+)
+
+ours = AnalysisBench.med_us(fn -> Query.call_stat(:mfa, pipeline: name) end)
+theirs = AnalysisBench.med_us(fn -> AnalysisBench.ets_call_stat(tab) end)
+stat = Query.call_stat(:mfa, pipeline: name)
+{n, _, _} = AnalysisBench.ets_call_stat(tab) |> Map.fetch!({AnalysisBench.Work, :common, 1})
+true = stat[{AnalysisBench.Work, :common, 1}].count == n
+
+IO.puts(
+  "call_stat(:mfa) over #{stored} events: #{Float.round(ours / 1000, 1)} ms; " <>
+    "tr's fold over ETS #{Float.round(theirs / 1000, 1)} ms -> #{Float.round(theirs / ours, 1)}x (target >= 10x)"
+)
+
+rare = {AnalysisBench.Work, :rare, :_}
+match_spec = [{{:_, :_, :_, {AnalysisBench.Work, :rare, :_}, :_, :_}, [], [:"$_"]}]
+ours = AnalysisBench.med_us(fn -> Query.select([mfa: rare], pipeline: name) end)
+theirs = AnalysisBench.med_us(fn -> :ets.select(tab, match_spec) end)
+k = length(Query.select([mfa: rare], pipeline: name))
+^k = length(:ets.select(tab, match_spec))
+
+IO.puts(
+  "select(mfa: rare) returning #{k} of #{stored} (#{Float.round(100 * k / stored, 1)}%): " <>
+    "#{Float.round(ours / 1000, 1)} ms as %CorrelatedEvent{}s; :ets.select #{Float.round(theirs / 1000, 1)} ms " <>
+    "-> #{Float.round(ours / theirs, 2)}x its time (target <= 1x)"
+)
