@@ -26,6 +26,8 @@ defmodule ElixirScope.Native do
   def store_trace_event(_store, _id), do: nif()
   def store_query(_store, _filter, _limit, _order), do: nif()
   def store_call_stat(_store, _filter, _key), do: nif()
+  def store_ranges(_store, _filter, _max_depth, _limit), do: nif()
+  def store_tracebacks(_store, _filter, _across, _limit), do: nif()
 
   def correlator_correlate(_store, _events, _max_payload), do: nif()
   def correlator_chain(_store, _id), do: nif()

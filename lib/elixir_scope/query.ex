@@ -144,6 +144,202 @@ defmodule ElixirScope.Query do
   end
 
   @doc """
+  For each call `filter` matches, the events of its process from the call
+  to its return or exception, inclusive (`tr:ranges/2`). Options:
+  `max_depth:` (levels below the call kept; default `:infinity`),
+  `output:` `:all` (default), `:complete` (calls that returned) or
+  `:incomplete` (calls still open, their range running to the newest
+  event).
+  """
+  @spec ranges(filter(), keyword()) :: [[CorrelatedEvent.t()]]
+  def ranges(filter \\ [], opts \\ []) do
+    {max_depth, opts} = Keyword.pop(opts, :max_depth, :infinity)
+    {output, opts} = Keyword.pop(opts, :output, :all)
+    {native, limit, opts} = native_call(filter, opts)
+
+    depth =
+      case max_depth do
+        :infinity ->
+          0xFFFF_FFFF
+
+        n when is_integer(n) and n >= 0 ->
+          n
+
+        other ->
+          raise ArgumentError,
+                "max_depth: expected a non-negative integer or :infinity, got: #{inspect(other)}"
+      end
+
+    keep =
+      case output do
+        :all ->
+          fn _ -> true end
+
+        :complete ->
+          & &1
+
+        :incomplete ->
+          &(not &1)
+
+        other ->
+          raise ArgumentError,
+                "output: expected :all, :complete or :incomplete, got: #{inspect(other)}"
+      end
+
+    for {complete, events} <- Native.store_ranges(DataAccess.store(opts), native, depth, limit),
+        keep.(complete),
+        do: events
+  end
+
+  @doc """
+  For each event `filter` matches, the stack of calls it ran in
+  (`tr:tracebacks/2`): root first, the event's own call last (a return's
+  own call is the one it completes). Options:
+
+    * `across: true` continues past a root call caused by a message into
+      the process that sent it (receive -> send -> the sender's call -> ...),
+      which no tool offers today;
+    * `order:` `:top_down` (root first, the default) or `:bottom_up`;
+    * `output:` `:shortest` (default: a traceback that extends another is
+      dropped), `:longest` (one that another extends is dropped) or `:all`;
+    * `format:` `:list` (default), `:root` (the distinct root calls), or
+      `:tree` (the tracebacks merged into `%{call:, children:}` nodes);
+    * `limit:` at most this many tracebacks.
+  """
+  @spec tracebacks(filter(), keyword()) ::
+          [[CorrelatedEvent.t()]] | [map()] | [CorrelatedEvent.t()]
+  def tracebacks(filter \\ [], opts \\ []) do
+    {across, opts} = Keyword.pop(opts, :across, false)
+    {order, opts} = Keyword.pop(opts, :order, :top_down)
+    {output, opts} = Keyword.pop(opts, :output, :shortest)
+    {format, opts} = Keyword.pop(opts, :format, :list)
+    {limit, opts} = Keyword.pop(opts, :limit, :infinity)
+
+    unless is_boolean(across),
+      do: raise(ArgumentError, "across: expected a boolean, got: #{inspect(across)}")
+
+    {native, _, opts} = native_call(Keyword.delete(filter, :limit), opts)
+
+    tracebacks =
+      DataAccess.store(opts)
+      |> Native.store_tracebacks(native, across, 0xFFFF_FFFF_FFFF_FFFF)
+      |> Enum.reject(&(&1 == []))
+      |> Enum.uniq()
+      |> keep_output(output)
+      |> take(limit)
+
+    case format do
+      :list ->
+        if direction!(order) == :bottom_up,
+          do: Enum.map(tracebacks, &Enum.reverse/1),
+          else: tracebacks
+
+      :root ->
+        tracebacks |> Enum.map(&hd/1) |> Enum.uniq()
+
+      :tree ->
+        tree(tracebacks)
+
+      other ->
+        raise ArgumentError, "format: expected :list, :root or :tree, got: #{inspect(other)}"
+    end
+  end
+
+  defp direction!(o) when o in [:top_down, :bottom_up], do: o
+
+  defp direction!(o),
+    do: raise(ArgumentError, "order: expected :top_down or :bottom_up, got: #{inspect(o)}")
+
+  defp keep_output(tracebacks, :all), do: tracebacks
+
+  defp keep_output(tracebacks, :shortest),
+    do: Enum.reject(tracebacks, fn t -> Enum.any?(tracebacks, &(&1 != t and prefix?(&1, t))) end)
+
+  defp keep_output(tracebacks, :longest),
+    do: Enum.reject(tracebacks, fn t -> Enum.any?(tracebacks, &(&1 != t and prefix?(t, &1))) end)
+
+  defp keep_output(_, other),
+    do:
+      raise(ArgumentError, "output: expected :shortest, :longest or :all, got: #{inspect(other)}")
+
+  defp prefix?(short, long), do: length(short) < length(long) and List.starts_with?(long, short)
+
+  defp take(list, :infinity), do: list
+  defp take(list, n) when is_integer(n) and n >= 0, do: Enum.take(list, n)
+
+  defp take(_, other),
+    do: raise(ArgumentError, "limit: expected a non-negative integer, got: #{inspect(other)}")
+
+  # Tracebacks (root first) merged into a forest of %{call:, children:}.
+  defp tree(tracebacks) do
+    tracebacks
+    |> Enum.group_by(&hd/1, &tl/1)
+    |> Enum.sort_by(fn {call, _} -> call.event.id end)
+    |> Enum.map(fn {call, rests} ->
+      %{call: call, children: tree(Enum.reject(rests, &(&1 == [])))}
+    end)
+  end
+
+  # A filter and the options of a call-structure query: native filter, limit, options left.
+  defp native_call(filter, opts) do
+    check_keys!(filter, @filter_keys -- [:match], "filter")
+    check_keys!(opts, @option_keys, "option")
+    limit = with :infinity <- limit!(filter), do: 0xFFFF_FFFF_FFFF_FFFF
+    {native_filter(filter), limit, opts}
+  end
+
+  @doc """
+  The last known state of a GenServer process at `timestamp` (monotonic
+  ns), from its `:state_change` events: `{:ok, state, event_id}` or
+  `{:error, :unknown}`.
+  """
+  @spec state_at(pid(), integer(), keyword()) :: {:ok, term(), pos_integer()} | {:error, :unknown}
+  def state_at(pid, timestamp, opts \\ []) do
+    case select(
+           [pid: pid, type: :state_change, to: timestamp, limit: 1],
+           Keyword.put(opts, :order, :desc)
+         ) do
+      [%{event: %{data: %{new: state}, id: id}}] -> {:ok, state, id}
+      _ -> {:error, :unknown}
+    end
+  end
+
+  @doc """
+  Calls a traced function again with its captured arguments:
+  `{:ok, result}`, or `{:error, reason}` without calling anything when the
+  arguments were truncated at capture (`:truncated_arguments`), the event
+  is not a call (`:not_a_call`), the module is gone
+  (`{:module_not_found, m}`) or the function is not exported
+  (`{:undefined_function, {m, f, a}}`). It runs in the caller, with the
+  caller's side effects.
+  """
+  @spec replay(CorrelatedEvent.t()) :: {:ok, term()} | {:error, term()}
+  def replay(%CorrelatedEvent{event: %{type: :function_call, module: m, function: f, data: args}}) do
+    cond do
+      match?({:truncated, _, _}, args) or not is_list(args) ->
+        {:error, :truncated_arguments}
+
+      not Code.ensure_loaded?(m) ->
+        {:error, {:module_not_found, m}}
+
+      not function_exported?(m, f, length(args)) ->
+        {:error, {:undefined_function, {m, f, length(args)}}}
+
+      true ->
+        {:ok, apply(m, f, args)}
+    end
+  end
+
+  def replay(%CorrelatedEvent{}), do: {:error, :not_a_call}
+
+  def replay(other),
+    do:
+      raise(
+        ArgumentError,
+        "expected a %CorrelatedEvent{} of a call, got: #{inspect(other, limit: 5)}"
+      )
+
+  @doc """
   Call statistics of the completed calls, grouped by `key`: `:mfa`
   (`{m, f, a}`), `:module`, `:pid`, or a function of the call event
   (`%CorrelatedEvent{}`). Each key maps to `%{count:, acc_time:,

@@ -8,12 +8,15 @@ defmodule ElixirScope.QueryTest do
   defp calls(n) when n < 2, do: 1
   defp calls(n), do: calls(n - 1) + calls(n - 2) + 1
 
-  # fib(12) run by a traced process; returns the pipeline and the runner.
-  defp traced_fib do
+  # fib(n) run by a traced process; returns the pipeline and the runner.
+  defp traced_fib(n \\ 12, trace_opts \\ []) do
     p = private_pipeline()
     runner = Traced.runner()
-    {:ok, s} = ElixirScope.trace(pids: runner, calls: [{Traced.Fib, :fib, 1}], pipeline: p)
-    144 = Traced.run(runner, fn -> Traced.Fib.fib(12) end)
+
+    {:ok, s} =
+      ElixirScope.trace([pids: runner, calls: [{Traced.Fib, :fib, 1}], pipeline: p] ++ trace_opts)
+
+    Traced.run(runner, fn -> Traced.Fib.fib(n) end)
     {:ok, _} = ElixirScope.stop_trace(s)
     :ok = ElixirScope.flush(5_000, pipeline: p)
     {p, runner}
@@ -140,5 +143,109 @@ defmodule ElixirScope.QueryTest do
     assert_raise ArgumentError, fn -> Query.call_stat(:nope, pipeline: p) end
     assert_raise ArgumentError, fn -> Query.sorted_call_stat(:mfa, pipeline: p, sort_by: :x) end
     assert_raise ArgumentError, fn -> Query.next(0, [], pipeline: p) end
+  end
+
+  @fib {Traced.Fib, :fib, 1}
+  # Calls of fib(k) within fib(n) (the leaves 0 and 1 included).
+  defp fib(n) when n < 2, do: n
+  defp fib(n), do: fib(n - 1) + fib(n - 2)
+
+  test "ranges: each call's events to its return, with max_depth and output" do
+    {p, _} = traced_fib(5)
+    opts = [pipeline: p]
+    [root | _] = all = Query.ranges([mfa: @fib], opts)
+    assert length(all) == calls(5)
+    assert length(root) == 2 * calls(5), "the root's range is every event"
+
+    assert hd(root).event.type == :function_call and
+             List.last(root).event.type == :function_return
+
+    assert Enum.all?(Query.ranges([mfa: @fib], [max_depth: 0] ++ opts), &(length(&1) == 2))
+    assert Query.ranges([mfa: @fib, data: [0]], opts) |> length() == fib(4)
+    assert Query.ranges([mfa: @fib], [output: :incomplete] ++ opts) == []
+    assert length(Query.ranges([mfa: @fib, limit: 3], [output: :complete] ++ opts)) == 3
+  end
+
+  test "tracebacks: stacks root first, output, format, order" do
+    {p, _} = traced_fib(5)
+    opts = [pipeline: p]
+    zeros = Query.tracebacks([mfa: @fib, data: [0]], opts)
+    assert length(zeros) == fib(4), "one per fib(0) call"
+    [root | _] = hd(zeros)
+    assert root.event.data == [5] and Enum.all?(zeros, &(hd(&1) == root))
+    assert Enum.all?(zeros, &(List.last(&1).event.data == [0]))
+    assert Enum.map(hd(zeros), &hd(&1.event.data)) == [5, 4, 3, 2, 0]
+
+    assert [[^root]] = Query.tracebacks([mfa: @fib], opts), ":shortest keeps the root's"
+    leaves = Query.tracebacks([mfa: @fib], [output: :longest] ++ opts)
+    assert length(leaves) == fib(5) + fib(4), "every fib(1) and fib(0) call"
+    assert length(Query.tracebacks([mfa: @fib], [output: :all] ++ opts)) == calls(5)
+    assert Query.tracebacks([mfa: @fib], [output: :all, format: :root] ++ opts) == [root]
+    [bottom | _] = Query.tracebacks([mfa: @fib, data: [0]], [order: :bottom_up] ++ opts)
+    assert List.last(bottom) == root
+
+    # fib(0) is reached by 5 -> 4 -> 3 -> 2, 5 -> 4 -> 2 and 5 -> 3 -> 2.
+    assert [%{call: ^root, children: [four, three]}] =
+             Query.tracebacks([mfa: @fib, data: [0]], [format: :tree] ++ opts)
+
+    assert {four.call.event.data, three.call.event.data} == {[4], [3]}
+    assert [%{children: [_three_below_four, _two_below_four]}] = [four]
+    assert length(Query.tracebacks([mfa: @fib], [output: :longest, limit: 2] ++ opts)) == 2
+  end
+
+  test "tracebacks across processes follow the message that caused a callback" do
+    p = private_pipeline()
+    {:ok, server} = Traced.Counter.start(0)
+    client = Traced.runner()
+
+    {:ok, s} =
+      ElixirScope.trace(
+        pids: [server, client],
+        calls: [Traced.Counter, {Traced.Client, :bump, 1}],
+        messages: true,
+        pipeline: p
+      )
+
+    1 = Traced.run(client, fn -> Traced.Client.bump(server) end)
+    {:ok, _} = ElixirScope.stop_trace(s)
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    handler = [mfa: {Traced.Counter, :handle_call, 3}]
+    assert [[only]] = Query.tracebacks(handler, pipeline: p)
+    assert only.event.function == :handle_call
+    assert [[bump, ^only]] = Query.tracebacks(handler, across: true, pipeline: p)
+    assert {bump.event.function, bump.event.pid} == {:bump, client}
+    GenServer.stop(server)
+  end
+
+  test "state_at gives a server's state at a time; replay calls a captured call again" do
+    p = private_pipeline()
+    {:ok, server} = Traced.Counter.start(0)
+
+    {:ok, s} =
+      ElixirScope.trace(pids: server, calls: [Traced.Counter], messages: true, pipeline: p)
+
+    before = System.monotonic_time(:nanosecond)
+    for _ <- 1..3, do: Traced.Client.bump(server)
+    {:ok, _} = ElixirScope.stop_trace(s)
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    opts = [pipeline: p]
+    changes = Query.select([type: :state_change], opts)
+    assert Enum.map(changes, & &1.event.data.new) == [1, 2, 3]
+    second = Enum.at(changes, 1)
+    assert Query.state_at(server, second.event.timestamp, opts) == {:ok, 2, second.event.id}
+    assert Query.state_at(server, System.monotonic_time(:nanosecond), opts) |> elem(1) == 3
+    assert Query.state_at(server, before, opts) == {:error, :unknown}
+    GenServer.stop(server)
+
+    {fp, _} = traced_fib(6)
+    [root | _] = Query.select([mfa: @fib, type: :function_call], pipeline: fp)
+    assert Query.replay(root) == {:ok, 8}
+    [ret | _] = Query.select([type: :function_return], pipeline: fp)
+    assert Query.replay(ret) == {:error, :not_a_call}
+    {tp, _} = traced_fib(3, payloads: 1)
+    [cut | _] = Query.select([type: :function_call], pipeline: tp)
+    assert Query.replay(cut) == {:error, :truncated_arguments}
+    gone = put_in(root.event.module, :"Elixir.No.Such.Module")
+    assert Query.replay(gone) == {:error, {:module_not_found, No.Such.Module}}
   end
 end

@@ -10,6 +10,7 @@ use elixir_scope_core::store::{Filter, Order, StatKey};
 use crate::atoms;
 use crate::codec::event::{kind_atom, Decoder};
 use crate::codec::{from_word, word};
+use crate::nif_store::read;
 use crate::resources::{CursorRes, StoreRes};
 
 /// A filter as `ElixirScope.Query` hands it over (checked there): `nil`
@@ -127,4 +128,38 @@ fn store_call_stat<'a>(
         })
         .collect();
     Ok(rows.encode(env))
+}
+
+/// `[{complete?, [event]}]`: the ranges of the calls the filter matches.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn store_ranges<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreRes>,
+    f: FilterMap<'a>,
+    max_depth: usize,
+    limit: usize,
+) -> NifResult<Term<'a>> {
+    let ranges = store.0.read().ranges(&filter(f)?, max_depth, limit);
+    let out: Vec<Term> = ranges
+        .iter()
+        .map(|(hits, complete)| (*complete, read(env, &store.0, hits)).encode(env))
+        .collect();
+    Ok(out.encode(env))
+}
+
+/// `[[call]]`: the tracebacks of the events the filter matches, root first.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn store_tracebacks<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreRes>,
+    f: FilterMap<'a>,
+    across: bool,
+    limit: usize,
+) -> NifResult<Term<'a>> {
+    let tracebacks = store.0.read().tracebacks(&filter(f)?, across, limit);
+    let out: Vec<Term> = tracebacks
+        .iter()
+        .map(|hits| read(env, &store.0, hits))
+        .collect();
+    Ok(out.encode(env))
 }

@@ -83,7 +83,7 @@ fn order(t: Term) -> Order {
 const READ_CHUNK: usize = 4096;
 
 /// The events of `hits` still held, as a list of `%CorrelatedEvent{}`.
-fn read<'a>(env: Env<'a>, store: &SharedStore, hits: &[Hit]) -> Term<'a> {
+pub(crate) fn read<'a>(env: Env<'a>, store: &SharedStore, hits: &[Hit]) -> Term<'a> {
     let encoder = StructEncoder::new(env);
     let mut terms = Vec::with_capacity(hits.len());
     for chunk in hits.chunks(READ_CHUNK) {

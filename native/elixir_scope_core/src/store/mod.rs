@@ -27,6 +27,7 @@ mod history;
 mod keys;
 mod log;
 mod query;
+mod ranges;
 mod record;
 mod trace;
 
