@@ -110,6 +110,80 @@ defmodule AnalysisBench do
 
     stats
   end
+
+  # tr's ranges/tracebacks: one fold over the table with a stack per
+  # process, collecting, for the first `n` calls of `mfa`, the records from
+  # the call to its return (ranges) or the open calls when it is called
+  # (tracebacks).
+  def ets_ranges(tab, mfa, n) do
+    {_, _, done, _} =
+      :ets.foldl(
+        fn
+          _, {_, _, _, count} = acc when count >= n ->
+            acc
+
+          {_, pid, kind, m, _, _} = rec, {open, depths, done, count} ->
+            depth = Map.get(depths, pid, 0) + if(kind == :call, do: 1, else: 0)
+
+            open =
+              for {start, {p, d, recs}} <- open,
+                  into: %{},
+                  do: {start, {p, d, if(p == pid, do: [rec | recs], else: recs)}}
+
+            open =
+              if kind == :call and m == mfa,
+                do: Map.put(open, elem(rec, 0), {pid, depth, [rec]}),
+                else: open
+
+            {closed, open} =
+              if kind == :return do
+                {closed, open} =
+                  Enum.split_with(open, fn {_, {p, d, _}} -> p == pid and d == depth end)
+
+                {closed, Map.new(open)}
+              else
+                {[], open}
+              end
+
+            depth = if kind == :return, do: depth - 1, else: depth
+
+            done =
+              Enum.reduce(closed, done, fn {_, {_, _, recs}}, acc ->
+                [Enum.reverse(recs) | acc]
+              end)
+
+            {open, Map.put(depths, pid, depth), done, count + length(closed)}
+        end,
+        {%{}, %{}, [], 0},
+        tab
+      )
+
+    done |> Enum.reverse() |> Enum.take(n)
+  end
+
+  def ets_tracebacks(tab, mfa, n) do
+    {_, found, _} =
+      :ets.foldl(
+        fn
+          _, {_, _, count} = acc when count >= n ->
+            acc
+
+          {_, pid, :call, m, _, _} = rec, {stacks, found, count} ->
+            stack = [rec | Map.get(stacks, pid, [])]
+
+            if m == mfa,
+              do: {Map.put(stacks, pid, stack), [Enum.reverse(stack) | found], count + 1},
+              else: {Map.put(stacks, pid, stack), found, count}
+
+          {_, pid, :return, _, _, _}, {stacks, found, count} ->
+            {Map.update(stacks, pid, [], &Enum.drop(&1, 1)), found, count}
+        end,
+        {%{}, [], 0},
+        tab
+      )
+
+    Enum.reverse(found)
+  end
 end
 
 calls = String.to_integer(System.get_env("BENCH_ANALYSIS_CALLS", "500000"))
@@ -146,4 +220,32 @@ IO.puts(
   "select(mfa: rare) returning #{k} of #{stored} (#{Float.round(100 * k / stored, 1)}%): " <>
     "#{Float.round(ours / 1000, 1)} ms as %CorrelatedEvent{}s; :ets.select #{Float.round(theirs / 1000, 1)} ms " <>
     "-> #{Float.round(ours / theirs, 2)}x its time (target <= 1x)"
+)
+
+rare_mfa = {AnalysisBench.Work, :rare, 1}
+ours = AnalysisBench.med_us(fn -> Query.ranges([mfa: rare_mfa, limit: 1000], pipeline: name) end)
+theirs = AnalysisBench.med_us(fn -> AnalysisBench.ets_ranges(tab, rare_mfa, 1000) end)
+1000 = length(Query.ranges([mfa: rare_mfa, limit: 1000], pipeline: name))
+1000 = length(AnalysisBench.ets_ranges(tab, rare_mfa, 1000))
+
+IO.puts(
+  "ranges for 1000 matching calls: #{Float.round(ours / 1000, 1)} ms; the same by a fold over ETS " <>
+    "#{Float.round(theirs / 1000, 1)} ms -> #{Float.round(theirs / ours, 1)}x (target >= 5x)"
+)
+
+tb = fn ->
+  Query.tracebacks([mfa: rare_mfa, type: :function_call],
+    output: :all,
+    limit: 1000,
+    pipeline: name
+  )
+end
+
+ours = AnalysisBench.med_us(tb)
+theirs = AnalysisBench.med_us(fn -> AnalysisBench.ets_tracebacks(tab, rare_mfa, 1000) end)
+1000 = length(tb.())
+
+IO.puts(
+  "tracebacks for 1000 matching calls: #{Float.round(ours / 1000, 1)} ms; the same by a fold over ETS " <>
+    "#{Float.round(theirs / 1000, 1)} ms -> #{Float.round(theirs / ours, 1)}x (target >= 5x)"
 )

@@ -200,8 +200,9 @@ defmodule ElixirScope.Query do
       the process that sent it (receive -> send -> the sender's call -> ...),
       which no tool offers today;
     * `order:` `:top_down` (root first, the default) or `:bottom_up`;
-    * `output:` `:shortest` (default: a traceback that extends another is
-      dropped), `:longest` (one that another extends is dropped) or `:all`;
+    * `output:` `:shortest` (default: distinct tracebacks, dropping one
+      that extends another), `:longest` (dropping one that another
+      extends) or `:all` (one per matching event, in id order);
     * `format:` `:list` (default), `:root` (the distinct root calls), or
       `:tree` (the tracebacks merged into `%{call:, children:}` nodes);
     * `limit:` at most this many tracebacks.
@@ -222,9 +223,9 @@ defmodule ElixirScope.Query do
 
     tracebacks =
       DataAccess.store(opts)
-      |> Native.store_tracebacks(native, across, 0xFFFF_FFFF_FFFF_FFFF)
+      # Only :all can stop at `limit` natively: the others compare them all.
+      |> Native.store_tracebacks(native, across, native_limit(output, limit))
       |> Enum.reject(&(&1 == []))
-      |> Enum.uniq()
       |> keep_output(output)
       |> take(limit)
 
@@ -250,13 +251,20 @@ defmodule ElixirScope.Query do
   defp direction!(o),
     do: raise(ArgumentError, "order: expected :top_down or :bottom_up, got: #{inspect(o)}")
 
+  defp native_limit(:all, n) when is_integer(n) and n >= 0, do: n
+  defp native_limit(_output, _limit), do: 0xFFFF_FFFF_FFFF_FFFF
+
   defp keep_output(tracebacks, :all), do: tracebacks
 
-  defp keep_output(tracebacks, :shortest),
-    do: Enum.reject(tracebacks, fn t -> Enum.any?(tracebacks, &(&1 != t and prefix?(&1, t))) end)
+  defp keep_output(tracebacks, :shortest) do
+    distinct = Enum.uniq(tracebacks)
+    Enum.reject(distinct, fn t -> Enum.any?(distinct, &(&1 != t and prefix?(&1, t))) end)
+  end
 
-  defp keep_output(tracebacks, :longest),
-    do: Enum.reject(tracebacks, fn t -> Enum.any?(tracebacks, &(&1 != t and prefix?(t, &1))) end)
+  defp keep_output(tracebacks, :longest) do
+    distinct = Enum.uniq(tracebacks)
+    Enum.reject(distinct, fn t -> Enum.any?(distinct, &(&1 != t and prefix?(t, &1))) end)
+  end
 
   defp keep_output(_, other),
     do:

@@ -179,7 +179,13 @@ defmodule ElixirScope.QueryTest do
     assert [[^root]] = Query.tracebacks([mfa: @fib], opts), ":shortest keeps the root's"
     leaves = Query.tracebacks([mfa: @fib], [output: :longest] ++ opts)
     assert length(leaves) == fib(5) + fib(4), "every fib(1) and fib(0) call"
-    assert length(Query.tracebacks([mfa: @fib], [output: :all] ++ opts)) == calls(5)
+
+    assert length(Query.tracebacks([mfa: @fib, type: :function_call], [output: :all] ++ opts)) ==
+             calls(5)
+
+    assert length(Query.tracebacks([mfa: @fib], [output: :all] ++ opts)) == 2 * calls(5),
+           "a return's traceback is its call's"
+
     assert Query.tracebacks([mfa: @fib], [output: :all, format: :root] ++ opts) == [root]
     [bottom | _] = Query.tracebacks([mfa: @fib, data: [0]], [order: :bottom_up] ++ opts)
     assert List.last(bottom) == root
