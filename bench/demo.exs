@@ -77,7 +77,6 @@ defmodule Demo.Report do
 
   def run(events, names) do
     by_id = Map.new(events, &{&1.event.id, &1})
-    children = Enum.group_by(Enum.filter(events, & &1.parent_id), & &1.parent_id)
 
     link_index = fn kind ->
       for ev <- events, {^kind, target} <- ev.links, reduce: %{} do
@@ -88,8 +87,6 @@ defmodule Demo.Report do
     %{
       events: events,
       by_id: by_id,
-      children: children,
-      completes: link_index.(:completes),
       receives: link_index.(:receives),
       caused_by: link_index.(:caused_by),
       names: names
@@ -120,64 +117,6 @@ defmodule Demo.Report do
     s = inspect(term, limit: 6, printable_limit: 40, width: :infinity)
     if String.length(s) > width, do: String.slice(s, 0, width - 1) <> "…", else: s
   end
-
-  # --- call tree ---------------------------------------------------------
-
-  def call_tree(r, call, depth \\ 0) do
-    e = call.event
-    args = e.data |> List.wrap() |> Enum.map_join(", ", &short(&1, 36))
-    ends = Map.get(r.completes, e.id, [])
-
-    outcome =
-      case ends do
-        [%{event: %{type: :function_return} = ret} | _] ->
-          "#{fmt_us(ret.timestamp - e.timestamp)}  → #{short(ret.data, 30)}"
-
-        [%{event: %{type: :function_exception} = ex} | _] ->
-          "#{fmt_us(ex.timestamp - e.timestamp)}  ✗ raised #{short(ex.data, 40)}"
-
-        [] ->
-          "(no return traced)"
-      end
-
-    line(r, e.pid, depth, "#{inspect(e.module)}.#{e.function}(#{args})", outcome)
-
-    for child <- Map.get(r.children, e.id, []) |> Enum.sort_by(& &1.event.id) do
-      c = child.event
-
-      case c.type do
-        :function_call ->
-          call_tree(r, child, depth + 1)
-
-        :state_change ->
-          line(r, c.pid, depth + 1, "state #{short(c.data.old, 34)} ⇒ #{short(c.data.new, 34)}")
-
-        :message_send ->
-          line(r, c.pid, depth + 1, "send → #{who(r, c.peer)}  #{msg(c.data, 56)}")
-
-          for rcv <- Map.get(r.receives, c.id, []),
-              handler <- Map.get(r.caused_by, rcv.event.id, []),
-              handler.event.type == :function_call,
-              do: call_tree(r, handler, depth + 2)
-
-        :message_receive ->
-          line(r, c.pid, depth + 1, "recv ← #{who(r, c.peer)}  #{msg(c.data, 56)}")
-
-        _ ->
-          :ok
-      end
-    end
-
-    :ok
-  end
-
-  defp line(r, pid, depth, text, right \\ "") do
-    left = String.pad_trailing(who(r, pid), 9) <> String.duplicate("  ", depth) <> text
-    left = if String.length(left) > 88, do: String.slice(left, 0, 87) <> "…", else: left
-    IO.puts("  " <> String.pad_trailing(left, 88) <> " " <> right)
-  end
-
-  defp fmt_us(ns), do: "#{Float.round(ns / 1000, 1)} µs"
 
   # --- message flow ------------------------------------------------------
 
@@ -311,7 +250,7 @@ IO.puts(
   "── 1. Call tree of one request: Teller.transfer(:alice, :carol, 1500), across processes ──"
 )
 
-Demo.Report.call_tree(r, big)
+ElixirScope.print_call_tree(big.event.id, names: names)
 
 IO.puts("\n── 2. Message flow, in order ──")
 Demo.Report.message_flow(r, 24)

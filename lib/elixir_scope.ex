@@ -343,5 +343,13 @@ defmodule ElixirScope do
   @spec trace_info(ElixirScope.Tracer.Session.t()) :: ElixirScope.Tracer.info()
   defdelegate trace_info(session), to: ElixirScope.Tracer, as: :info
 
+  @doc """
+  Prints the call `id`'s tree across processes (see
+  `ElixirScope.Export.call_tree/2`): nested calls with durations and
+  results, messages sent and the calls they caused in their receivers.
+  """
+  @spec print_call_tree(pos_integer(), keyword()) :: :ok
+  def print_call_tree(id, opts \\ []), do: IO.write(ElixirScope.Export.call_tree(id, opts))
+
   defp pipeline(opts), do: PipelineManager.from_options(opts)
 end
