@@ -16,6 +16,14 @@ use elixir_scope_core::pool::PoolError;
 use elixir_scope_core::ring::{Overflow, Ring};
 use elixir_scope_core::store::{Order, SharedStore, StoreConfig};
 
+/// Stops the workers and lets any sweep already under way finish (a
+/// stopped worker ends after its current sweep), so what is queued next
+/// stays queued.
+fn stop_workers(p: &Pipeline) {
+    p.stop();
+    std::thread::sleep(Duration::from_millis(50));
+}
+
 fn start(config: PipelineConfig, store: &Arc<SharedStore>) -> Pipeline {
     Pipeline::start(config, store.clone(), vec![], clock).unwrap()
 }
@@ -127,7 +135,7 @@ fn events_a_full_ring_refuses_take_no_id_and_no_store_room() {
         ..Default::default()
     };
     let p = start(config, &store);
-    p.stop();
+    stop_workers(&p);
     let out = p.ingest((0..10).map(|seq| event(1, seq)).collect());
     assert_eq!((out.accepted, out.rejected), (4, 6));
     assert_eq!(store.assigned(), 4, "refused events took no id");
@@ -135,7 +143,7 @@ fn events_a_full_ring_refuses_take_no_id_and_no_store_room() {
     flush(&p);
     // Three more rounds: 16 held ids, 18 refusals in between.
     for round in 1..=3u64 {
-        p.stop();
+        stop_workers(&p);
         p.ingest((0..10).map(|seq| event(1, 10 * round + seq)).collect());
         p.spawn_worker().unwrap();
         flush(&p);
@@ -164,7 +172,7 @@ fn a_waiting_ingest_is_never_shed_and_its_refusals_are_no_drops() {
         };
         let p = start(config, &store);
         p.set_shedding(1.0);
-        p.stop();
+        stop_workers(&p);
         let mut waiting = p.begin_ingest(100).waiting();
         let refused: Vec<_> = (0..100)
             .filter_map(|seq| waiting.push(event(7, seq)).err())

@@ -40,7 +40,11 @@ impl Store {
         let end = Some(r.partner)
             .filter(|&p| p != NONE)
             .map(|p| directory::widen(p, front))
-            .filter(|&p| self.log.record(p).is_some_and(|e| e.is_live() && e.correlation_id == call.id));
+            .filter(|&p| {
+                self.log
+                    .record(p)
+                    .is_some_and(|e| e.is_live() && e.correlation_id == call.id)
+            });
         let Some((_, list)) = self.pids.positions(&self.pids.key(r.pid_key)) else {
             return (vec![call], false);
         };
@@ -52,7 +56,10 @@ impl Store {
             if end.is_some_and(|e| pos > e) {
                 break;
             }
-            let Some(e) = self.log.record(pos).filter(|e| e.is_live() && e.pid_key == r.pid_key)
+            let Some(e) = self
+                .log
+                .record(pos)
+                .filter(|e| e.is_live() && e.pid_key == r.pid_key)
             else {
                 continue;
             };
@@ -90,7 +97,9 @@ impl Store {
         let own = self.log.record(hit.pos).map(|r| match r.kind {
             EventKind::FunctionCall => r.id,
             // A return's own call is the one it completes.
-            EventKind::FunctionReturn | EventKind::FunctionException if r.correlation_id != r.id => {
+            EventKind::FunctionReturn | EventKind::FunctionException
+                if r.correlation_id != r.id =>
+            {
                 r.correlation_id
             }
             _ => r.parent_id,
@@ -147,7 +156,8 @@ mod tests {
         let shared = SharedStore::new(StoreConfig::default());
         let msg = |id, pid, kind, peer| {
             let mut e = ev(id, pid, kind, 0);
-            (e.module, e.arity, e.data, e.peer) = (0, u8::MAX, Payload::from_bytes(&[0]), Payload::pid(peer));
+            (e.module, e.arity, e.data, e.peer) =
+                (0, u8::MAX, Payload::from_bytes(&[0]), Payload::pid(peer));
             e
         };
         let events = vec![
@@ -172,19 +182,30 @@ mod tests {
         assert_eq!(ranges.len(), 2);
         assert_eq!((ids(&ranges[0].0), ranges[0].1), (vec![1, 2, 3, 4], true));
         assert!(!ranges[1].1, "no return: incomplete");
-        assert_eq!(ids(&store.ranges(&f, 0, 10)[0].0), [1, 4], "max_depth 0: the call alone");
+        assert_eq!(
+            ids(&store.ranges(&f, 0, 10)[0].0),
+            [1, 4],
+            "max_depth 0: the call alone"
+        );
 
         let at = |id: u64| Filter {
             after: Some(id - 1),
             before: Some(id + 1),
             ..Filter::default()
         };
-        assert_eq!(ids(&store.tracebacks(&at(3), false, 10)[0]), [1, 2], "a return: its call last");
+        assert_eq!(
+            ids(&store.tracebacks(&at(3), false, 10)[0]),
+            [1, 2],
+            "a return: its call last"
+        );
         assert_eq!(ids(&store.tracebacks(&at(2), false, 10)[0]), [1, 2]);
         // k (13) is a root call of `a`, caused by the receive 12 of b's send
         // 11, sent from within b's call h (10).
         assert_eq!(ids(&store.tracebacks(&at(13), false, 10)[0]), [13]);
         assert_eq!(ids(&store.tracebacks(&at(13), true, 10)[0]), [10, 13]);
-        assert!(store.tracebacks(&at(12), false, 10)[0].is_empty(), "a receive outside calls");
+        assert!(
+            store.tracebacks(&at(12), false, 10)[0].is_empty(),
+            "a receive outside calls"
+        );
     }
 }
