@@ -249,3 +249,19 @@ IO.puts(
   "tracebacks for 1000 matching calls: #{Float.round(ours / 1000, 1)} ms; the same by a fold over ETS " <>
     "#{Float.round(theirs / 1000, 1)} ms -> #{Float.round(theirs / ours, 1)}x (target >= 5x)"
 )
+
+# Chrome trace of 100k events (the first 100k ids), checked with Python's json module.
+first = Query.select([limit: 1], pipeline: name) |> hd()
+window = [before: first.event.id + 100_000]
+path = Path.join(System.tmp_dir!(), "analysis_bench_trace.json")
+us = AnalysisBench.med_us(fn -> ElixirScope.Export.chrome_trace(window, path, pipeline: name) end)
+checker = Path.expand("../test/support/json_check.py", __DIR__)
+{out, 0} = System.cmd("python3", [checker, "chrome", path])
+["ok", begins | _] = String.split(out)
+
+IO.puts(
+  "chrome_trace of 100000 events: #{Float.round(us / 1000, 1)} ms (target <= 1000), " <>
+    "#{File.stat!(path).size} bytes; JSON reads back, all #{begins} calls end on their track"
+)
+
+File.rm(path)

@@ -5,6 +5,9 @@ defmodule ElixirScope.Export.JSON do
   # numbers, booleans and nil map to JSON; any other term becomes the
   # string of its `inspect/1`.
 
+  @specials [~s("), "\\" | Enum.map(0..0x1F, &<<&1>>)]
+  @pattern {__MODULE__, :specials}
+
   @spec encode(term()) :: iodata()
   def encode(nil), do: "null"
   def encode(true), do: "true"
@@ -36,9 +39,28 @@ defmodule ElixirScope.Export.JSON do
   defp key(k) when is_atom(k), do: string(Atom.to_string(k))
   defp key(k), do: string(inspect(k))
 
-  defp string(s), do: [?", escape(s), ?"]
+  @doc "A JSON string of the UTF-8 binary `s`."
+  def string(s), do: [?", escape(s), ?"]
 
+  @doc "A JSON object of `{key, json}` pairs, keys plain names (not escaped)."
+  def object(pairs) do
+    ["{", Enum.intersperse(for({k, v} <- pairs, do: [?", k, ?", ?:, v]), ","), "}"]
+  end
+
+  # Most strings need no escape: checked at once (with a pattern compiled
+  # once per VM), then copied as they are.
   defp escape(s) do
+    if :binary.match(s, specials()) == :nomatch, do: s, else: escape_each(s)
+  end
+
+  defp specials do
+    case :persistent_term.get(@pattern, nil) do
+      nil -> tap(:binary.compile_pattern(@specials), &:persistent_term.put(@pattern, &1))
+      pattern -> pattern
+    end
+  end
+
+  defp escape_each(s) do
     for <<c::utf8 <- s>>, into: "" do
       case c do
         ?" -> "\\\""
