@@ -297,6 +297,115 @@ defmodule ElixirScope.Query do
   end
 
   @doc """
+  Complete call trees that repeat (`tr:top_call_trees/1`): calls whose
+  whole subtree (functions, arguments, results, nested calls) occurs at
+  least `min_count:` times (default 2), of at most `max_size:` calls
+  (default 10), whose accumulated time is at least `min_time:` ns
+  (default 0), most time-consuming first. Each is `%{count:, acc_time:,
+  tree:}`, `tree` being one occurrence as nested `%{call:, result:,
+  children:}` (`call` the call event, `result` its return or exception).
+  `output: :reduced` (the default) leaves out a tree found inside another
+  reported one; `:complete` keeps all. The filter keys in `opts` narrow the
+  events read; `limit:` caps the list.
+  """
+  @spec top_call_trees(keyword()) :: [%{count: pos_integer(), acc_time: integer(), tree: map()}]
+  def top_call_trees(opts \\ []) do
+    {min_count, opts} = Keyword.pop(opts, :min_count, 2)
+    {min_time, opts} = Keyword.pop(opts, :min_time, 0)
+    {max_size, opts} = Keyword.pop(opts, :max_size, 10)
+    {output, opts} = Keyword.pop(opts, :output, :reduced)
+    {limit, opts} = Keyword.pop(opts, :limit, :infinity)
+    {filter, opts} = Keyword.split(opts, @filter_keys)
+
+    for {name, v} <- [min_count: min_count, max_size: max_size],
+        not (is_integer(v) and v > 0),
+        do: raise(ArgumentError, "#{name}: expected a positive integer, got: #{inspect(v)}")
+
+    unless is_integer(min_time),
+      do: raise(ArgumentError, "min_time: expected ns, got: #{inspect(min_time)}")
+
+    unless output in [:reduced, :complete],
+      do: raise(ArgumentError, "output: expected :reduced or :complete, got: #{inspect(output)}")
+
+    {_, groups} =
+      filter
+      |> Keyword.put(:type, [:function_call, :function_return, :function_exception])
+      |> stream(opts)
+      |> Enum.reduce({%{}, %{}}, &grow(&1, &2, max_size))
+
+    repeated = for {key, g} <- groups, g.count >= min_count, g.acc_time >= min_time, do: {key, g}
+
+    repeated
+    |> reduce_trees(output)
+    |> Enum.sort_by(fn {_, g} -> -g.acc_time end)
+    |> take(limit)
+    |> Enum.map(fn {_, g} -> g end)
+  end
+
+  # Builds each completed call's tree bottom-up on its process's stack;
+  # trees of at most `max` calls are grouped by their structure.
+  defp grow(%{event: %{type: :function_call} = ev} = call, {stacks, groups}, _max) do
+    frame = %{call: call, children: [], keys: [], size: 1}
+    {Map.update(stacks, ev.pid, [frame], &[frame | &1]), groups}
+  end
+
+  defp grow(%{event: ev, correlation_id: id} = result, {stacks, groups}, max) do
+    case Enum.split_while(Map.get(stacks, ev.pid, []), &(&1.call.event.id != id)) do
+      {_unfinished, [frame | rest]} ->
+        c = frame.call.event
+
+        outcome =
+          if ev.type == :function_return, do: {:return, ev.data}, else: {:exception, ev.data}
+
+        key = {c.module, c.function, c.arity, c.data, outcome, Enum.reverse(frame.keys)}
+        node = %{call: frame.call, result: result, children: Enum.reverse(frame.children)}
+        took = ev.timestamp - c.timestamp
+
+        groups =
+          if frame.size <= max do
+            Map.update(groups, key, %{count: 1, acc_time: took, tree: node}, fn g ->
+              %{g | count: g.count + 1, acc_time: g.acc_time + took}
+            end)
+          else
+            groups
+          end
+
+        rest =
+          case rest do
+            [parent | more] ->
+              [
+                %{
+                  parent
+                  | children: [node | parent.children],
+                    keys: [key | parent.keys],
+                    size: parent.size + frame.size
+                }
+                | more
+              ]
+
+            [] ->
+              []
+          end
+
+        {Map.put(stacks, ev.pid, rest), groups}
+
+      {_, []} ->
+        {stacks, groups}
+    end
+  end
+
+  defp reduce_trees(trees, :complete), do: trees
+
+  defp reduce_trees(trees, :reduced) do
+    keys = Enum.map(trees, &elem(&1, 0))
+    Enum.reject(trees, fn {k, _} -> Enum.any?(keys, &(&1 != k and inside?(k, &1))) end)
+  end
+
+  # True when the tree `k` occurs inside the tree `outer`.
+  defp inside?(k, {_, _, _, _, _, children}),
+    do: Enum.any?(children, &(&1 == k or inside?(k, &1)))
+
+  @doc """
   The last known state of a GenServer process at `timestamp` (monotonic
   ns), from its `:state_change` events: `{:ok, state, event_id}` or
   `{:error, :unknown}`.

@@ -254,4 +254,30 @@ defmodule ElixirScope.QueryTest do
     gone = put_in(root.event.module, :"Elixir.No.Such.Module")
     assert Query.replay(gone) == {:error, {:module_not_found, No.Such.Module}}
   end
+
+  test "top_call_trees finds the repeated subtrees of a recursion" do
+    {p, _} = traced_fib(6)
+    opts = [pipeline: p]
+    arg = fn %{tree: t} -> t.call.event.data end
+
+    # fib(4) (9 calls) runs twice; everything smaller that repeats is inside it.
+    assert [%{count: 2, tree: tree} = top] = Query.top_call_trees(opts)
+    assert arg.(top) == [4]
+    assert tree.result.event.data == 3
+    assert Enum.map(tree.children, & &1.call.event.data) == [[3], [2]]
+    assert top.acc_time > 0
+
+    complete = Query.top_call_trees([output: :complete] ++ opts)
+
+    assert Enum.sort(Enum.map(complete, &{arg.(&1), &1.count})) ==
+             [{[0], fib(5)}, {[1], fib(6)}, {[2], fib(5)}, {[3], fib(4)}, {[4], 2}]
+
+    assert complete == Enum.sort_by(complete, &(-&1.acc_time))
+    assert [%{count: 3} = three] = Query.top_call_trees([max_size: 5] ++ opts)
+    assert arg.(three) == [3]
+    assert [%{count: 5} = two] = Query.top_call_trees([min_count: 4] ++ opts)
+    assert arg.(two) == [2]
+    assert Query.top_call_trees([min_time: 10_000_000_000] ++ opts) == []
+    assert_raise ArgumentError, fn -> Query.top_call_trees(max_size: 0) end
+  end
 end
