@@ -70,15 +70,9 @@ defmodule ElixirScope.Query do
     native_limit = if match || limit == :infinity, do: 0xFFFF_FFFF_FFFF_FFFF, else: limit
 
     events =
-      Stream.resource(
+      DataAccess.cursor_stream(
         fn -> Native.store_query(store, native, native_limit, order) end,
-        fn cursor ->
-          case Native.cursor_next(cursor, chunk) do
-            [] -> {:halt, cursor}
-            events -> {events, cursor}
-          end
-        end,
-        fn _ -> :ok end
+        chunk
       )
 
     events = if match, do: Stream.filter(events, match), else: events

@@ -18,22 +18,13 @@ defmodule ElixirScope.ExportTest do
   # A client calling a traced GenServer three times, traced on both sides.
   defp bank do
     p = private_pipeline()
-    {:ok, server} = Traced.Counter.start(0)
-    client = Traced.runner()
 
-    {:ok, s} =
-      ElixirScope.trace(
-        pids: [server, client],
-        calls: [Traced.Counter, {Traced.Client, :bump, 1}, {Traced.Fib, :fib, 1}],
-        messages: true,
-        pipeline: p
-      )
+    work = fn client, server ->
+      for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
+      Traced.run(client, fn -> Traced.Fib.fib(5) end)
+    end
 
-    for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
-    Traced.run(client, fn -> Traced.Fib.fib(5) end)
-    {:ok, _} = ElixirScope.stop_trace(s)
-    :ok = ElixirScope.flush(5_000, pipeline: p)
-    on_exit(fn -> Process.exit(server, :kill) end)
+    {server, client} = Traced.traced_bank(p, work, [{Traced.Fib, :fib, 1}])
     {p, server, client}
   end
 

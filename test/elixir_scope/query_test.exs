@@ -201,26 +201,17 @@ defmodule ElixirScope.QueryTest do
 
   test "tracebacks across processes follow the message that caused a callback" do
     p = private_pipeline()
-    {:ok, server} = Traced.Counter.start(0)
-    client = Traced.runner()
 
-    {:ok, s} =
-      ElixirScope.trace(
-        pids: [server, client],
-        calls: [Traced.Counter, {Traced.Client, :bump, 1}],
-        messages: true,
-        pipeline: p
-      )
+    {_server, client} =
+      Traced.traced_bank(p, fn client, server ->
+        1 = Traced.run(client, fn -> Traced.Client.bump(server) end)
+      end)
 
-    1 = Traced.run(client, fn -> Traced.Client.bump(server) end)
-    {:ok, _} = ElixirScope.stop_trace(s)
-    :ok = ElixirScope.flush(5_000, pipeline: p)
     handler = [mfa: {Traced.Counter, :handle_call, 3}]
     assert [[only]] = Query.tracebacks(handler, pipeline: p)
     assert only.event.function == :handle_call
     assert [[bump, ^only]] = Query.tracebacks(handler, across: true, pipeline: p)
     assert {bump.event.function, bump.event.pid} == {:bump, client}
-    GenServer.stop(server)
   end
 
   test "state_at gives a server's state at a time; replay calls a captured call again" do

@@ -37,6 +37,32 @@ defmodule ElixirScope.Traced do
     def step(n), do: n - 1
   end
 
+  @doc """
+  A client (a `runner/0`) and a `Counter` server, both traced into the
+  private pipeline `p` with messages and the `Counter` and
+  `Client.bump/1` calls (plus `extra_calls`); runs `work.(client, server)`
+  in the client, then stops the session and flushes. The server is killed
+  when the test ends. Returns `{server, client}`.
+  """
+  def traced_bank(p, work, extra_calls \\ []) do
+    {:ok, server} = Counter.start(0)
+    client = runner()
+
+    {:ok, s} =
+      ElixirScope.trace(
+        pids: [server, client],
+        calls: [Counter, {Client, :bump, 1} | extra_calls],
+        messages: true,
+        pipeline: p
+      )
+
+    work.(client, server)
+    {:ok, _} = ElixirScope.stop_trace(s)
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    ExUnit.Callbacks.on_exit(fn -> Process.exit(server, :kill) end)
+    {server, client}
+  end
+
   @doc "A process that runs each function it is sent, replying `{:ran, result}`."
   def runner do
     spawn(fn -> run_loop() end)

@@ -143,8 +143,14 @@ defmodule ElixirScope.Storage.DataAccess do
     if unknown != [], do: raise(ArgumentError, "unknown option #{inspect(hd(unknown))}")
     store = store(opts)
 
+    cursor_stream(fn -> Native.store_select(store, query, limit, order) end, chunk)
+  end
+
+  @doc false
+  # The events of a native cursor (`open` makes it), `chunk` at a time.
+  def cursor_stream(open, chunk) do
     Stream.resource(
-      fn -> Native.store_select(store, query, limit, order) end,
+      open,
       fn cursor ->
         case Native.cursor_next(cursor, chunk) do
           [] -> {:halt, cursor}
