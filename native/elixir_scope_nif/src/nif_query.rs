@@ -5,12 +5,12 @@ use parking_lot::Mutex;
 use rustler::{Atom, Encoder, Env, NifMap, NifResult, ResourceArc, Term};
 
 use elixir_scope_core::event::{EventKind, NO_ARITY};
-use elixir_scope_core::store::{Filter, Order, StatKey};
+use elixir_scope_core::store::{Filter, StatKey};
 
 use crate::atoms;
 use crate::codec::event::{kind_atom, Decoder};
 use crate::codec::{from_word, word};
-use crate::nif_store::read;
+use crate::nif_store::{order, read};
 use crate::resources::{CursorRes, StoreRes};
 
 /// A filter as `ElixirScope.Query` hands it over (checked there): `nil`
@@ -60,14 +60,6 @@ fn filter(f: FilterMap) -> NifResult<Filter> {
         after: f.after,
         before: f.before,
     })
-}
-
-fn order(t: Term) -> Order {
-    if t.as_c_arg() == atoms::desc().as_c_arg() {
-        Order::Desc
-    } else {
-        Order::Asc
-    }
 }
 
 /// Selects the events a filter matches, for reading with `cursor_next`.

@@ -70,7 +70,7 @@ fn store_stats(env: Env, store: ResourceArc<StoreRes>) -> Term {
     })
 }
 
-fn order(t: Term) -> Order {
+pub(crate) fn order(t: Term) -> Order {
     if t.as_c_arg() == atoms::desc().as_c_arg() {
         Order::Desc
     } else {
