@@ -25,5 +25,6 @@ pub mod pool;
 pub mod ring;
 pub mod shedding;
 pub mod store;
+pub mod tracefile;
 pub mod tsc_clock;
 pub mod wakeup;
