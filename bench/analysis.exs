@@ -7,7 +7,8 @@
 # records in an ETS table as erlang_doctor (tr) keeps them,
 # {index, pid, :call | :return, mfa, data, timestamp}, queried as tr does:
 # call_stat by an Elixir fold over the table with a stack per process, and
-# a selection by :ets.select with a match spec. Medians of 5.
+# a selection by :ets.select with a match spec; saved by :ets.tab2file and
+# loaded by :ets.file2tab. Medians of 5.
 alias ElixirScope.Capture.PipelineManager
 alias ElixirScope.Query
 
@@ -249,6 +250,43 @@ IO.puts(
   "tracebacks for 1000 matching calls: #{Float.round(ours / 1000, 1)} ms; the same by a fold over ETS " <>
     "#{Float.round(theirs / 1000, 1)} ms -> #{Float.round(theirs / ours, 1)}x (target >= 5x)"
 )
+
+# save / load of the whole trace against :ets.tab2file / :ets.file2tab of the ETS copy.
+ours_file = Path.join(System.tmp_dir!(), "analysis_bench.estrace")
+ets_file = Path.join(System.tmp_dir!(), "analysis_bench.ets") |> String.to_charlist()
+
+save_us =
+  AnalysisBench.med_us(fn -> {:ok, _} = ElixirScope.save(ours_file, [], pipeline: name) end)
+
+tab2file_us = AnalysisBench.med_us(fn -> :ok = :ets.tab2file(tab, ets_file) end)
+
+load_us =
+  AnalysisBench.med_us(fn ->
+    {:ok, %{events: ^stored, lost: 0}} = ElixirScope.load(ours_file)
+    :erlang.garbage_collect()
+  end)
+
+file2tab_us =
+  AnalysisBench.med_us(fn ->
+    {:ok, t} = :ets.file2tab(ets_file)
+    :ets.delete(t)
+  end)
+
+{:ok, loaded} = ElixirScope.load(ours_file)
+true = Query.call_stat(:mfa, store: loaded) == stat
+ours_size = File.stat!(ours_file).size
+ets_size = File.stat!(ets_file).size
+
+IO.puts(
+  "save of #{stored} events: #{Float.round(save_us / 1000, 1)} ms; :ets.tab2file #{Float.round(tab2file_us / 1000, 1)} ms " <>
+    "-> #{Float.round(tab2file_us / save_us, 1)}x (target >= 3x)\n" <>
+    "load: #{Float.round(load_us / 1000, 1)} ms; :ets.file2tab #{Float.round(file2tab_us / 1000, 1)} ms " <>
+    "-> #{Float.round(file2tab_us / load_us, 1)}x (target >= 3x); the loaded store's call_stat equals the original's\n" <>
+    "file: #{ours_size} bytes; tab2file's #{ets_size} -> #{Float.round(ours_size / ets_size, 3)} of its size (target <= 0.25)"
+)
+
+File.rm(ours_file)
+File.rm(ets_file)
 
 # Chrome trace of 100k events (the first 100k ids), checked with Python's json module.
 first = Query.select([limit: 1], pipeline: name) |> hd()

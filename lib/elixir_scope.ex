@@ -18,6 +18,8 @@ defmodule ElixirScope do
   default one.
   """
 
+  import Bitwise
+
   alias ElixirScope.Capture.PipelineManager
   alias ElixirScope.{Event, Native}
 
@@ -342,6 +344,75 @@ defmodule ElixirScope do
   @doc "A trace session's counters now (see `stop_trace/1`), and whether it runs."
   @spec trace_info(ElixirScope.Tracer.Session.t()) :: ElixirScope.Tracer.info()
   defdelegate trace_info(session), to: ElixirScope.Tracer, as: :info
+
+  @doc """
+  Saves the events `filter` selects (the keys of
+  `ElixirScope.Query.select/2` but `match:` and `limit:`; default: all) with their links and the
+  process tree to the file `path`, written natively and streamed (never
+  the whole trace in memory). Options: `pipeline:` or `store:`, the store
+  to read. Returns `{:ok, %{events: n, bytes: size}}` or
+  `{:error, {:file, message}}`.
+
+  The file is versioned, its frames compressed and checksummed; atoms and
+  pids are saved by name and number, so any VM can load it.
+  """
+  @spec save(Path.t(), keyword(), keyword()) ::
+          {:ok, %{events: non_neg_integer(), bytes: non_neg_integer()}} | {:error, term()}
+  def save(path, filter \\ [], opts \\ []) when is_binary(path) do
+    case Keyword.keys(opts) -- [:pipeline, :store] do
+      [] ->
+        :ok
+
+      [key | _] ->
+        raise ArgumentError, "unknown option #{inspect(key)} (known: :pipeline, :store)"
+    end
+
+    store = ElixirScope.Storage.DataAccess.store(opts)
+
+    Native.trace_save(
+      store,
+      ElixirScope.Query.native_filter!(filter),
+      path,
+      Atom.to_string(node()),
+      System.monotonic_time(:nanosecond),
+      System.os_time(:nanosecond)
+    )
+  end
+
+  @doc """
+  Loads a trace saved by `save/3` into a fresh store:
+  `{:ok, %ElixirScope.Store{}}`, which every `DataAccess`, `Query` and
+  `Export` function reads with `store: store`. Options: `max_events:`
+  (default: all of them), `partial:` (default `false`).
+
+  A damaged file gives `{:error, {:corrupt, offset, reason}}` (`offset`
+  where the bad frame starts) and never crashes the VM; with
+  `partial: true` the intact frames load and the store's `lost` counts the
+  events of the frames that could not be read. A file from a newer format
+  gives `{:error, {:unsupported_version, v}}`; one naming more than 100,000
+  atoms this VM does not have gives `{:error, :too_many_atoms}`. Pids are
+  loaded as pids of this node with the saved numbers.
+  """
+  @spec load(Path.t(), keyword()) :: {:ok, ElixirScope.Store.t()} | {:error, term()}
+  def load(path, opts \\ []) when is_binary(path) do
+    max = Keyword.get(opts, :max_events, 1 <<< 30)
+    partial = Keyword.get(opts, :partial, false)
+
+    unless is_integer(max) and max > 0,
+      do: raise(ArgumentError, "max_events must be a positive integer, got: #{inspect(max)}")
+
+    unless is_boolean(partial),
+      do: raise(ArgumentError, "partial must be a boolean, got: #{inspect(partial)}")
+
+    case Native.trace_load(path, max, partial) do
+      {:ok, ref, info} ->
+        fields = Map.take(info, [:events, :lost, :node, :saved_at])
+        {:ok, struct!(ElixirScope.Store, Map.merge(fields, %{ref: ref, path: path}))}
+
+      {:error, _} = error ->
+        error
+    end
+  end
 
   @doc """
   Prints the call `id`'s tree across processes (see

@@ -28,6 +28,8 @@ defmodule ElixirScope.Native do
   def store_call_stat(_store, _filter, _key), do: nif()
   def store_ranges(_store, _filter, _max_depth, _limit), do: nif()
   def store_tracebacks(_store, _filter, _across, _limit), do: nif()
+  def trace_save(_store, _filter, _path, _node, _saved_at, _saved_at_wall), do: nif()
+  def trace_load(_path, _max_events, _partial), do: nif()
 
   def correlator_correlate(_store, _events, _max_payload), do: nif()
   def correlator_chain(_store, _id), do: nif()

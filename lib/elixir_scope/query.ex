@@ -35,8 +35,9 @@ defmodule ElixirScope.Query do
 
   ## Options
 
-  `pipeline:` (the store of that pipeline; default the application's) and,
-  for streams, `chunk_size:` (events read per step, default 10_000).
+  `pipeline:` (the store of that pipeline; default the application's) or
+  `store:` (a trace loaded by `ElixirScope.load/2`) and, for streams,
+  `chunk_size:` (events read per step, default 10_000).
   """
 
   alias ElixirScope.{CorrelatedEvent, Native}
@@ -44,7 +45,7 @@ defmodule ElixirScope.Query do
 
   @kinds ElixirScope.Event.types()
   @filter_keys [:pid, :type, :mfa, :module, :from, :to, :after, :before, :data, :match, :limit]
-  @option_keys [:pipeline, :order, :chunk_size]
+  @option_keys [:pipeline, :store, :order, :chunk_size]
 
   @type filter :: keyword()
   @type stat :: %{count: non_neg_integer(), acc_time: integer(), own_time: integer()}
@@ -608,6 +609,13 @@ defmodule ElixirScope.Query do
   defp us(ns), do: :erlang.float_to_binary(ns / 1000, decimals: 1)
 
   # --- filters -------------------------------------------------------------
+
+  @doc false
+  # The native form of a filter's field conditions (for `ElixirScope.save/3`).
+  def native_filter!(filter) do
+    check_keys!(filter, @filter_keys -- [:match, :limit], "filter")
+    native_filter(filter)
+  end
 
   defp native_filter(filter) do
     {module, function, arity} = mfa!(filter)

@@ -86,4 +86,25 @@ defmodule ElixirScope.Traced do
       5_000 -> raise "runner did not answer"
     end
   end
+
+  @doc """
+  Run in another VM: writes one event naming the atom `name` (new there)
+  into the default store, its payload `{atom, a pid}`, and saves the store
+  to `path`.
+  """
+  def save_with_atom(path, name) do
+    atom = String.to_atom(name)
+
+    event = %ElixirScope.Event{
+      type: :function_call,
+      pid: self(),
+      module: atom,
+      function: :run,
+      arity: 1,
+      data: {atom, self()}
+    }
+
+    :ok = ElixirScope.Storage.DataAccess.write_batch([event])
+    ElixirScope.save(path)
+  end
 end

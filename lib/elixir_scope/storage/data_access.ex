@@ -226,8 +226,23 @@ defmodule ElixirScope.Storage.DataAccess do
   def stats(opts \\ []), do: Native.store_stats(store(opts))
 
   @doc false
-  # The store a call addresses: `pipeline:`'s, else the application's.
+  # The store a call addresses: `store:` (a loaded trace), `pipeline:`'s,
+  # else the application's.
   def store(opts) do
+    case Keyword.get(opts, :store) do
+      %ElixirScope.Store{ref: ref} ->
+        ref
+
+      nil ->
+        pipeline_store(opts)
+
+      other ->
+        raise ArgumentError,
+              "store: expected an %ElixirScope.Store{} (from ElixirScope.load/2), got: #{inspect(other)}"
+    end
+  end
+
+  defp pipeline_store(opts) do
     case PipelineManager.server_option(opts) do
       {:ok, server} -> Native.pipeline_store(PipelineManager.pipeline(server))
       :error -> ElixirScope.Application.store()

@@ -16,6 +16,8 @@ use crate::event::{Link, LinkKind};
 pub struct Packed(u64);
 
 const TARGET_BITS: u32 = 56;
+/// The largest link target a `Links` holds.
+pub const MAX_TARGET: u64 = (1 << TARGET_BITS) - 1;
 
 impl Packed {
     fn new(link: Link) -> Packed {

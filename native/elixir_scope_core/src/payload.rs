@@ -206,12 +206,17 @@ pub fn contains_term(haystack: &[u8], needle: &[u8]) -> bool {
     false
 }
 
-/// `bytes` re-encoded with every atom and pid word `w` (tagged
-/// [`tag::ATOM`] or [`tag::PID`]) replaced by `map(tag, w)`; `None` when
-/// `bytes` is malformed or `map` refuses a word. Used to write payloads in
-/// a form another VM can read (atoms and pids as table indices) and back.
-pub fn map_words(bytes: &[u8], mut map: impl FnMut(u8, u64) -> Option<u64>) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() + 8);
+/// Writes to `out` (cleared first) `bytes` re-encoded with every atom and
+/// pid word `w` (tagged [`tag::ATOM`] or [`tag::PID`]) replaced by
+/// `map(tag, w)`; `None` when `bytes` is malformed or `map` refuses a
+/// word. Used to write payloads in a form another VM can read (atoms and
+/// pids as table indices) and back.
+pub fn map_words(
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    mut map: impl FnMut(u8, u64) -> Option<u64>,
+) -> Option<()> {
+    out.clear();
     let mut pos = 0;
     while pos < bytes.len() {
         let (next, _) = header(bytes, pos)?;
@@ -220,13 +225,13 @@ pub fn map_words(bytes: &[u8], mut map: impl FnMut(u8, u64) -> Option<u64>) -> O
                 let mut at = pos + 1;
                 let word = varint::decode(bytes, &mut at)?;
                 out.push(t);
-                varint::push(&mut out, map(t, word)?);
+                varint::push(out, map(t, word)?);
             }
             _ => out.extend_from_slice(&bytes[pos..next]),
         }
         pos = next;
     }
-    Some(out)
+    Some(())
 }
 
 /// The position just past the subterm starting at `pos`.
@@ -369,14 +374,25 @@ mod tests {
         b.extend([tag::LIST, 2, tag::PID]);
         varint::push(&mut b, 0x5673);
         b.extend([tag::BINARY, 2, 0xAA, 0xBB, tag::NIL, tag::INT, 4]);
-        let mapped = map_words(&b, |t, w| Some(if t == tag::ATOM { 1 } else { w + 1 })).unwrap();
-        let back = map_words(&mapped, |t, w| {
+        let (mut mapped, mut back) = (Vec::new(), Vec::new());
+        map_words(&b, &mut mapped, |t, w| {
+            Some(if t == tag::ATOM { 1 } else { w + 1 })
+        })
+        .unwrap();
+        map_words(&mapped, &mut back, |t, w| {
             Some(if t == tag::ATOM { 0x1234b } else { w - 1 })
-        });
-        assert_eq!(back.unwrap(), b);
+        })
+        .unwrap();
+        assert_eq!(back, b);
         assert_eq!(&mapped[..4], &[tag::TUPLE, 3, tag::ATOM, 1]);
-        assert!(map_words(&b, |_, _| None).is_none(), "a refused word");
-        assert!(map_words(&b[..5], |_, w| Some(w)).is_none(), "malformed");
+        assert!(
+            map_words(&b, &mut back, |_, _| None).is_none(),
+            "a refused word"
+        );
+        assert!(
+            map_words(&b[..5], &mut back, |_, w| Some(w)).is_none(),
+            "malformed"
+        );
     }
 
     #[test]

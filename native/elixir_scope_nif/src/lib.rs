@@ -14,6 +14,7 @@ mod nif_pipeline;
 mod nif_query;
 mod nif_ring;
 mod nif_store;
+mod nif_tracefile;
 mod resources;
 mod tracer;
 

@@ -16,7 +16,7 @@ use crate::resources::{CursorRes, StoreRes};
 /// A filter as `ElixirScope.Query` hands it over (checked there): `nil`
 /// for an absent condition, `data` wrapped as `{:data, term}`.
 #[derive(NifMap)]
-struct FilterMap<'a> {
+pub struct FilterMap<'a> {
     pid: Term<'a>,
     kinds: Vec<Atom>,
     module: Term<'a>,
@@ -33,7 +33,7 @@ fn nil_or<'a, T>(t: Term<'a>, f: impl FnOnce(Term<'a>) -> T) -> Option<T> {
     (t.as_c_arg() != atoms::nil().as_c_arg()).then(|| f(t))
 }
 
-fn filter(f: FilterMap) -> NifResult<Filter> {
+pub fn filter(f: FilterMap) -> NifResult<Filter> {
     let mut kinds = 0u16;
     for k in &f.kinds {
         let kind = EventKind::ALL

@@ -312,6 +312,11 @@ impl Correlator {
         }
     }
 
+    /// Records a spawn relation read from a saved trace.
+    pub fn record_spawn(&mut self, parent: u64, child: u64, spawn_id: u64) {
+        self.processes.record(parent, child, spawn_id);
+    }
+
     /// Known spawn relations: (parent, child, spawn event id).
     pub fn process_tree(&self) -> Vec<(u64, u64, u64)> {
         self.processes.edges()

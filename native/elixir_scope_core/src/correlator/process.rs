@@ -57,6 +57,18 @@ impl Tree {
         }
     }
 
+    /// Records an edge known from elsewhere (a saved trace).
+    pub fn record(&mut self, parent: u64, child: u64, spawn_id: u64) {
+        self.edges.insert(
+            child,
+            Edge {
+                parent,
+                spawn_id,
+                exited_at: None,
+            },
+        );
+    }
+
     pub fn exit(&mut self, pid: u64, at: i64) {
         if let Some(edge) = self.edges.get_mut(&pid) {
             edge.exited_at = Some(at);

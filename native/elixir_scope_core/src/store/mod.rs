@@ -726,6 +726,12 @@ impl SharedStore {
             .compare_exchange(end, start, Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// Makes the next id assigned greater than `id` (a store filled from a
+    /// saved trace).
+    pub fn assign_after(&self, id: u64) {
+        self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+    }
+
     /// Ids assigned so far.
     pub fn assigned(&self) -> u64 {
         self.next_id.load(Ordering::Relaxed) - 1

@@ -4,7 +4,8 @@
 //! to the end of the file. A frame is a 12-byte head, u32 LE body length,
 //! u32 LE CRC-32 of the body, u32 LE number of events in it, then the body:
 //! an LZ4 block of the bincode encoding of one [`Frame`]. The first frame is
-//! the [`Header`]. Serde gives the record schema; bincode is compact and
+//! the [`Header`]; events are stored in columns of differences
+//! ([`columns`]). Serde gives the record schema; bincode is compact and
 //! its decoder takes an allocation limit, so a hostile length field cannot
 //! exhaust memory; LZ4 (lz4_flex, pure Rust) compresses at memory speed.
 //!
@@ -18,12 +19,15 @@
 //! `Error::Corrupt { offset, reason }`, `offset` being where the frame
 //! starts; a newer format version is `Error::UnsupportedVersion`.
 
+pub mod columns;
 pub mod portable;
 
 use std::io::{self, Read, Write};
 
 use bincode::Options;
 use serde::{Deserialize, Serialize};
+
+use columns::EventColumns;
 
 pub const MAGIC: &[u8; 8] = b"ESTRACE\0";
 pub const VERSION: u16 = 1;
@@ -39,30 +43,6 @@ pub struct Header {
     pub saved_at_wall: i64,
 }
 
-/// One stored event, with atoms and pids as table indices (`0` = none for
-/// module and function; table entry `n` is index `n + 1`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SavedEvent {
-    pub id: u64,
-    pub timestamp: i64,
-    pub wall_time: i64,
-    pub pid: u32,
-    pub module: u32,
-    pub function: u32,
-    pub arity: u8,
-    pub kind: u8,
-    pub ingest_stamped: bool,
-    pub correlated: bool,
-    pub data: Vec<u8>,
-    pub peer: Vec<u8>,
-    pub correlation_id: u64,
-    pub parent_id: u64,
-    pub root_id: u64,
-    pub links: Vec<(u8, u64)>,
-    pub correlated_at: i64,
-    pub confidence: f32,
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
     Header(Header),
@@ -70,7 +50,7 @@ pub enum Frame {
     Atoms(Vec<String>),
     /// Pids as (number, serial), appended to the pid table.
     Pids(Vec<(u32, u32)>),
-    Events(Vec<SavedEvent>),
+    Events(Box<EventColumns>),
     /// Spawns: (parent, child) as pid table indices, and the spawn's id.
     Tree(Vec<(u32, u32, u64)>),
 }
@@ -221,7 +201,9 @@ impl<R: Read> Reader<R> {
             .ok_or_else(|| lost("bad compression", Some(events)))?;
         let frame = codec()
             .deserialize(&decoded)
-            .map_err(|_| lost("undecodable frame", Some(events)))?;
+            .ok()
+            .filter(|f| !matches!(f, Frame::Events(c) if !c.check()))
+            .ok_or_else(|| lost("undecodable frame", Some(events)))?;
         Ok(Some((frame, events)))
     }
 

@@ -4,14 +4,18 @@
 //! order first met and rewrites fields and payloads with the numbers; the
 //! caller writes the names of the words it added ([`SaveTables::take_new`])
 //! before the events that use them. Loading, [`LoadTables`] holds the words
-//! this VM gave to the file's names and rewrites back; an index outside
-//! the tables (a corrupt file) refuses the event.
+//! this VM gave to the file's names ([`HOLE`] for a name it could not
+//! make) and rewrites back; an index outside the tables or naming a hole
+//! (a corrupt file, a lost table frame) refuses the event.
 
-use super::SavedEvent;
-use crate::event::{Correlation, Event, EventKind, Link, LinkKind, StoredEvent};
+use super::columns::{ColumnsBuilder, Row, RowLinks};
+use crate::event::{Correlation, Event, EventKind, EventView, Link, LinkKind, StoredEvent};
 use crate::hash::WordMap;
-use crate::links::Links;
+use crate::links::{Links, MAX_TARGET};
 use crate::payload::{map_words, tag, Payload};
+
+/// A table entry this VM could not make.
+pub const HOLE: u64 = u64::MAX;
 
 #[derive(Default)]
 pub struct SaveTables {
@@ -19,67 +23,82 @@ pub struct SaveTables {
     pids: WordMap<u64, u32>,
     new_atoms: Vec<u64>,
     new_pids: Vec<u64>,
+    data: Vec<u8>,
+    peer: Vec<u8>,
+}
+
+/// Table number `word` has in `table`, numbering it (and noting it in
+/// `new`) when first met.
+fn number(table: &mut WordMap<u64, u32>, new: &mut Vec<u64>, word: u64) -> u32 {
+    let next = table.len() as u32;
+    *table.entry(word).or_insert_with(|| {
+        new.push(word);
+        next
+    })
 }
 
 impl SaveTables {
     fn atom(&mut self, word: u64) -> u32 {
-        let next = self.atoms.len() as u32;
-        *self.atoms.entry(word).or_insert_with(|| {
-            self.new_atoms.push(word);
-            next
-        })
-    }
-
-    fn pid(&mut self, word: u64) -> u32 {
-        let next = self.pids.len() as u32;
-        *self.pids.entry(word).or_insert_with(|| {
-            self.new_pids.push(word);
-            next
-        })
-    }
-
-    fn payload(&mut self, bytes: &[u8]) -> Vec<u8> {
-        map_words(bytes, |t, w| {
-            Some(u64::from(if t == tag::ATOM {
-                self.atom(w)
-            } else {
-                self.pid(w)
-            }))
-        })
-        // Payloads come from this crate's encoder; one that cannot be read
-        // is saved as no payload rather than as words no VM can read.
-        .unwrap_or_default()
-    }
-
-    /// The event in the file's terms.
-    pub fn saved(&mut self, s: &StoredEvent) -> SavedEvent {
-        let (e, c) = (&s.event, &s.correlation);
-        let field = |t: &mut Self, w: u64| if w == 0 { 0 } else { t.atom(w) + 1 };
-        SavedEvent {
-            id: e.id,
-            timestamp: e.timestamp,
-            wall_time: e.wall_time,
-            pid: self.pid(e.pid),
-            module: field(self, e.module),
-            function: field(self, e.function),
-            arity: e.arity,
-            kind: e.kind as u8,
-            ingest_stamped: e.ingest_stamped,
-            correlated: c.correlation_type.is_some(),
-            data: self.payload(e.data.as_bytes()),
-            peer: self.payload(e.peer.as_bytes()),
-            correlation_id: c.correlation_id,
-            parent_id: c.parent_id,
-            root_id: c.root_id,
-            links: c.links.iter().map(|l| (l.kind as u8, l.target)).collect(),
-            correlated_at: c.correlated_at,
-            confidence: c.confidence,
-        }
+        number(&mut self.atoms, &mut self.new_atoms, word)
     }
 
     /// The pid number of `word` in the file.
-    pub fn pid_index(&mut self, word: u64) -> u32 {
-        self.pid(word)
+    pub fn pid(&mut self, word: u64) -> u32 {
+        number(&mut self.pids, &mut self.new_pids, word)
+    }
+
+    /// Appends `v` in the file's terms to `b`.
+    pub fn push(&mut self, b: &mut ColumnsBuilder, v: &EventView) {
+        let field = |t: &mut Self, w: u64| if w == 0 { 0 } else { t.atom(w) + 1 };
+        let (module, function, pid) = (
+            field(self, v.module),
+            field(self, v.function),
+            self.pid(v.pid),
+        );
+        let (mut data, mut peer) = (
+            std::mem::take(&mut self.data),
+            std::mem::take(&mut self.peer),
+        );
+        self.payload(v.data, &mut data);
+        self.payload(v.peer, &mut peer);
+        let row = Row {
+            id: v.id,
+            timestamp: v.timestamp,
+            wall_time: v.wall_time,
+            pid,
+            module,
+            function,
+            arity: v.arity,
+            kind: v.kind as u8,
+            ingest_stamped: v.ingest_stamped,
+            correlated: v.correlation_type.is_some(),
+            data: &data,
+            peer: &peer,
+            correlation_id: v.correlation_id,
+            parent_id: v.parent_id,
+            root_id: v.root_id,
+            correlated_at: v.correlated_at,
+            confidence: v.confidence,
+        };
+        b.push(&row, v.links.iter().map(|l| (l.kind as u8, l.target)));
+        (self.data, self.peer) = (data, peer);
+    }
+
+    fn payload(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        let (atoms, pids) = (&mut self.atoms, &mut self.pids);
+        let (new_atoms, new_pids) = (&mut self.new_atoms, &mut self.new_pids);
+        let mapped = map_words(bytes, out, |t, w| {
+            Some(u64::from(if t == tag::ATOM {
+                number(atoms, new_atoms, w)
+            } else {
+                number(pids, new_pids, w)
+            }))
+        });
+        // Payloads come from this crate's encoder; one that cannot be read
+        // is saved as no payload rather than as words no VM can read.
+        if mapped.is_none() {
+            out.clear();
+        }
     }
 
     /// The atom and pid words numbered since the last call, in order.
@@ -95,65 +114,81 @@ impl SaveTables {
 pub struct LoadTables {
     pub atoms: Vec<u64>,
     pub pids: Vec<u64>,
+    scratch: Vec<u8>,
+}
+
+fn entry(table: &[u64], i: u64) -> Option<u64> {
+    table
+        .get(usize::try_from(i).ok()?)
+        .copied()
+        .filter(|&w| w != HOLE)
 }
 
 impl LoadTables {
-    fn payload(&self, bytes: &[u8]) -> Option<Payload> {
+    fn payload(&mut self, bytes: &[u8]) -> Option<Payload> {
         if bytes.is_empty() {
             return Some(Payload::empty());
         }
-        let words = map_words(bytes, |t, i| {
-            let table = if t == tag::ATOM {
-                &self.atoms
-            } else {
-                &self.pids
-            };
-            table.get(usize::try_from(i).ok()?).copied()
-        })?;
-        Some(Payload::from_bytes(&words))
+        let mut out = std::mem::take(&mut self.scratch);
+        let mapped = map_words(bytes, &mut out, |t, i| {
+            entry(
+                if t == tag::ATOM {
+                    &self.atoms
+                } else {
+                    &self.pids
+                },
+                i,
+            )
+        })
+        .map(|_| Payload::from_bytes(&out));
+        self.scratch = out;
+        mapped
     }
 
     fn field(&self, n: u32) -> Option<u64> {
         match n {
             0 => Some(0),
-            n => self.atoms.get(n as usize - 1).copied(),
+            n => entry(&self.atoms, u64::from(n) - 1),
         }
     }
 
     /// The event in this VM's terms; `None` when it names a table entry
-    /// the file did not give, or an unknown kind.
-    pub fn stored(&self, e: SavedEvent) -> Option<StoredEvent> {
-        let kind = *EventKind::ALL.get(e.kind as usize)?;
-        let links: Links = e
-            .links
-            .iter()
-            .map(|&(k, target)| Link {
+    /// the file did not give (or a hole), an unknown kind or a link target
+    /// out of range.
+    pub fn stored(&mut self, r: &Row, links: &RowLinks) -> Option<StoredEvent> {
+        let kind = *EventKind::ALL.get(r.kind as usize)?;
+        let mut out = Links::default();
+        for (k, target) in links.iter() {
+            if target > MAX_TARGET {
+                return None;
+            }
+            out.push(Link {
                 kind: LinkKind::from_u8(k),
                 target,
-            })
-            .collect();
+            });
+        }
         Some(StoredEvent {
             event: Event {
-                id: e.id,
-                timestamp: e.timestamp,
-                wall_time: e.wall_time,
-                pid: *self.pids.get(e.pid as usize)?,
-                module: self.field(e.module)?,
-                function: self.field(e.function)?,
-                arity: e.arity,
+                id: r.id,
+                timestamp: r.timestamp,
+                wall_time: r.wall_time,
+                pid: entry(&self.pids, u64::from(r.pid))?,
+                module: self.field(r.module)?,
+                function: self.field(r.function)?,
+                arity: r.arity,
                 kind,
-                ingest_stamped: e.ingest_stamped,
-                data: self.payload(&e.data)?,
-                peer: self.payload(&e.peer)?,
+                ingest_stamped: r.ingest_stamped,
+                data: self.payload(r.data)?,
+                peer: self.payload(r.peer)?,
             },
             correlation: Correlation {
-                correlation_id: e.correlation_id,
-                parent_id: e.parent_id,
-                root_id: e.root_id,
-                links,
-                correlation_type: e.correlated.then_some(kind),
-                correlated_at: e.correlated_at,
-                confidence: e.confidence,
+                correlation_id: r.correlation_id,
+                parent_id: r.parent_id,
+                root_id: r.root_id,
+                links: out,
+                correlation_type: r.correlated.then_some(kind),
+                correlated_at: r.correlated_at,
+                confidence: r.confidence,
             },
         })
     }

@@ -1,3 +1,4 @@
+use super::columns::ColumnsBuilder;
 use super::portable::{LoadTables, SaveTables};
 use super::*;
 use crate::event::test_support::event;
@@ -38,8 +39,11 @@ fn save(events: &[StoredEvent]) -> Vec<u8> {
     };
     let mut w = Writer::new(Vec::new(), header).unwrap();
     let mut tables = SaveTables::default();
+    let mut columns = ColumnsBuilder::default();
     for chunk in events.chunks(100) {
-        let saved: Vec<SavedEvent> = chunk.iter().map(|s| tables.saved(s)).collect();
+        for s in chunk {
+            tables.push(&mut columns, &s.view());
+        }
         let (atoms, pids) = tables.take_new();
         w.frame(
             &Frame::Atoms(atoms.iter().map(|a| format!("a{a}")).collect()),
@@ -51,7 +55,8 @@ fn save(events: &[StoredEvent]) -> Vec<u8> {
             0,
         )
         .unwrap();
-        w.frame(&Frame::Events(saved), chunk.len() as u32).unwrap();
+        w.frame(&Frame::Events(Box::new(columns.take())), chunk.len() as u32)
+            .unwrap();
     }
     w.finish().unwrap()
 }
@@ -71,10 +76,10 @@ fn load(bytes: &[u8]) -> Result<(Vec<StoredEvent>, u64, Option<Lost>), Error> {
             Ok(Some((Frame::Pids(pids), _))) => {
                 tables.pids.extend(pids.iter().map(|&(n, _)| u64::from(n)))
             }
-            Ok(Some((Frame::Events(saved), _))) => {
-                for e in saved {
+            Ok(Some((Frame::Events(columns), _))) => {
+                for (row, links) in columns.rows() {
                     // An event naming a table entry a lost frame held is lost too.
-                    match tables.stored(e) {
+                    match tables.stored(&row, &links) {
                         Some(s) => out.push(s),
                         None => lost += 1,
                     }
@@ -100,7 +105,7 @@ fn a_trace_round_trips_with_atoms_and_pids_as_table_entries() {
     let (back, lost, first) = load(&bytes).unwrap();
     assert_eq!((lost, first.is_none()), (0, true));
     assert_eq!(back, events);
-    assert!(bytes.len() < events.len() * 40, "{} bytes", bytes.len());
+    assert!(bytes.len() < events.len() * 16, "{} bytes", bytes.len());
 }
 
 #[test]
