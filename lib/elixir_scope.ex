@@ -388,7 +388,9 @@ defmodule ElixirScope do
   A damaged file gives `{:error, {:corrupt, offset, reason}}` (`offset`
   where the bad frame starts) and never crashes the VM; with
   `partial: true` the intact frames load and the store's `lost` counts the
-  events of the frames that could not be read. A file from a newer format
+  events of the frames that could not be read (it also counts events the
+  file gives out of id order, over 2^28 ids apart, or naming atoms or pids
+  it never listed). A file from a newer format
   gives `{:error, {:unsupported_version, v}}`; one naming more than 100,000
   atoms this VM does not have gives `{:error, :too_many_atoms}`. Pids are
   loaded as pids of this node with the saved numbers.

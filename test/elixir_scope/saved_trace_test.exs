@@ -129,6 +129,40 @@ defmodule ElixirScope.SavedTraceTest do
     assert cut.lost > 0 and cut.events + cut.lost == 25_000
   end
 
+  test "files flipped and cut anywhere load or are refused, never crash" do
+    p = private_pipeline()
+    {:ok, _} = ElixirScope.ingest_batch(generate_test_events(300), pipeline: p)
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    path = tmp_path()
+    {:ok, _} = ElixirScope.save(path, [], pipeline: p)
+    intact = File.read!(path)
+    size = byte_size(intact)
+
+    for at <- Enum.take_random(0..(size - 1), 150), mask <- [0x01, 0xFF] do
+      <<head::binary-size(at), byte, rest::binary>> = intact
+      File.write!(path, <<head::binary, Bitwise.bxor(byte, mask), rest::binary>>)
+      assert_loads_or_refuses(path)
+    end
+
+    for cut <- Enum.take_random(0..(size - 1), 50) do
+      File.write!(path, binary_part(intact, 0, cut))
+      assert_loads_or_refuses(path)
+    end
+  end
+
+  defp assert_loads_or_refuses(path) do
+    for partial <- [false, true] do
+      case ElixirScope.load(path, partial: partial) do
+        {:ok, store} ->
+          assert store.events + store.lost <= 301
+          assert length(Query.select([], store: store)) == store.events
+
+        {:error, reason} ->
+          assert match?({:corrupt, _, _}, reason) or match?({:unsupported_version, _}, reason)
+      end
+    end
+  end
+
   test "other files, newer versions and bad arguments give readable errors" do
     path = tmp_path()
     File.write!(path, "not a trace at all")

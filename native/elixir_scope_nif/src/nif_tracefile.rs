@@ -20,7 +20,7 @@ use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
 use elixir_scope_core::store::{Filter, Order, SharedStore, StoreConfig, MAX_EVENTS};
 use elixir_scope_core::tracefile::columns::ColumnsBuilder;
-use elixir_scope_core::tracefile::portable::{LoadTables, SaveTables, HOLE};
+use elixir_scope_core::tracefile::portable::{IdOrder, LoadTables, SaveTables, HOLE};
 use elixir_scope_core::tracefile::{Error, Frame, Header, Reader, Writer};
 
 use crate::atoms;
@@ -244,7 +244,8 @@ fn trace_load<'a>(env: Env<'a>, path: String, max_events: usize, partial: bool) 
     }));
     let pids = PidMaker::new(env);
     let mut tables = LoadTables::default();
-    let (mut loaded, mut lost, mut new_atoms, mut max_id) = (0u64, 0u64, 0usize, 0u64);
+    let (mut loaded, mut lost, mut new_atoms) = (0u64, 0u64, 0usize);
+    let mut ids = IdOrder::default();
     let mut tables_frozen = false;
     loop {
         let frame = match reader.next() {
@@ -289,9 +290,10 @@ fn trace_load<'a>(env: Env<'a>, path: String, max_events: usize, partial: bool) 
             Frame::Events(columns) => {
                 let mut s = store.lock();
                 for (row, links) in columns.rows() {
-                    match tables.stored(&row, &links) {
+                    let in_order = ids.accepts(row.id);
+                    match tables.stored(&row, &links).filter(|_| in_order) {
                         Some(stored) => {
-                            max_id = max_id.max(stored.event.id);
+                            ids.take(stored.event.id);
                             s.insert(stored);
                             loaded += 1;
                         }
@@ -312,7 +314,7 @@ fn trace_load<'a>(env: Env<'a>, path: String, max_events: usize, partial: bool) 
             Frame::Header(_) => {}
         }
     }
-    store.assign_after(max_id);
+    store.assign_after(ids.last());
     let info = crate::atom_map!(env, {
         "events" => loaded,
         "lost" => lost,

@@ -193,3 +193,35 @@ impl LoadTables {
         })
     }
 }
+
+/// The largest span of event ids one load takes: the store's id directory
+/// holds 4 bytes per id of span, so 1 GiB at most.
+pub const MAX_ID_SPAN: u64 = 1 << 28;
+
+/// The ids a load takes: saved traces list events in ascending id order,
+/// so an id not above the last one taken, zero, or more than
+/// [`MAX_ID_SPAN`] past the first is refused (a crafted file cannot make
+/// the store's directory huge or its ids repeat).
+#[derive(Default)]
+pub struct IdOrder {
+    first: Option<u64>,
+    last: u64,
+}
+
+impl IdOrder {
+    pub fn accepts(&self, id: u64) -> bool {
+        let first = self.first.unwrap_or(id);
+        id > self.last && id.checked_sub(first).is_some_and(|d| d <= MAX_ID_SPAN)
+    }
+
+    /// Notes `id` (one [`accepts`](Self::accepts) allowed) as taken.
+    pub fn take(&mut self, id: u64) {
+        self.first.get_or_insert(id);
+        self.last = id;
+    }
+
+    /// The highest id taken (0 if none).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+}

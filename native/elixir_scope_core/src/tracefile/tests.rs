@@ -1,5 +1,5 @@
 use super::columns::ColumnsBuilder;
-use super::portable::{LoadTables, SaveTables};
+use super::portable::{IdOrder, LoadTables, SaveTables, MAX_ID_SPAN};
 use super::*;
 use crate::event::test_support::event;
 use crate::event::{Link, LinkKind, StoredEvent};
@@ -146,4 +146,17 @@ fn corrupt_files_give_errors_and_intact_frames_never_a_panic() {
         Reader::open(&newer[..]),
         Err(Error::UnsupportedVersion(99))
     ));
+}
+
+#[test]
+fn loads_take_ids_ascending_nonzero_and_within_the_span() {
+    let mut ids = IdOrder::default();
+    assert!(!ids.accepts(0));
+    assert!(ids.accepts(100));
+    ids.take(100);
+    assert!(!ids.accepts(100) && !ids.accepts(50), "not above the last");
+    assert!(ids.accepts(101) && ids.accepts(100 + MAX_ID_SPAN));
+    assert!(!ids.accepts(101 + MAX_ID_SPAN) && !ids.accepts(u64::MAX));
+    ids.take(5000);
+    assert_eq!(ids.last(), 5000);
 }
