@@ -1,9 +1,10 @@
 //! Tracefile: the on-disk format of saved traces.
 //!
 //! Layout: `MAGIC` (8 bytes), the format `VERSION` (u16 LE), then frames
-//! to the end of the file. A frame is a 12-byte head, u32 LE body length,
-//! u32 LE CRC-32 of the body, u32 LE number of events in it, then the body:
-//! an LZ4 block of the bincode encoding of one [`Frame`]. The first frame is
+//! to the end of the file. A frame is a 16-byte head, u32 LE body length,
+//! u32 LE number of events in it, u32 LE CRC-32 of the body and u32 LE
+//! CRC-32 of those 12 bytes (a damaged head is never trusted), then the
+//! body: an LZ4 block of the bincode encoding of one [`Frame`]. The first frame is
 //! the [`Header`]; events are stored in columns of differences
 //! ([`columns`]). Serde gives the record schema; bincode is compact and
 //! its decoder takes an allocation limit, so a hostile length field cannot
@@ -33,6 +34,8 @@ pub const MAGIC: &[u8; 8] = b"ESTRACE\0";
 pub const VERSION: u16 = 1;
 /// Largest frame body (compressed) and decoded frame accepted.
 pub const MAX_FRAME: u32 = 64 << 20;
+/// Bytes of a frame head.
+const HEAD: usize = 16;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Header {
@@ -97,13 +100,15 @@ impl<W: Write> Writer<W> {
             .ok()
             .filter(|&n| n <= MAX_FRAME)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "frame too large"))?;
-        let mut head = [0u8; 12];
+        let mut head = [0u8; HEAD];
         head[..4].copy_from_slice(&len.to_le_bytes());
-        head[4..8].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        head[8..].copy_from_slice(&events.to_le_bytes());
+        head[4..8].copy_from_slice(&events.to_le_bytes());
+        head[8..12].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        let head_crc = crc32fast::hash(&head[..12]);
+        head[12..].copy_from_slice(&head_crc.to_le_bytes());
         self.out.write_all(&head)?;
         self.out.write_all(&body)?;
-        self.written += 12 + u64::from(len);
+        self.written += HEAD as u64 + u64::from(len);
         Ok(())
     }
 
@@ -161,9 +166,10 @@ impl<R: Read> Reader<R> {
     }
 
     /// The next frame and the events it holds; `Ok(None)` at the end. A
-    /// frame that cannot be read is `Err(Lost)`; after a bad length or a
-    /// short read nothing further can be found, after a bad checksum or
-    /// body the next frame can still be tried.
+    /// frame that cannot be read is `Err(Lost)`; after a damaged head or a
+    /// short read nothing further can be found (`events` is `None`, or the
+    /// reason is "truncated frame"), after a bad body checksum or body the
+    /// next frame can still be tried.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<(Frame, u32)>, Lost> {
         let at = self.offset;
@@ -172,7 +178,7 @@ impl<R: Read> Reader<R> {
             reason,
             events,
         };
-        let mut head = [0u8; 12];
+        let mut head = [0u8; HEAD];
         match self.input.read(&mut head[..1]) {
             Ok(0) => return Ok(None),
             Ok(_) => {}
@@ -180,16 +186,18 @@ impl<R: Read> Reader<R> {
         }
         read_exact(&mut self.input, &mut head[1..], at, "truncated frame head")
             .map_err(|_| lost("truncated frame head", None))?;
-        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-        let events = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
+        let word = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+        let (len, events, crc) = (word(0), word(4), word(8));
+        if crc32fast::hash(&head[..12]) != word(12) {
+            return Err(lost("damaged frame head", None));
+        }
         if len > MAX_FRAME {
             return Err(lost("frame length out of bounds", None));
         }
         let mut body = vec![0u8; len as usize];
         read_exact(&mut self.input, &mut body, at, "truncated frame")
             .map_err(|_| lost("truncated frame", Some(events)))?;
-        self.offset += 12 + u64::from(len);
+        self.offset += HEAD as u64 + u64::from(len);
         if crc32fast::hash(&body) != crc {
             return Err(lost("checksum mismatch", Some(events)));
         }
