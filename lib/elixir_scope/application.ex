@@ -25,7 +25,8 @@ defmodule ElixirScope.Application do
       {Registry, keys: :duplicate, name: ElixirScope.PipelineRegistry},
       ElixirScope.NativeLog,
       {PipelineManager, name: PipelineManager},
-      {DynamicSupervisor, name: ElixirScope.Tracer.Supervisor, strategy: :one_for_one}
+      {DynamicSupervisor, name: ElixirScope.Tracer.Supervisor, strategy: :one_for_one},
+      ElixirScope.Cluster.Local
     ]
 
     with {:ok, sup} <-

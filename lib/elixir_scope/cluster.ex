@@ -1,0 +1,342 @@
+defmodule ElixirScope.Cluster do
+  @moduledoc """
+  Tracing and querying several nodes as one, over Erlang distribution.
+
+  Every node runs its own elixir_scope (it is a dependency of the
+  application); this module fans out with `:erpc`, with no transport and
+  no collector of its own. A node that goes down during a session does not
+  stop the others, and answers say which nodes did not answer rather than
+  silently holding fewer events.
+
+  ## One time base
+
+  Each VM's monotonic clock has its own origin, so results are put on the
+  calling node's clock: a node's offset is estimated from round trips
+  (`clock_offsets/1`): with `t0` and `t1` read here around reading the
+  node's clock `r`, the offset is `r - (t0 + t1) / 2`, wrong by at most
+  half the round trip (the remote read happened somewhere inside it). Of
+  five round trips the shortest is kept. On one host the offsets are
+  exact up to that bound (tens of µs); across hosts whose clocks drift the
+  bound holds at the moment of the estimate, which `trace/1` makes at
+  session start.
+  """
+
+  alias ElixirScope.Cluster.{Local, Session}
+
+  @type node_result(t) :: {:ok, t} | {:partial, t, [node()]}
+
+  @rpc_timeout 15_000
+
+  @doc """
+  Starts a trace session on several nodes. Takes the options of
+  `ElixirScope.trace/1` plus `nodes:` (a list of nodes, or `:connected`
+  for `[node() | Node.list()]`, the default). The limits apply per node.
+
+  `pids:` may be `:new`, `:existing` or `:all` (on every node) or pids on
+  any of the nodes: each node then traces the pids that live on it, and a
+  node with none of them is left out of the session (its `nodes` say which
+  nodes trace).
+
+  Returns `{:ok, %ElixirScope.Cluster.Session{}}`, or before anything
+  starts `{:error, {:not_running, node}}` (no elixir_scope there),
+  `{:error, {:nodedown, node}}` (unreachable), `{:error,
+  {:pid_not_on_nodes, pid}}`, or the error a node's `ElixirScope.trace/1`
+  gave as `{:error, {node, reason}}` (the nodes already started are then
+  stopped).
+  """
+  @spec trace(keyword()) :: {:ok, Session.t()} | {:error, term()}
+  def trace(opts) when is_list(opts) do
+    {nodes, opts} = Keyword.pop(opts, :nodes, :connected)
+
+    with {:ok, nodes} <- resolve_nodes(nodes),
+         {:ok, _} <- ElixirScope.Tracer.Options.parse(Keyword.put(opts, :pids, self())),
+         {:ok, per_node} <- split_pids(nodes, Keyword.get(opts, :pids)),
+         :ok <- all_running(Map.keys(per_node)) do
+      nodes = Enum.filter(nodes, &Map.has_key?(per_node, &1))
+      id = make_ref()
+      offsets = clock_offsets(nodes)
+      opts = Keyword.put(opts, :owner, self())
+      started_at = System.monotonic_time(:nanosecond)
+
+      started =
+        Enum.reduce_while(nodes, {:ok, []}, fn node, {:ok, done} ->
+          node_opts = Keyword.put(opts, :pids, Map.fetch!(per_node, node))
+
+          case rpc(node, Local, :start_trace, [id, node_opts]) do
+            {:ok, :ok} -> {:cont, {:ok, [node | done]}}
+            {:ok, {:error, reason}} -> {:halt, {:error, {node, reason}, done}}
+            {:error, reason} -> {:halt, {:error, {node, reason}, done}}
+          end
+        end)
+
+      case started do
+        {:ok, _} ->
+          {:ok,
+           %Session{
+             id: id,
+             nodes: nodes,
+             offsets: offsets,
+             started_at: started_at
+           }}
+
+        {:error, reason, done} ->
+          Enum.each(done, &rpc(&1, Local, :stop_trace, [id]))
+          {:error, reason}
+      end
+    end
+  end
+
+  def trace(opts), do: {:error, {:invalid_options, opts}}
+
+  @doc """
+  Stops the session on every node and flushes its pipeline there, so
+  queries see everything captured: `{:ok, %{node => summary}}`, a summary
+  being what `ElixirScope.stop_trace/1` gives there, or `{:error,
+  :nodedown}` for a node that cannot be reached.
+  """
+  @spec stop_trace(Session.t()) :: {:ok, %{node() => map() | {:error, term()}}}
+  def stop_trace(%Session{} = s) do
+    {:ok, per_node(s.nodes, fn node -> rpc(node, Local, :stop_trace, [s.id]) end)}
+  end
+
+  @doc "The session's counters on each node now (`{:error, reason}` where unreachable)."
+  @spec trace_info(Session.t()) :: %{node() => map() | {:error, term()}}
+  def trace_info(%Session{} = s) do
+    per_node(s.nodes, fn node -> rpc(node, Local, :trace_info, [s.id]) end)
+  end
+
+  defp per_node(nodes, call) do
+    nodes
+    |> Task.async_stream(fn node -> {node, call.(node)} end,
+      timeout: :infinity,
+      ordered: false
+    )
+    |> Map.new(fn
+      {:ok, {node, {:ok, {:ok, result}}}} -> {node, result}
+      {:ok, {node, {:ok, {:error, _} = error}}} -> {node, error}
+      {:ok, {node, {:error, :noconnection}}} -> {node, {:error, :nodedown}}
+      {:ok, {node, {:error, _} = error}} -> {node, error}
+    end)
+  end
+
+  @doc """
+  Each node's monotonic clock minus this node's, in ns, with the bound of
+  the estimate's error: `%{node => {offset_ns, error_ns}}` (see the module
+  doc). Unreachable nodes are left out.
+  """
+  @spec clock_offsets([node()]) :: %{node() => {integer(), non_neg_integer()}}
+  def clock_offsets(nodes) do
+    for node <- nodes, estimate = offset(node), into: %{}, do: {node, estimate}
+  end
+
+  defp offset(node) when node == node(), do: {0, 0}
+
+  defp offset(node) do
+    samples =
+      for _ <- 1..5 do
+        t0 = System.monotonic_time(:nanosecond)
+        remote = :erpc.call(node, Local, :now, [], @rpc_timeout)
+        t1 = System.monotonic_time(:nanosecond)
+        {t1 - t0, remote - div(t0 + t1, 2)}
+      end
+
+    {rtt, offset} = Enum.min(samples)
+    {offset, div(rtt + 1, 2)}
+  catch
+    _, _ -> nil
+  end
+
+  @doc """
+  Runs `ElixirScope.Query.select/2` with `filter` on every node and merges
+  the results by time: `{:ok, [{node, %CorrelatedEvent{}}]}`, or
+  `{:partial, results, missing_nodes}` when some nodes did not answer.
+
+  Timestamps (the events' and the filter's `from:`/`to:`) are on this
+  node's monotonic clock, converted with each node's offset. Options:
+  `session:` (its nodes, the offsets estimated when it started, and
+  `from:` its start unless the filter says otherwise) or
+  `nodes:` (default `:connected`; offsets estimated now), `timeout:` (ms
+  per node, default 15000), and the options of `Query.select/2` (`pipeline:`
+  names a pipeline on every node). A `limit:` applies to the merged list.
+  """
+  @spec query(keyword(), keyword()) ::
+          node_result([{node(), ElixirScope.CorrelatedEvent.t()}]) | {:error, term()}
+  def query(filter \\ [], opts \\ []) do
+    with {:ok, nodes, offsets, since, opts} <- targets(opts) do
+      {timeout, opts} = Keyword.pop(opts, :timeout, @rpc_timeout)
+      {limit, filter} = Keyword.pop(filter, :limit, :infinity)
+      filter = if since, do: Keyword.put_new(filter, :from, since), else: filter
+
+      answers =
+        fan_out(nodes, timeout, fn node ->
+          {off, _} = Map.fetch!(offsets, node)
+          node_filter = shift_window(filter, off) ++ limit_opt(limit)
+          {Local, :select, [node_filter, opts]}
+        end)
+
+      results =
+        for {node, {:ok, events}} <- answers,
+            {off, _} = Map.fetch!(offsets, node),
+            e <- events,
+            do: {node, to_local_time(e, off)}
+
+      results = results |> Enum.sort_by(fn {_, e} -> e.event.timestamp end) |> take(limit)
+      answer(results, answers)
+    end
+  end
+
+  defp limit_opt(:infinity), do: []
+  defp limit_opt(n), do: [limit: n]
+
+  defp take(results, :infinity), do: results
+  defp take(results, n), do: Enum.take(results, n)
+
+  defp shift_window(filter, off) do
+    Enum.map(filter, fn
+      {k, t} when k in [:from, :to] and is_integer(t) -> {k, t + off}
+      other -> other
+    end)
+  end
+
+  defp to_local_time(%{event: ev} = e, off) do
+    %{e | event: %{ev | timestamp: ev.timestamp - off}}
+  end
+
+  @doc """
+  `ElixirScope.Query.call_stat/2` on every node, merged: counts and times
+  of the same key add up (`:pid` keys stay per process). `{:ok, stats}` or
+  `{:partial, stats, missing_nodes}`. Options as `query/2` (with
+  `session:`, the calls since it started), plus the filter keys of
+  `Query.call_stat/2`.
+  """
+  @spec call_stat(:mfa | :module | :pid | (ElixirScope.CorrelatedEvent.t() -> term()), keyword()) ::
+          node_result(%{term() => ElixirScope.Query.stat()}) | {:error, term()}
+  def call_stat(key \\ :mfa, opts \\ []) do
+    with {:ok, nodes, offsets, since, opts} <- targets(opts) do
+      {timeout, opts} = Keyword.pop(opts, :timeout, @rpc_timeout)
+      opts = if since, do: Keyword.put_new(opts, :from, since), else: opts
+
+      answers =
+        fan_out(nodes, timeout, fn node ->
+          {off, _} = Map.fetch!(offsets, node)
+          {Local, :call_stat, [key, shift_window(opts, off)]}
+        end)
+
+      stats =
+        for {_, {:ok, stat}} <- answers, reduce: %{} do
+          acc ->
+            Map.merge(acc, stat, fn _, a, b ->
+              %{
+                count: a.count + b.count,
+                acc_time: a.acc_time + b.acc_time,
+                own_time: a.own_time + b.own_time
+              }
+            end)
+        end
+
+      answer(stats, answers)
+    end
+  end
+
+  # The nodes and offsets a query addresses, and the options left.
+  defp targets(opts) do
+    {session, opts} = Keyword.pop(opts, :session)
+    {nodes, opts} = Keyword.pop(opts, :nodes)
+
+    case {session, nodes} do
+      {%Session{nodes: nodes, offsets: offsets} = s, nil} ->
+        {:ok, nodes, offsets, s.started_at, opts}
+
+      {nil, nodes} ->
+        with {:ok, nodes} <- resolve_nodes(nodes || :connected) do
+          offsets = clock_offsets(nodes)
+          {:ok, nodes, Map.merge(Map.new(nodes, &{&1, {0, 0}}), offsets), nil, opts}
+        end
+
+      {%Session{}, _} ->
+        raise ArgumentError, "give session: or nodes:, not both"
+
+      {other, _} ->
+        raise ArgumentError,
+              "session: expected an %ElixirScope.Cluster.Session{}, got: #{inspect(other)}"
+    end
+  end
+
+  # Runs `mfa_of.(node)` on every node at once: `[{node, {:ok, result} | {:error, reason}}]`.
+  defp fan_out(nodes, timeout, mfa_of) do
+    requests =
+      for node <- nodes do
+        {m, f, a} = mfa_of.(node)
+        {node, :erpc.send_request(node, m, f, a)}
+      end
+
+    for {node, request} <- requests do
+      result =
+        try do
+          {:ok, :erpc.receive_response(request, timeout)}
+        catch
+          :error, {:erpc, reason} -> {:error, reason}
+          :error, {:exception, reason, _stack} -> {:error, reason}
+          kind, reason -> {:error, {kind, reason}}
+        end
+
+      {node, result}
+    end
+  end
+
+  defp answer(results, answers) do
+    case for({node, {:error, _}} <- answers, do: node) do
+      [] -> {:ok, results}
+      missing -> {:partial, results, missing}
+    end
+  end
+
+  defp resolve_nodes(:connected), do: {:ok, [node() | Node.list()]}
+
+  defp resolve_nodes([_ | _] = nodes) do
+    if Enum.all?(nodes, &is_atom/1),
+      do: {:ok, Enum.uniq(nodes)},
+      else: {:error, {:invalid_option, :nodes, nodes}}
+  end
+
+  defp resolve_nodes(other), do: {:error, {:invalid_option, :nodes, other}}
+
+  # %{node => the pids option for that node}.
+  defp split_pids(nodes, pids) when is_list(pids) and pids != [] do
+    case Enum.find(pids, &(not is_pid(&1) or node(&1) not in nodes)) do
+      nil ->
+        {:ok, pids |> Enum.group_by(&node/1)}
+
+      pid when is_pid(pid) ->
+        {:error, {:pid_not_on_nodes, pid}}
+
+      other ->
+        {:error, {:invalid_option, :pids, other}}
+    end
+  end
+
+  defp split_pids(nodes, pid) when is_pid(pid), do: split_pids(nodes, [pid])
+  defp split_pids(_nodes, nil), do: {:error, {:missing_option, :pids}}
+  defp split_pids(nodes, pids), do: {:ok, Map.new(nodes, &{&1, pids})}
+
+  defp all_running(nodes) do
+    Enum.find_value(nodes, :ok, fn node ->
+      case rpc(node, Local, :ping, []) do
+        {:ok, :ok} -> nil
+        {:ok, {:error, :not_running}} -> {:error, {:not_running, node}}
+        {:error, {:exception, :undef, _}} -> {:error, {:not_running, node}}
+        {:error, :noconnection} -> {:error, {:nodedown, node}}
+        {:error, reason} -> {:error, {node, reason}}
+      end
+    end)
+  end
+
+  # `{:ok, result}` or `{:error, reason}`, never an exception.
+  defp rpc(node, m, f, a) do
+    {:ok, :erpc.call(node, m, f, a, @rpc_timeout)}
+  catch
+    :error, {:erpc, reason} -> {:error, reason}
+    :error, {:exception, reason, stack} -> {:error, {:exception, reason, stack}}
+    kind, reason -> {:error, {kind, reason}}
+  end
+end

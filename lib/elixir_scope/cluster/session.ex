@@ -1,0 +1,38 @@
+defmodule ElixirScope.Cluster.Session do
+  @moduledoc """
+  A trace session across nodes, as returned by `ElixirScope.Cluster.trace/1`.
+
+  Fields: `id` (names the session's part on each node), `nodes` (where it
+  started), `offsets` (`%{node => {offset_ns, error_ns}}`: that node's
+  monotonic clock minus this one's, estimated at start; see
+  `ElixirScope.Cluster.clock_offsets/1`) and `started_at` (this node's
+  monotonic ns).
+  """
+
+  @enforce_keys [:id, :nodes, :offsets, :started_at]
+  defstruct @enforce_keys
+
+  @type t :: %__MODULE__{
+          id: reference(),
+          nodes: [node()],
+          offsets: %{node() => {integer(), non_neg_integer()}},
+          started_at: integer()
+        }
+
+  defimpl Inspect do
+    def inspect(s, _opts) do
+      infos = ElixirScope.Cluster.trace_info(s)
+
+      {events, dropped, down} =
+        Enum.reduce(infos, {0, 0, []}, fn
+          {_, %{events: e, dropped: d}}, {te, td, down} -> {te + e, td + d, down}
+          {node, {:error, _}}, {te, td, down} -> {te, td, [node | down]}
+        end)
+
+      down = if down == [], do: "", else: ", unreachable: #{Enum.join(Enum.sort(down), " ")}"
+
+      "#ElixirScope.Cluster.Session<#{length(s.nodes)} nodes (#{Enum.join(s.nodes, " ")}), " <>
+        "#{events} events, #{dropped} dropped#{down}>"
+    end
+  end
+end

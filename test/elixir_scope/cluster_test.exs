@@ -1,0 +1,127 @@
+defmodule ElixirScope.ClusterTest do
+  use ExUnit.Case
+
+  alias ElixirScope.{Cluster, ClusterNodes, Traced}
+  alias ElixirScope.Cluster.Session
+
+  setup_all do
+    {_peer, b} = ClusterNodes.start_peer(:b)
+    %{b: b}
+  end
+
+  # A Counter server started on `node` (unlinked), killed when the test ends.
+  defp remote_counter(node) do
+    {:ok, server} = :erpc.call(node, Traced.Counter, :start, [0])
+
+    on_exit(fn ->
+      if node in Node.list(), do: :erpc.cast(node, Process, :exit, [server, :kill])
+    end)
+
+    server
+  end
+
+  defp bank_session(b) do
+    server = remote_counter(b)
+    client = Traced.runner()
+
+    {:ok, s} =
+      Cluster.trace(
+        nodes: [node(), b],
+        pids: [client, server],
+        calls: [Traced.Counter, {Traced.Client, :bump, 1}],
+        messages: true
+      )
+
+    {s, client, server}
+  end
+
+  test "a session on two nodes traces each node's pids; queries merge both on one clock", %{b: b} do
+    {s, client, server} = bank_session(b)
+    assert %Session{nodes: [a, ^b]} = s
+    assert a == node()
+    assert {_, error} = s.offsets[b]
+    assert error >= 0 and error < 50_000_000
+
+    for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
+    assert inspect(s) =~ "2 nodes"
+
+    assert {:ok, summaries} = Cluster.stop_trace(s)
+    assert %{events: ea, state_changes: 0} = summaries[node()]
+    assert %{events: eb, state_changes: 3} = summaries[b]
+    assert ea > 0 and eb > 0
+
+    assert {:ok, results} = Cluster.query([], session: s)
+    assert length(results) == ea + eb + 3
+    times = Enum.map(results, fn {_, e} -> e.event.timestamp end)
+    assert times == Enum.sort(times)
+
+    # Each bump's call on A comes before the handle_call it caused on B.
+    bumps =
+      for {^a, e} <- results, e.event.function == :bump, e.event.type == :function_call, do: e
+
+    handles =
+      for {^b, e} <- results,
+          e.event.function == :handle_call,
+          e.event.type == :function_call,
+          do: e
+
+    assert length(bumps) == 3 and length(handles) == 3
+
+    for {bump, handle} <- Enum.zip(bumps, handles),
+        do: assert(bump.event.timestamp < handle.event.timestamp)
+
+    # A time window on the calling node's clock selects B's events by it.
+    [first | _] = handles
+    window = [from: first.event.timestamp, to: first.event.timestamp]
+    assert {:ok, [{^b, same}]} = Cluster.query(window ++ [type: :function_call], session: s)
+    assert same.event.id == first.event.id
+
+    assert {:ok, [_, _]} = Cluster.query([type: :function_call, limit: 2], session: s)
+
+    assert {:ok, stats} = Cluster.call_stat(:mfa, session: s)
+    assert %{count: 3} = stats[{Traced.Client, :bump, 1}]
+    assert %{count: 3} = stats[{Traced.Counter, :handle_call, 3}]
+  end
+
+  test "a node going down leaves the others' sessions and queries working, and says so" do
+    {peer, c} = ClusterNodes.start_peer(:c)
+    server = remote_counter(c)
+    client = Traced.runner()
+
+    {:ok, s} = Cluster.trace(nodes: [node(), c], pids: [client, server], calls: [Traced.Client])
+
+    Traced.run(client, fn -> Traced.Client.loop(3) end)
+    :peer.stop(peer)
+
+    assert {:ok, summaries} = Cluster.stop_trace(s)
+    assert summaries[c] == {:error, :nodedown}
+    assert %{events: 14} = summaries[node()]
+
+    assert {:partial, results, [^c]} = Cluster.query([], session: s)
+    assert length(results) == 14 and Enum.all?(results, &match?({_, _}, &1))
+
+    assert {:partial, %{{Traced.Client, :step, 1} => %{count: 3}}, [^c]} =
+             Cluster.call_stat(:mfa, session: s)
+
+    assert inspect(s) =~ "unreachable: #{c}"
+  end
+
+  test "bad options, unknown nodes and nodes without elixir_scope give clear errors", %{b: b} do
+    {_peer, bare} = ClusterNodes.start_peer(:bare, app: false)
+    opts = [pids: :new, calls: [Traced.Client]]
+
+    assert Cluster.trace([nodes: [node(), bare]] ++ opts) == {:error, {:not_running, bare}}
+    nope = :"nope_#{System.unique_integer([:positive])}@127.0.0.1"
+    assert Cluster.trace([nodes: [nope]] ++ opts) == {:error, {:nodedown, nope}}
+    assert Cluster.trace([nodes: "b"] ++ opts) == {:error, {:invalid_option, :nodes, "b"}}
+    assert Cluster.trace([nodes: [b], bogus: 1] ++ opts) == {:error, {:unknown_option, :bogus}}
+    assert Cluster.trace(nodes: [b], calls: [Traced.Client]) == {:error, {:missing_option, :pids}}
+
+    remote = remote_counter(b)
+
+    assert Cluster.trace(nodes: [node()], pids: [remote], calls: [Traced.Client]) ==
+             {:error, {:pid_not_on_nodes, remote}}
+
+    assert_raise ArgumentError, ~r/session:/, fn -> Cluster.query([], session: :nope) end
+  end
+end
