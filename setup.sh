@@ -8,6 +8,7 @@
 #   ./setup.sh bench-load     bench/load.exs
 #   ./setup.sh bench-drain    native/elixir_scope_core/benches/drain.rs (one worker's drain rate)
 #   ./setup.sh bench-analysis bench/analysis.exs
+#   ./setup.sh bench-cluster  bench/cluster.exs (three local nodes)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -41,5 +42,6 @@ case "${1:-}" in
   bench-load) shift; exec env MIX_ENV=prod mix run bench/load.exs "$@" ;;
   bench-drain) exec cargo bench -p elixir_scope_core --bench drain ;;
   bench-analysis) shift; exec env MIX_ENV=prod mix run bench/analysis.exs "$@" ;;
-  *) echo "usage: $0 demo|test|bench|bench-tracer|bench-load|bench-drain|bench-analysis" >&2; exit 2 ;;
+  bench-cluster) shift; exec env MIX_ENV=prod mix run bench/cluster.exs "$@" ;;
+  *) echo "usage: $0 demo|test|bench|bench-tracer|bench-load|bench-drain|bench-analysis|bench-cluster" >&2; exit 2 ;;
 esac

@@ -148,7 +148,7 @@ defmodule ElixirScope.Cluster do
 
   @doc """
   Runs `ElixirScope.Query.select/2` with `filter` on every node and merges
-  the results by time: `{:ok, [{node, %CorrelatedEvent{}}]}`, or
+  the results by time (each node's events stay in their id order): `{:ok, [{node, %CorrelatedEvent{}}]}`, or
   `{:partial, results, missing_nodes}` when some nodes did not answer.
 
   Timestamps (the events' and the filter's `from:`/`to:`) are on this
@@ -157,7 +157,8 @@ defmodule ElixirScope.Cluster do
   `from:` its start unless the filter says otherwise) or
   `nodes:` (default `:connected`; offsets estimated now), `timeout:` (ms
   per node, default 15000), and the options of `Query.select/2` (`pipeline:`
-  names a pipeline on every node). A `limit:` applies to the merged list.
+  names a pipeline on every node). A `limit:` applies to the merged list;
+  a `pid:` filter asks only the pid's node (its events are stored there).
   """
   @spec query(keyword(), keyword()) ::
           node_result([{node(), ElixirScope.CorrelatedEvent.t()}]) | {:error, term()}
@@ -168,20 +169,40 @@ defmodule ElixirScope.Cluster do
       filter = if since, do: Keyword.put_new(filter, :from, since), else: filter
 
       answers =
-        fan_out(nodes, timeout, fn node ->
+        fan_out(holding(nodes, filter), timeout, fn node ->
           {off, _} = Map.fetch!(offsets, node)
           node_filter = shift_window(filter, off) ++ limit_opt(limit)
-          {Local, :select, [node_filter, opts]}
+          {Local, :select, [node_filter, opts, node != node()]}
         end)
 
       results =
-        for {node, {:ok, events}} <- answers,
-            {off, _} = Map.fetch!(offsets, node),
-            e <- events,
-            do: {node, to_local_time(e, off)}
+        answers
+        |> Enum.map(fn
+          {node, {:ok, events}} when node == node() ->
+            Enum.map(events, &{node, &1})
 
-      results = results |> Enum.sort_by(fn {_, e} -> e.event.timestamp end) |> take(limit)
+          {node, {:ok, events}} ->
+            {off, _} = Map.fetch!(offsets, node)
+            Enum.map(events, &{node, Local.expand(&1, off)})
+
+          {_, {:error, _}} ->
+            []
+        end)
+        |> Enum.reduce(
+          [],
+          &:lists.merge(fn {_, a}, {_, b} -> a.event.timestamp <= b.event.timestamp end, &2, &1)
+        )
+        |> take(limit)
+
       answer(results, answers)
+    end
+  end
+
+  # A process's events are stored on its node only: a `pid:` filter asks that node.
+  defp holding(nodes, filter) do
+    case Keyword.get(filter, :pid) do
+      pid when is_pid(pid) -> Enum.filter(nodes, &(&1 == node(pid)))
+      _ -> nodes
     end
   end
 
@@ -196,10 +217,6 @@ defmodule ElixirScope.Cluster do
       {k, t} when k in [:from, :to] and is_integer(t) -> {k, t + off}
       other -> other
     end)
-  end
-
-  defp to_local_time(%{event: ev} = e, off) do
-    %{e | event: %{ev | timestamp: ev.timestamp - off}}
   end
 
   @doc """
@@ -217,7 +234,7 @@ defmodule ElixirScope.Cluster do
       opts = if since, do: Keyword.put_new(opts, :from, since), else: opts
 
       answers =
-        fan_out(nodes, timeout, fn node ->
+        fan_out(holding(nodes, opts), timeout, fn node ->
           {off, _} = Map.fetch!(offsets, node)
           {Local, :call_stat, [key, shift_window(opts, off)]}
         end)
@@ -262,26 +279,38 @@ defmodule ElixirScope.Cluster do
     end
   end
 
-  # Runs `mfa_of.(node)` on every node at once: `[{node, {:ok, result} | {:error, reason}}]`.
+  # Runs `mfa_of.(node)` on every node at once (this node's part in the
+  # caller, while the others run): `[{node, {:ok, result} | {:error, reason}}]`.
   defp fan_out(nodes, timeout, mfa_of) do
     requests =
-      for node <- nodes do
+      for node <- nodes, node != node() do
         {m, f, a} = mfa_of.(node)
         {node, :erpc.send_request(node, m, f, a)}
       end
 
-    for {node, request} <- requests do
-      result =
-        try do
-          {:ok, :erpc.receive_response(request, timeout)}
-        catch
-          :error, {:erpc, reason} -> {:error, reason}
-          :error, {:exception, reason, _stack} -> {:error, reason}
-          kind, reason -> {:error, {kind, reason}}
-        end
+    here =
+      if node() in nodes do
+        {m, f, a} = mfa_of.(node())
+        [{node(), {:ok, apply(m, f, a)}}]
+      else
+        []
+      end
 
-      {node, result}
-    end
+    remote =
+      for {node, request} <- requests do
+        result =
+          try do
+            {:ok, :erpc.receive_response(request, timeout)}
+          catch
+            :error, {:erpc, reason} -> {:error, reason}
+            :error, {:exception, reason, _stack} -> {:error, reason}
+            kind, reason -> {:error, {kind, reason}}
+          end
+
+        {node, result}
+      end
+
+    here ++ remote
   end
 
   defp answer(results, answers) do

@@ -11,7 +11,7 @@ defmodule ElixirScope.Cluster.Local do
   # itself (owner_down) and forgotten here.
   use GenServer
 
-  alias ElixirScope.Tracer
+  alias ElixirScope.{CorrelatedEvent, Event, Tracer}
 
   def start_link(_), do: GenServer.start_link(__MODULE__, :ok, name: __MODULE__)
 
@@ -40,8 +40,51 @@ defmodule ElixirScope.Cluster.Local do
     end
   end
 
-  @doc "`Query.select/2` here (for `Cluster.query/2`)."
-  def select(filter, opts), do: ElixirScope.Query.select(filter, opts)
+  @doc """
+  `Query.select/2` here (for `Cluster.query/2`); with `compact: true` as
+  tuples (see `compact/1`), which cross the distribution several times
+  faster than structs (maps repeat their keys in the external format).
+  """
+  def select(filter, opts, compact) do
+    events = ElixirScope.Query.select(filter, opts)
+    if compact, do: Enum.map(events, &compact/1), else: events
+  end
+
+  @doc "A `%CorrelatedEvent{}` as a flat tuple; `expand/2` makes it again."
+  def compact(%CorrelatedEvent{event: e} = c) do
+    {e.id, e.timestamp, e.wall_time, e.pid, e.type, e.module, e.function, e.arity, e.data, e.peer,
+     c.correlation_id, c.parent_id, c.root_id, c.links, c.correlation_type, c.correlated_at,
+     c.correlation_confidence}
+  end
+
+  @doc "The event `compact/1` gave, its timestamp moved by `-offset`."
+  def expand(
+        {id, ts, wall, pid, type, m, f, a, data, peer, cid, parent, root, links, ctype, cat,
+         conf},
+        offset
+      ) do
+    %CorrelatedEvent{
+      event: %Event{
+        id: id,
+        timestamp: ts - offset,
+        wall_time: wall,
+        pid: pid,
+        type: type,
+        module: m,
+        function: f,
+        arity: a,
+        data: data,
+        peer: peer
+      },
+      correlation_id: cid,
+      parent_id: parent,
+      root_id: root,
+      links: links,
+      correlation_type: ctype,
+      correlated_at: cat,
+      correlation_confidence: conf
+    }
+  end
 
   @doc "`Query.call_stat/2` here (for `Cluster.call_stat/2`)."
   def call_stat(key, opts), do: ElixirScope.Query.call_stat(key, opts)

@@ -1,0 +1,104 @@
+# Cluster query benchmark (issue 15). Run: ./setup.sh bench-cluster
+#   (or MIX_ENV=prod mix run bench/cluster.exs)
+# Env: BENCH_CLUSTER_EVENTS (events per node, default 1_000_000).
+#
+# Three nodes on this machine (this VM and two :peer nodes over loopback
+# distribution), each with its default store holding the same number of
+# events over 100 processes of its own. Figure: Query.select(pid: p) on the
+# node holding p, against Cluster.query(pid: p) over the three nodes (the
+# other two answer with nothing; the results come back merged on this
+# node's clock). Medians of 5.
+Code.require_file("../test/support/cluster_nodes.ex", __DIR__)
+
+alias ElixirScope.{Cluster, ClusterNodes, Query}
+alias ElixirScope.Storage.DataAccess
+
+Logger.configure(level: :error)
+
+defmodule ClusterBench do
+  def median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
+  def med_us(fun), do: median(for _ <- 1..5, do: fun |> :timer.tc() |> elem(0))
+
+  # `n` events over 100 processes of `node`, written there in batches;
+  # returns the processes.
+  def fill(node, n) do
+    pids = for _ <- 1..100, do: :erpc.call(node, :erlang, :spawn, [:timer, :sleep, [:infinity]])
+    tuple = List.to_tuple(pids)
+
+    for start <- 0..(n - 1)//10_000 do
+      batch =
+        for i <- start..min(start + 9_999, n - 1) do
+          %ElixirScope.Event{
+            type: if(rem(i, 2) == 0, do: :function_call, else: :function_return),
+            pid: elem(tuple, rem(div(i, 2), 100)),
+            module: ClusterBench.Work,
+            function: :step,
+            arity: 1,
+            data: [i]
+          }
+        end
+
+      :ok = :erpc.call(node, DataAccess, :write_batch, [batch], 60_000)
+    end
+
+    pids
+  end
+end
+
+n = String.to_integer(System.get_env("BENCH_CLUSTER_EVENTS", "1000000"))
+ClusterNodes.distribute!()
+{_, b} = ClusterNodes.start_peer(:bench_b)
+{_, c} = ClusterNodes.start_peer(:bench_c)
+nodes = [node(), b, c]
+
+# A session (on a process per node that does nothing), so queries can use
+# the clock offsets it estimated at its start.
+idle = for node <- nodes, do: :erpc.call(node, :erlang, :spawn, [:timer, :sleep, [:infinity]])
+{:ok, session} = Cluster.trace(nodes: nodes, pids: idle, messages: true)
+{fill_us, [pids, pids_b | _]} = :timer.tc(fn -> Enum.map(nodes, &ClusterBench.fill(&1, n)) end)
+{:ok, _} = Cluster.stop_trace(session)
+stored = for node <- nodes, do: :erpc.call(node, DataAccess, :stats, []).retained
+p = hd(pids)
+
+IO.puts(
+  "cluster bench — #{System.schedulers_online()} schedulers, OTP #{System.otp_release()}; " <>
+    "3 nodes on this machine, stored #{inspect(stored)} events (filled in #{div(fill_us, 1_000_000)} s)\n"
+)
+
+expected = length(Query.select(pid: p))
+{:ok, merged} = Cluster.query([pid: p], nodes: nodes)
+^expected = length(merged)
+
+single = ClusterBench.med_us(fn -> Query.select(pid: p) end)
+with_session = ClusterBench.med_us(fn -> {:ok, _} = Cluster.query([pid: p], session: session) end)
+estimating = ClusterBench.med_us(fn -> {:ok, _} = Cluster.query([pid: p], nodes: nodes) end)
+
+IO.puts(
+  "select(pid:) returning #{expected} of #{hd(stored)} on the node holding the pid: " <>
+    "#{Float.round(single / 1000, 1)} ms\n" <>
+    "Cluster.query(pid:) over 3 nodes, session: (its offsets): #{Float.round(with_session / 1000, 1)} ms " <>
+    "-> #{Float.round(with_session / single, 2)}x the single-node time (target <= 3x)\n" <>
+    "Cluster.query(pid:) over 3 nodes, nodes: (offsets estimated per query): " <>
+    "#{Float.round(estimating / 1000, 1)} ms -> #{Float.round(estimating / single, 2)}x\n" <>
+    "clock offsets at session start: " <>
+    Enum.map_join(session.offsets, ", ", fn {node, {off, err}} ->
+      "#{node} #{off} ns ± #{err} ns"
+    end)
+)
+
+# The same for a pid on another node: its events cross the distribution.
+pb = hd(pids_b)
+
+remote_single =
+  ClusterBench.median(
+    for _ <- 1..5, do: :erpc.call(b, :timer, :tc, [Query, :select, [[pid: pb]]]) |> elem(0)
+  )
+
+remote_cluster =
+  ClusterBench.med_us(fn -> {:ok, _} = Cluster.query([pid: pb], session: session) end)
+
+IO.puts(
+  "select(pid:) on #{b} for one of its pids, timed there: #{Float.round(remote_single / 1000, 1)} ms; " <>
+    "Cluster.query(pid:) from here: #{Float.round(remote_cluster / 1000, 1)} ms " <>
+    "-> #{Float.round(remote_cluster / remote_single, 2)}x (target <= 3x)"
+)
