@@ -56,6 +56,9 @@ defmodule ElixirScope.Cluster do
       id = make_ref()
       offsets = clock_offsets(nodes)
       opts = Keyword.put(opts, :owner, self())
+      store_opts = Keyword.take(opts, [:pipeline])
+      last_ids = fan_out(nodes, @rpc_timeout, fn _ -> {Local, :last_id, [store_opts]} end)
+      first_ids = for {n, {:ok, id}} <- last_ids, into: %{}, do: {n, id}
       started_at = System.monotonic_time(:nanosecond)
 
       started =
@@ -76,7 +79,9 @@ defmodule ElixirScope.Cluster do
              id: id,
              nodes: nodes,
              offsets: offsets,
-             started_at: started_at
+             started_at: started_at,
+             first_ids: first_ids,
+             store_opts: store_opts
            }}
 
         {:error, reason, done} ->
@@ -96,7 +101,94 @@ defmodule ElixirScope.Cluster do
   """
   @spec stop_trace(Session.t()) :: {:ok, %{node() => map() | {:error, term()}}}
   def stop_trace(%Session{} = s) do
-    {:ok, per_node(s.nodes, fn node -> rpc(node, Local, :stop_trace, [s.id]) end)}
+    stopped = per_node(s.nodes, fn node -> rpc(node, Local, :stop_trace, [s.id]) end)
+    _ = link(s)
+    {:ok, stopped}
+  end
+
+  @doc """
+  Links the session's messages across nodes: each send to a process on
+  another node (a pid, `{name, node}`, or a process alias such as a
+  `GenServer.call` reply) and its receive there. The receive gets
+  `{:receives, {node, send_id}}` and the send `{:received_by, {node,
+  receive_id}}`; a pair matched by pids is certain (confidence 1.0), one
+  matched by name or alias is `1 / n` with `n` identical sends waiting (see
+  `ElixirScope.Cluster.Links`). The halves travel in one batch per node,
+  never one message per event.
+
+  `stop_trace/1` runs it once the nodes are flushed; call it during a
+  session to link what is stored so far (it is idempotent). Returns `{:ok,
+  %{linked: n, unlinked: m}}` (receives from another node left without
+  their send: sent from a node or before a time the session did not
+  trace), or `{:partial, counts, missing_nodes}`.
+  """
+  @spec link(Session.t()) ::
+          node_result(%{linked: non_neg_integer(), unlinked: non_neg_integer()})
+  def link(%Session{} = s) do
+    answers =
+      fan_out(s.nodes, @rpc_timeout, fn node ->
+        {Local, :remote_halves, [Map.get(s.first_ids, node, 0), s.store_opts]}
+      end)
+
+    {links, counts} =
+      ElixirScope.Cluster.Links.match(for {n, {:ok, h}} <- answers, into: %{}, do: {n, h})
+
+    applied =
+      fan_out(Map.keys(links), @rpc_timeout, fn node ->
+        {Local, :link_remote, [Map.fetch!(links, node), s.store_opts]}
+      end)
+
+    answer(counts, answers ++ applied)
+  end
+
+  @doc """
+  The chain of events leading to event `id` on `node`, root cause first,
+  across nodes: `EventCorrelator.get_correlation_chain/2` on each node,
+  continued from a receive linked to its send on another node (see
+  `link/1`). `[{node, %CorrelatedEvent{}}]`, timestamps on this node's
+  clock (as `query/2` gives them), empty when the event is not stored;
+  `{:error, {:nodedown, node}}` when a node on the way cannot be reached.
+  Options: `session:` (the clock offsets it estimated; else they are
+  estimated now) and `pipeline:` (on every node).
+  """
+  @spec get_correlation_chain({node(), pos_integer()}, keyword()) ::
+          [{node(), ElixirScope.CorrelatedEvent.t()}] | {:error, term()}
+  def get_correlation_chain({node, id}, opts \\ []) when is_atom(node) and is_integer(id) do
+    offsets =
+      case Keyword.get(opts, :session) do
+        %Session{offsets: offsets} -> offsets
+        _ -> %{}
+      end
+
+    chain_back(node, id, {Keyword.take(opts, [:pipeline]), offsets}, [], 0)
+  end
+
+  @max_hops 1_000
+
+  defp chain_back(_node, _id, _ctx, acc, hops) when hops > @max_hops, do: acc
+
+  defp chain_back(node, id, {opts, offsets} = ctx, acc, hops) do
+    case rpc(node, ElixirScope.EventCorrelator, :get_correlation_chain, [id, opts]) do
+      {:ok, []} ->
+        acc
+
+      {:ok, [root | _] = chain} ->
+        {off, _} =
+          Map.get_lazy(offsets, node, fn -> Map.get(clock_offsets([node]), node, {0, 0}) end)
+
+        acc = Enum.map(chain, &{node, update_in(&1.event.timestamp, fn t -> t - off end)}) ++ acc
+
+        case for({:receives, {n, send}} <- root.links, do: {n, send}) do
+          [{n, send} | _] -> chain_back(n, send, ctx, acc, hops + 1)
+          [] -> acc
+        end
+
+      {:error, :noconnection} ->
+        {:error, {:nodedown, node}}
+
+      {:error, reason} ->
+        {:error, {node, reason}}
+    end
   end
 
   @doc "The session's counters on each node now (`{:error, reason}` where unreachable)."

@@ -319,10 +319,14 @@ defmodule ElixirScope.Export do
       correlation_id: e.correlation_id,
       parent_id: e.parent_id,
       root_id: e.root_id,
-      links: for({kind, id} <- e.links, do: [kind, id]),
+      links: for({kind, target} <- e.links, do: [kind | link_target(target)]),
       correlation_confidence: e.correlation_confidence
     }
   end
+
+  # A link's target in JSON: an id, or a node and an id.
+  defp link_target({node, id}), do: [node, id]
+  defp link_target(id), do: [id]
 
   # --- call tree -----------------------------------------------------------
 

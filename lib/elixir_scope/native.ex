@@ -24,6 +24,7 @@ defmodule ElixirScope.Native do
   def store_remove_before(_store, _before), do: nif()
   def store_write(_store, _events, _max_payload), do: nif()
   def store_trace_event(_store, _id), do: nif()
+  def store_link_remote(_store, _links), do: nif()
   def store_query(_store, _filter, _limit, _order), do: nif()
   def store_call_stat(_store, _filter, _key), do: nif()
   def store_ranges(_store, _filter, _max_depth, _limit), do: nif()

@@ -103,13 +103,21 @@ defmodule ElixirScope.Query do
 
   @doc """
   The events `id` links to, one step back: what it completes (a call),
-  receives (a send), was caused by, called from or spawned by.
+  receives (a send), was caused by, called from or spawned by. Links to
+  events on other nodes (`{node, id}`) are left to
+  `ElixirScope.Cluster.get_correlation_chain/2`.
   """
   @spec causes(pos_integer(), keyword()) :: [CorrelatedEvent.t()]
   def causes(id, opts \\ []) do
     case lookup(id!(id), opts) do
-      {:ok, e} -> for {_kind, target} <- e.links, {:ok, c} <- [lookup(target, opts)], do: c
-      {:error, :not_found} -> []
+      {:ok, e} ->
+        for {_kind, target} <- e.links,
+            is_integer(target),
+            {:ok, c} <- [lookup(target, opts)],
+            do: c
+
+      {:error, :not_found} ->
+        []
     end
   end
 

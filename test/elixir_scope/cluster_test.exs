@@ -109,6 +109,62 @@ defmodule ElixirScope.ClusterTest do
     assert inspect(s) =~ "unreachable: #{c}"
   end
 
+  test "a call from A to B and a cast onward to C link into one chain across the nodes", %{b: b} do
+    {_peer, c} = ClusterNodes.start_peer(:c)
+    {:ok, counter} = :erpc.call(c, Traced.Counter, :start, [0])
+    {:ok, relay} = :erpc.call(b, Traced.Relay, :start, [counter])
+    client = Traced.runner()
+    a = node()
+
+    {:ok, s} =
+      Cluster.trace(
+        nodes: [a, b, c],
+        pids: [client, relay, counter],
+        calls: [Traced.Relay, Traced.Counter, {Traced.Client, :relay, 1}],
+        messages: true
+      )
+
+    for _ <- 1..2, do: :relayed = Traced.run(client, fn -> Traced.Client.relay(relay) end)
+    :erpc.call(c, :sys, :get_state, [counter])
+    {:ok, _} = Cluster.stop_trace(s)
+    assert {:ok, %{linked: linked, unlinked: 0}} = Cluster.link(s)
+
+    # Per relay: the call (A->B), its reply (B->A) and the cast (B->C).
+    assert linked == 6
+    {:ok, events} = Cluster.query([], session: s)
+
+    remote = for {n, e} <- events, {k, {_, _}} <- e.links, do: {n, k, e}
+    receives = for {n, :receives, e} <- remote, do: {n, e}
+    assert length(receives) == 6
+
+    assert Enum.all?(receives, fn {_, e} -> e.correlation_confidence == 1.0 end),
+           inspect(for {n, e} <- receives, do: {n, e.event.id, e.links, e.correlation_confidence})
+
+    assert length(for {_, :received_by, _} <- remote, do: 1) == 6
+
+    # Each receive names a send on the other node that names it back.
+    for {n, e} <- receives do
+      [{send_node, send_id}] = for {:receives, {sn, sid}} <- e.links, do: {sn, sid}
+      assert send_node != n
+
+      [{^send_node, send}] =
+        for {^send_node, x} <- events, x.event.id == send_id, do: {send_node, x}
+
+      assert {:received_by, {n, e.event.id}} in send.links
+      assert send.event.type == :message_send and send.event.data == e.event.data
+    end
+
+    # From C's state change back to A's call of Client.relay/1.
+    [{^c, change} | _] = for {^c, e} <- events, e.event.type == :state_change, do: {c, e}
+    chain = Cluster.get_correlation_chain({c, change.event.id}, session: s)
+    assert List.last(chain) == {c, change}
+    assert Enum.dedup(for {n, _} <- chain, do: n) == [a, b, c]
+
+    assert Enum.any?(chain, fn {n, e} ->
+             n == a and e.event.type == :function_call and e.event.function == :relay
+           end)
+  end
+
   test "bad options, unknown nodes and nodes without elixir_scope give clear errors", %{b: b} do
     {_peer, bare} = ClusterNodes.start_peer(:bare, app: false)
     opts = [pids: :new, calls: [Traced.Client]]

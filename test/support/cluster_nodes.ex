@@ -8,6 +8,8 @@ defmodule ElixirScope.ClusterNodes do
   def distribute! do
     unless Node.alive?() do
       {_, 0} = System.cmd("epmd", ["-daemon"])
+      # Stopping a peer must not make `global` disconnect the others.
+      Application.put_env(:kernel, :prevent_overlapping_partitions, false)
       name = :"es_test_#{System.unique_integer([:positive])}@127.0.0.1"
       {:ok, _} = Node.start(name, :longnames)
     end
@@ -29,7 +31,13 @@ defmodule ElixirScope.ClusterNodes do
         name: :"#{name}_#{System.unique_integer([:positive])}",
         host: ~c"127.0.0.1",
         longnames: true,
-        args: [~c"-setcookie", cookie | paths]
+        args: [
+          ~c"-setcookie",
+          cookie,
+          ~c"-kernel",
+          ~c"prevent_overlapping_partitions",
+          ~c"false" | paths
+        ]
       })
 
     # The peer's log lines would reach this VM's output (its group leader).

@@ -27,9 +27,27 @@ defmodule ElixirScope.Traced do
     def fib(n), do: fib(n - 1) + fib(n - 2)
   end
 
+  defmodule Relay do
+    @moduledoc false
+    # Answers `:relay` calls and casts `{:add, 1}` onward to `next`.
+    use GenServer
+
+    def start(next), do: GenServer.start(__MODULE__, next)
+
+    @impl true
+    def init(next), do: {:ok, next}
+
+    @impl true
+    def handle_call(:relay, _from, next) do
+      GenServer.cast(next, {:add, 1})
+      {:reply, :relayed, next}
+    end
+  end
+
   defmodule Client do
     @moduledoc false
     def bump(server), do: GenServer.call(server, :bump)
+    def relay(server), do: GenServer.call(server, :relay)
 
     def loop(0), do: :done
     def loop(n), do: loop(step(n))

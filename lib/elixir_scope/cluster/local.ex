@@ -12,6 +12,7 @@ defmodule ElixirScope.Cluster.Local do
   use GenServer
 
   alias ElixirScope.{CorrelatedEvent, Event, Tracer}
+  alias ElixirScope.Cluster.Links
 
   def start_link(_), do: GenServer.start_link(__MODULE__, :ok, name: __MODULE__)
 
@@ -39,6 +40,43 @@ defmodule ElixirScope.Cluster.Local do
       [] -> {:error, :unknown_session}
     end
   end
+
+  @doc "The highest event id stored here (0 if none)."
+  def last_id(opts) do
+    case ElixirScope.Query.select([limit: 1], [order: :desc] ++ opts) do
+      [e] -> e.event.id
+      [] -> 0
+    end
+  end
+
+  @doc """
+  This node's message halves that crossed nodes, stored after event
+  `after_id`: `{sends, receives}` as `ElixirScope.Cluster.Links` takes them.
+  """
+  def remote_halves(after_id, opts) do
+    sends =
+      for e <- ElixirScope.Query.select([type: :message_send, after: after_id], opts),
+          to = Links.destination(e.event.peer),
+          do: {e.event.id, e.event.pid, to, :erlang.phash2(e.event.data)}
+
+    receives =
+      for e <- ElixirScope.Query.select([type: :message_receive, after: after_id], opts),
+          sender = Links.remote_sender(e.event.peer),
+          do: {e.event.id, e.event.pid, sender, :erlang.phash2(e.event.data), name(e.event.pid)}
+
+    {sends, receives}
+  end
+
+  defp name(pid) do
+    case Process.info(pid, :registered_name) do
+      {:registered_name, name} when is_atom(name) -> name
+      _ -> nil
+    end
+  end
+
+  @doc "Applies links to events on other nodes (see `Links.match/1`); how many took."
+  def link_remote(links, opts),
+    do: ElixirScope.Native.store_link_remote(ElixirScope.Storage.DataAccess.store(opts), links)
 
   @doc """
   `Query.select/2` here (for `Cluster.query/2`); with `compact: true` as

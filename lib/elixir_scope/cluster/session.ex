@@ -5,18 +5,22 @@ defmodule ElixirScope.Cluster.Session do
   Fields: `id` (names the session's part on each node), `nodes` (where it
   started), `offsets` (`%{node => {offset_ns, error_ns}}`: that node's
   monotonic clock minus this one's, estimated at start; see
-  `ElixirScope.Cluster.clock_offsets/1`) and `started_at` (this node's
-  monotonic ns).
+  `ElixirScope.Cluster.clock_offsets/1`), `started_at` (this node's
+  monotonic ns), `first_ids` (`%{node => id}`: the last event id each node
+  held before the session, where linking starts) and `store_opts` (the
+  `pipeline:` the session records into on every node).
   """
 
-  @enforce_keys [:id, :nodes, :offsets, :started_at]
+  @enforce_keys [:id, :nodes, :offsets, :started_at, :first_ids, :store_opts]
   defstruct @enforce_keys
 
   @type t :: %__MODULE__{
           id: reference(),
           nodes: [node()],
           offsets: %{node() => {integer(), non_neg_integer()}},
-          started_at: integer()
+          started_at: integer(),
+          first_ids: %{node() => non_neg_integer()},
+          store_opts: keyword()
         }
 
   defimpl Inspect do

@@ -16,8 +16,14 @@ defmodule ElixirScope.Tracer.Server do
   alias ElixirScope.Tracer.Session
 
   @call_match_spec [{:_, [], [{:exception_trace}]}]
-  # The receive match spec that hands the sender to the tracer.
-  @receive_match_spec [{[:_, :"$1", :_], [], [{:message, :"$1"}]}]
+  # The receive match spec that hands the sender to the tracer: its pid,
+  # or its node when the VM does not name a remote sender (it gives
+  # `undefined` for messages from other nodes).
+  @receive_match_spec [
+    {[:_, :"$1", :_], [{:is_pid, :"$1"}], [{:message, :"$1"}]},
+    {[:"$1", :_, :_], [{:"=/=", :"$1", {:node}}], [{:message, :"$1"}]},
+    {:_, [], [{:message, :undefined}]}
+  ]
 
   def start_link(options),
     do: GenServer.start_link(__MODULE__, options, name: __MODULE__)

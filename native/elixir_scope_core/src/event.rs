@@ -144,6 +144,10 @@ pub enum LinkKind {
     Receives,
     SpawnedBy,
     CausedBy,
+    /// A receive's send on another node (target: see [`crate::remote`]).
+    RemoteReceives,
+    /// A send's receive on another node (target: see [`crate::remote`]).
+    RemoteReceivedBy,
 }
 
 impl LinkKind {
@@ -154,8 +158,15 @@ impl LinkKind {
             1 => LinkKind::Completes,
             2 => LinkKind::Receives,
             3 => LinkKind::SpawnedBy,
+            5 => LinkKind::RemoteReceives,
+            6 => LinkKind::RemoteReceivedBy,
             _ => LinkKind::CausedBy,
         }
+    }
+
+    /// Whether the target names an event on another node.
+    pub fn is_remote(self) -> bool {
+        matches!(self, LinkKind::RemoteReceives | LinkKind::RemoteReceivedBy)
     }
 
     pub fn name(self) -> &'static str {
@@ -165,6 +176,8 @@ impl LinkKind {
             LinkKind::Receives => "receives",
             LinkKind::SpawnedBy => "spawned_by",
             LinkKind::CausedBy => "caused_by",
+            LinkKind::RemoteReceives => "receives",
+            LinkKind::RemoteReceivedBy => "received_by",
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod payload;
 pub mod pipeline;
 pub mod pool;
+pub mod remote;
 pub mod ring;
 pub mod shedding;
 pub mod store;

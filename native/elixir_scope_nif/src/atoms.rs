@@ -97,6 +97,7 @@ rustler::atoms! {
     called_from,
     completes,
     receives,
+    received_by,
     spawned_by,
     caused_by,
     // erl_tracer tags, answers and options.

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
 use elixir_scope_core::correlator::CorrelatorConfig;
+use elixir_scope_core::event::LinkKind;
 use elixir_scope_core::store::{Attempt, Hit, Order, Select, SharedStore, StoreConfig};
 use parking_lot::Mutex;
 
 use crate::atoms;
-use crate::codec::event::{decode_list, link_atom, StructEncoder};
+use crate::codec::event::{decode_list, link_term, StructEncoder};
 use crate::codec::word;
 use crate::resources::{CursorRes, StoreRes};
 
@@ -182,11 +183,7 @@ fn store_trace_event(env: Env, store: ResourceArc<StoreRes>, id: u64) -> Term {
             Attempt::Orphaned => atoms::orphaned().encode(env),
         })
         .collect();
-    let links: Vec<Term> = t
-        .links
-        .iter()
-        .map(|l| (link_atom(l.kind), l.target).encode(env))
-        .collect();
+    let links: Vec<Term> = t.links.iter().map(|&l| link_term(env, l)).collect();
     let worker = match t.writer {
         0 => atoms::direct().encode(env),
         w => w.encode(env),
@@ -290,4 +287,32 @@ fn store_write<'a>(
     } else {
         (atoms::error(), (atoms::invalid_events(), n, bad)).encode(env)
     }
+}
+
+/// One cross-node link to add: `{id, kind, node, remote_id, confidence | nil}`,
+/// `kind` `:receives` (a receive's send) or `:received_by` (a send's receive).
+type RemoteLink<'a> = (u64, rustler::Atom, rustler::Atom, u64, Term<'a>);
+
+/// Adds links to events on other nodes (`ElixirScope.Cluster`'s exchange);
+/// returns how many were applied (an event no longer stored takes none).
+#[rustler::nif]
+fn store_link_remote(store: ResourceArc<StoreRes>, links: Vec<RemoteLink>) -> NifResult<usize> {
+    let mut applied = 0;
+    for (id, kind, node, remote_id, confidence) in links {
+        let kind = if kind == atoms::receives() {
+            LinkKind::RemoteReceives
+        } else if kind == atoms::received_by() {
+            LinkKind::RemoteReceivedBy
+        } else {
+            return Err(rustler::Error::BadArg);
+        };
+        let confidence = if confidence.is_atom() {
+            None
+        } else {
+            Some(confidence.decode::<f64>()? as f32)
+        };
+        let node = word(node.as_c_arg());
+        applied += usize::from(store.0.link_remote(id, kind, node, remote_id, confidence));
+    }
+    Ok(applied)
 }

@@ -75,6 +75,8 @@ pub enum Change {
     },
     /// Lower the confidence to at most this.
     Confidence(f32),
+    /// Add the link and set the confidence (a pair matched across nodes).
+    LinkWith { link: Link, confidence: f32 },
 }
 
 impl Change {
@@ -92,6 +94,10 @@ impl Change {
                 c.confidence = confidence;
             }
             Change::Confidence(v) => c.confidence = c.confidence.min(v),
+            Change::LinkWith { link, confidence } => {
+                c.links.push(link);
+                c.confidence = confidence;
+            }
         }
     }
 }

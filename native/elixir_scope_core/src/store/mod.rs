@@ -857,6 +857,29 @@ impl SharedStore {
         chain
     }
 
+    /// Links `id` to event `remote_id` on the node whose atom word is
+    /// `node` (kind `RemoteReceives` or `RemoteReceivedBy`), setting its
+    /// confidence if given; false when `id` is not stored or the target
+    /// cannot be packed (see [`crate::remote`]).
+    pub fn link_remote(
+        &self,
+        id: u64,
+        kind: LinkKind,
+        node: u64,
+        remote_id: u64,
+        confidence: Option<f32>,
+    ) -> bool {
+        let Some(target) = crate::remote::target(node, remote_id) else {
+            return false;
+        };
+        let link = Link { kind, target };
+        let change = match confidence {
+            Some(confidence) => Change::LinkWith { link, confidence },
+            None => Change::Link(link),
+        };
+        self.store.write().patch(id, &change)
+    }
+
     /// Adds a link from `from` to `to`; false when `from` is not stored.
     pub fn link(&self, from: u64, kind: LinkKind, to: u64) -> bool {
         self.store

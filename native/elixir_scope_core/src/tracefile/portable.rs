@@ -13,6 +13,7 @@ use crate::event::{Correlation, Event, EventKind, EventView, Link, LinkKind, Sto
 use crate::hash::WordMap;
 use crate::links::{Links, MAX_TARGET};
 use crate::payload::{map_words, tag, Payload};
+use crate::remote;
 
 /// A table entry this VM could not make.
 pub const HOLE: u64 = u64::MAX;
@@ -80,8 +81,23 @@ impl SaveTables {
             correlated_at: v.correlated_at,
             confidence: v.confidence,
         };
-        b.push(&row, v.links.iter().map(|l| (l.kind as u8, l.target)));
+        let links: Vec<(u8, u64)> = v
+            .links
+            .iter()
+            .filter_map(|l| Some((l.kind as u8, self.link_target(l)?)))
+            .collect();
+        b.push(&row, links);
         (self.data, self.peer) = (data, peer);
+    }
+
+    /// A link's target in the file: an id, or for a link to another node
+    /// its node as an atom table index (`index << ID_BITS | id`).
+    fn link_target(&mut self, l: Link) -> Option<u64> {
+        if !l.kind.is_remote() {
+            return Some(l.target);
+        }
+        let (node, id) = remote::split(l.target)?;
+        Some(u64::from(self.atom(node)) << remote::ID_BITS | id)
     }
 
     fn payload(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
@@ -159,13 +175,17 @@ impl LoadTables {
         let kind = *EventKind::ALL.get(r.kind as usize)?;
         let mut out = Links::default();
         for (k, target) in links.iter() {
+            let kind = LinkKind::from_u8(k);
+            let target = if kind.is_remote() {
+                let node = entry(&self.atoms, target >> remote::ID_BITS)?;
+                remote::target(node, target & ((1 << remote::ID_BITS) - 1))?
+            } else {
+                target
+            };
             if target > MAX_TARGET {
                 return None;
             }
-            out.push(Link {
-                kind: LinkKind::from_u8(k),
-                target,
-            });
+            out.push(Link { kind, target });
         }
         Some(StoredEvent {
             event: Event {

@@ -24,6 +24,13 @@ fn events() -> Vec<StoredEvent> {
                 kind: LinkKind::CalledFrom,
                 target: i.saturating_sub(1),
             });
+            if i % 10 == 0 {
+                // A receive linked to its send on another node.
+                s.correlation.links.push(Link {
+                    kind: LinkKind::RemoteReceives,
+                    target: crate::remote::target(0x99b, i * 3).unwrap(),
+                });
+            }
             s
         })
         .collect()

@@ -12,9 +12,10 @@ use rustler::sys::ErlNifTerm;
 use rustler::{Atom, Encoder, Env, Term};
 
 use elixir_scope_core::event::{
-    Event, EventHeader, EventKind, EventView, LinkKind, StoredEvent, NO_ARITY,
+    Event, EventHeader, EventKind, EventView, Link, LinkKind, StoredEvent, NO_ARITY,
 };
 use elixir_scope_core::payload::Payload;
+use elixir_scope_core::remote;
 
 use super::layout::{self, Immediate};
 use super::structs::Template;
@@ -446,13 +447,29 @@ pub fn link_kind_of(t: Term) -> Option<LinkKind> {
     .find(|&k| link_atom(k).as_c_arg() == t.as_c_arg())
 }
 
-pub fn link_atom(kind: LinkKind) -> Atom {
+fn link_atom(kind: LinkKind) -> Atom {
     match kind {
         LinkKind::CalledFrom => atoms::called_from(),
         LinkKind::Completes => atoms::completes(),
-        LinkKind::Receives => atoms::receives(),
+        LinkKind::Receives | LinkKind::RemoteReceives => atoms::receives(),
         LinkKind::SpawnedBy => atoms::spawned_by(),
         LinkKind::CausedBy => atoms::caused_by(),
+        LinkKind::RemoteReceivedBy => atoms::received_by(),
+    }
+}
+
+/// `{kind, id}`, or `{kind, {node, id}}` for a link to another node.
+pub fn link_term<'a>(env: Env<'a>, l: Link) -> Term<'a> {
+    let kind = link_atom(l.kind);
+    match l
+        .kind
+        .is_remote()
+        .then(|| remote::split(l.target))
+        .flatten()
+    {
+        // SAFETY: the node word is an atom (immediate), recorded from a live term.
+        Some((node, id)) => (kind, (unsafe { Term::new(env, from_word(node)) }, id)).encode(env),
+        None => (kind, l.target).encode(env),
     }
 }
 
@@ -568,11 +585,7 @@ impl<'a> StructEncoder<'a> {
     /// `%ElixirScope.CorrelatedEvent{}`.
     pub fn stored(&self, c: &EventView) -> Term<'a> {
         let env = self.env;
-        let links: Vec<Term> = c
-            .links
-            .iter()
-            .map(|l| (link_atom(l.kind), l.target).encode(env))
-            .collect();
+        let links: Vec<Term> = c.links.iter().map(|l| link_term(env, l)).collect();
         let correlated = c.correlation_type.is_some();
         let or_nil = |v: ErlNifTerm| if correlated { v } else { self.nil };
         self.correlated.build([

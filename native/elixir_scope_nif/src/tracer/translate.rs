@@ -6,7 +6,7 @@
 //! | `return_from` | `{M, F, Arity}` | extra = value | `:function_return` |
 //! | `exception_from` | `{M, F, Arity}` | extra = `{Class, Value}` | `:function_exception` |
 //! | `send`, `send_to_non_existing_process` | Msg | extra = To | `:message_send`, peer = To |
-//! | `receive` | Msg | match_spec_result = Sender | `:message_receive`, peer = Sender |
+//! | `receive` | Msg | match_spec_result = Sender or its node | `:message_receive`, peer = Sender or its node |
 //! | `spawn` | Child | extra = `{M, F, Args}` | `:process_spawn`, peer = Child |
 //! | `exit` | Reason | | `:process_exit` |
 //! | `link`, `unlink` | Pid | | `:process_link`, data = tag, peer = Pid |
@@ -182,7 +182,11 @@ pub fn event(m: &TraceMessage, p: PayloadLimits) -> Option<Translated> {
         let to = m.opt(w.extra)?;
         plain(EventKind::MessageSend, p.of(m.message), p.always(to))
     } else if tag == w.receive {
-        let sender = m.opt(w.match_spec_result).filter(|s| s.is_pid());
+        // The sender's pid, or for a remote sender the VM does not name,
+        // its node (see the receive match spec in `Tracer.Server`).
+        let sender = m.opt(w.match_spec_result).filter(|s| {
+            s.is_pid() || (s.is_atom() && s.as_c_arg() != atoms::undefined().as_c_arg())
+        });
         plain(
             EventKind::MessageReceive,
             p.of(m.message),
