@@ -2,6 +2,7 @@
 # Installs what is missing (Elixir/OTP and PropEr from Debian's packages;
 # for the tests, Python's prometheus_client), then runs one job:
 #   ./setup.sh demo    the demo on the default pipeline
+#   ./setup.sh demo-cluster   the cluster demo (three local nodes)
 #   ./setup.sh test    cargo test + mix test
 #   ./setup.sh bench   bench/pipeline.exs
 #   ./setup.sh bench-tracer   bench/tracer.exs
@@ -36,6 +37,7 @@ python_parser() {
 
 case "${1:-}" in
   demo) exec mix run bench/demo.exs ;;
+  demo-cluster) exec mix run bench/demo_cluster.exs ;;
   test) python_parser && cargo test --workspace && mix test ;;
   bench) shift; exec env MIX_ENV=prod mix run bench/pipeline.exs "$@" ;;
   bench-tracer) shift; exec env MIX_ENV=prod mix run bench/tracer.exs "$@" ;;
@@ -43,5 +45,5 @@ case "${1:-}" in
   bench-drain) exec cargo bench -p elixir_scope_core --bench drain ;;
   bench-analysis) shift; exec env MIX_ENV=prod mix run bench/analysis.exs "$@" ;;
   bench-cluster) shift; exec env MIX_ENV=prod mix run bench/cluster.exs "$@" ;;
-  *) echo "usage: $0 demo|test|bench|bench-tracer|bench-load|bench-drain|bench-analysis|bench-cluster" >&2; exit 2 ;;
+  *) echo "usage: $0 demo|demo-cluster|test|bench|bench-tracer|bench-load|bench-drain|bench-analysis|bench-cluster" >&2; exit 2 ;;
 esac

@@ -4,13 +4,13 @@ defmodule ElixirScope.ClusterNodes do
   # loopback (epmd started if it is not running), peers started with OTP's
   # `:peer`, this code path and this cookie.
 
-  @doc "Makes this VM a distributed node if it is not one yet."
-  def distribute! do
+  @doc "Makes this VM a distributed node named `prefix_N@127.0.0.1` if it is not one yet."
+  def distribute!(prefix \\ "es_test") do
     unless Node.alive?() do
       {_, 0} = System.cmd("epmd", ["-daemon"])
       # Stopping a peer must not make `global` disconnect the others.
       Application.put_env(:kernel, :prevent_overlapping_partitions, false)
-      name = :"es_test_#{System.unique_integer([:positive])}@127.0.0.1"
+      name = :"#{prefix}_#{System.unique_integer([:positive])}@127.0.0.1"
       {:ok, _} = Node.start(name, :longnames)
     end
 
