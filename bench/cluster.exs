@@ -8,6 +8,11 @@
 # node holding p, against Cluster.query(pid: p) over the three nodes (the
 # other two answer with nothing; the results come back merged on this
 # node's clock). Medians of 5.
+#
+# Then a message-heavy workload: a process here calls an Agent on the
+# second node (a GenServer.call and its reply: four message events per
+# round trip, all crossing nodes), traced on both sides; figure: the time
+# Cluster.link/1 takes to link them, per message event.
 Code.require_file("../test/support/cluster_nodes.ex", __DIR__)
 
 alias ElixirScope.{Cluster, ClusterNodes, Query}
@@ -101,4 +106,37 @@ IO.puts(
   "select(pid:) on #{b} for one of its pids, timed there: #{Float.round(remote_single / 1000, 1)} ms; " <>
     "Cluster.query(pid:) from here: #{Float.round(remote_cluster / 1000, 1)} ms " <>
     "-> #{Float.round(remote_cluster / remote_single, 2)}x (target <= 3x)"
+)
+
+# Message-heavy: GenServer calls to an Agent on b, traced on both sides.
+rounds = String.to_integer(System.get_env("BENCH_CLUSTER_ROUNDS", "50000"))
+{:ok, agent} = :erpc.call(b, Agent, :start, [:erlang, :abs, [0]])
+me = self()
+
+caller =
+  spawn(fn ->
+    receive do: (:go -> :ok)
+    for _ <- 1..rounds, do: Agent.get(agent, :erlang, :abs, [])
+    send(me, :done)
+  end)
+
+{:ok, chatty} =
+  Cluster.trace(
+    nodes: [node(), b],
+    pids: [caller, agent],
+    messages: true,
+    max_events: 4 * rounds + 100
+  )
+
+{run_us, _} = :timer.tc(fn -> send(caller, :go) && receive(do: (:done -> :ok)) end)
+{:ok, per_node} = Cluster.stop_trace(chatty)
+events = per_node |> Map.values() |> Enum.map(& &1.events) |> Enum.sum()
+dropped = per_node |> Map.values() |> Enum.map(& &1.dropped) |> Enum.sum()
+{link_us, {:ok, counts}} = :timer.tc(fn -> Cluster.link(chatty) end)
+
+IO.puts(
+  "message-heavy: #{rounds} GenServer calls to #{b}: #{events} message events traced " <>
+    "(dropped #{dropped}) in #{div(run_us, 1000)} ms; Cluster.link: #{counts.linked} linked, " <>
+    "#{counts.unlinked} unlinked in #{div(link_us, 1000)} ms = " <>
+    "#{Float.round(link_us * 1000 / max(events, 1), 0)} ns per message event"
 )

@@ -36,8 +36,8 @@ defmodule TracerBench do
   alias TracerBench.Work
 
   # As ElixirScope.Tracer.Server sets them.
-  @call_match_spec [{:_, [], [{:exception_trace}]}]
-  @receive_match_spec [{[:_, :"$1", :_], [], [{:message, :"$1"}]}]
+  @call_match_spec ElixirScope.Tracer.Server.match_specs().call
+  @receive_match_spec ElixirScope.Tracer.Server.match_specs().receive
 
   def env_int(name, default), do: String.to_integer(System.get_env(name, to_string(default)))
   def median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))

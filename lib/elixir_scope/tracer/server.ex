@@ -25,6 +25,10 @@ defmodule ElixirScope.Tracer.Server do
     {:_, [], [{:message, :undefined}]}
   ]
 
+  @doc false
+  # The match specs sessions install (bench/tracer.exs gives its floor the same).
+  def match_specs, do: %{call: @call_match_spec, receive: @receive_match_spec}
+
   def start_link(options),
     do: GenServer.start_link(__MODULE__, options, name: __MODULE__)
 
