@@ -312,6 +312,28 @@ defmodule ElixirScope.Cluster do
   end
 
   @doc """
+  `ElixirScope.Export.chrome_trace/3` of a cluster query (`filter` and
+  options as `query/2`): a trace process per node, a track per process, and
+  messages between nodes as flow arrows from the send's track to the
+  receive's. Returns `{:ok, :ok | binary}` (written to the path `to`, or
+  the JSON when `to` is `:binary`), or `{:partial, written, missing_nodes}`.
+  """
+  @spec chrome_trace(keyword(), Path.t() | :binary, keyword()) ::
+          node_result(:ok | binary()) | {:error, term()}
+  def chrome_trace(filter \\ [], to, opts \\ []) do
+    case query(filter, opts) do
+      {:ok, results} ->
+        {:ok, ElixirScope.Export.chrome_of(results, to)}
+
+      {:partial, results, missing} ->
+        {:partial, ElixirScope.Export.chrome_of(results, to), missing}
+
+      error ->
+        error
+    end
+  end
+
+  @doc """
   `ElixirScope.Query.call_stat/2` on every node, merged: counts and times
   of the same key add up (`:pid` keys stay per process). `{:ok, stats}` or
   `{:partial, stats, missing_nodes}`. Options as `query/2` (with

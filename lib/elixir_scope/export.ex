@@ -33,18 +33,43 @@ defmodule ElixirScope.Export do
   """
   @spec chrome_trace(Query.filter(), Path.t() | :binary, keyword()) :: :ok | binary()
   def chrome_trace(filter \\ [], to, opts \\ []) do
-    events = Query.select(filter, opts)
-    tids = events |> Enum.map(& &1.event.pid) |> Enum.uniq() |> Enum.with_index(1) |> Map.new()
-    last = events |> Enum.map(& &1.event.timestamp) |> Enum.max(fn -> 0 end)
-    sends = for e <- events, e.event.type == :message_send, into: MapSet.new(), do: e.event.id
-    names = for {pid, tid} <- tids, do: meta(tid, pid)
+    filter |> Query.select(opts) |> Enum.map(&{node(), &1}) |> chrome_of(to)
+  end
+
+  @doc false
+  # The Chrome trace of `[{node, %CorrelatedEvent{}}]` (one node, or a
+  # cluster query): a trace process per node, a track per process. Flow ids
+  # are `node index * 2^40 + send id`, so sends of different nodes never
+  # share one; a receive linked to a send on another node ends that flow.
+  def chrome_of(entries, to) do
+    nodes = entries |> Enum.map(&elem(&1, 0)) |> Enum.uniq() |> Enum.with_index() |> Map.new()
+
+    tids =
+      entries
+      |> Enum.map(fn {node, e} -> {node, e.event.pid} end)
+      |> Enum.uniq()
+      |> Enum.with_index(1)
+      |> Map.new()
+
+    last = entries |> Enum.map(fn {_, e} -> e.event.timestamp end) |> Enum.max(fn -> 0 end)
+
+    sends =
+      for {node, e} <- entries,
+          e.event.type == :message_send,
+          into: MapSet.new(),
+          do: {node, e.event.id}
+
+    ctx = %{nodes: nodes, tids: tids, sends: sends}
+    names = node_meta(nodes) ++ for {key, tid} <- tids, do: meta(ctx, key, tid)
 
     {trace, stacks} =
-      Enum.flat_map_reduce(events, %{}, fn e, stacks -> chrome_event(e, tids, sends, stacks) end)
+      Enum.flat_map_reduce(entries, %{}, fn {node, e}, stacks ->
+        chrome_event(node, e, ctx, stacks)
+      end)
 
     unfinished =
-      for {pid, stack} <- stacks, id <- stack do
-        at(tids[pid], last, [
+      for {{node, _} = key, stack} <- stacks, id <- stack do
+        at(ctx, node, tids[key], last, [
           {"ph", ~s("E")},
           {"args", JSON.object([{"unfinished", "true"}, {"call", int(id)}])}
         ])
@@ -63,35 +88,69 @@ defmodule ElixirScope.Export do
     end
   end
 
+  # Several nodes: each trace process is named after its node.
+  defp node_meta(nodes) when map_size(nodes) < 2, do: []
+
+  defp node_meta(nodes) do
+    for {node, i} <- nodes do
+      JSON.object([
+        {"ph", ~s("M")},
+        {"pid", int(i + 1)},
+        {"name", ~s("process_name")},
+        {"args", JSON.object([{"name", JSON.string(Atom.to_string(node))}])}
+      ])
+    end
+  end
+
   # Trace events are built as JSON text directly: a map per event and the
   # general encoder cost several times more for 100k events.
-  defp meta(tid, pid) do
+  defp meta(ctx, {node, pid}, tid) do
     JSON.object([
       {"ph", ~s("M")},
-      {"pid", "1"},
+      {"pid", int(ctx.nodes[node] + 1)},
       {"tid", int(tid)},
       {"name", ~s("thread_name")},
       {"args", JSON.object([{"name", JSON.string(process_name(pid))}])}
     ])
   end
 
-  defp at(tid, ns, fields),
-    do: JSON.object([{"pid", "1"}, {"tid", int(tid)}, {"ts", ts(ns)} | fields])
+  defp at(ctx, node, tid, ns, fields) do
+    JSON.object([
+      {"pid", int(ctx.nodes[node] + 1)},
+      {"tid", int(tid)},
+      {"ts", ts(ns)} | fields
+    ])
+  end
 
   defp int(n), do: Integer.to_string(n)
   defp ts(ns), do: :erlang.float_to_binary(ns / 1000, [:short])
 
-  defp chrome_event(%CorrelatedEvent{event: ev} = e, tids, sends, stacks) do
-    tid = tids[ev.pid]
-    stack = Map.get(stacks, ev.pid, [])
+  defp flow_id(ctx, node, id), do: int(ctx.nodes[node] * 0x10000000000 + id)
+
+  # The send a receive ends the flow of, if it is in the trace.
+  defp flow_source(ctx, node, e) do
+    remote = for {:receives, {n, id}} <- e.links, MapSet.member?(ctx.sends, {n, id}), do: {n, id}
+
+    cond do
+      MapSet.member?(ctx.sends, {node, e.correlation_id}) -> {node, e.correlation_id}
+      remote != [] -> hd(remote)
+      true -> nil
+    end
+  end
+
+  defp chrome_event(node, %CorrelatedEvent{event: ev} = e, ctx, stacks) do
+    key = {node, ev.pid}
+    tid = ctx.tids[key]
+    stack = Map.get(stacks, key, [])
+    at = &at(ctx, node, tid, ev.timestamp, &1)
 
     case ev.type do
       :function_call ->
         name = JSON.string("#{inspect(ev.module)}.#{ev.function}/#{ev.arity}")
         args = JSON.object([{"id", int(ev.id)}, {"args", JSON.encode(ev.data)}])
 
-        {[at(tid, ev.timestamp, [{"ph", ~s("B")}, {"name", name}, {"args", args}])],
-         Map.put(stacks, ev.pid, [ev.id | stack])}
+        {[at.([{"ph", ~s("B")}, {"name", name}, {"args", args}])],
+         Map.put(stacks, key, [ev.id | stack])}
 
       kind when kind in [:function_return, :function_exception] ->
         # Close the call it completes, and any left open inside it.
@@ -99,7 +158,7 @@ defmodule ElixirScope.Export do
           {inner, [_call | rest]} ->
             ends =
               for id <- inner do
-                at(tid, ev.timestamp, [
+                at.([
                   {"ph", ~s("E")},
                   {"args", JSON.object([{"unfinished", "true"}, {"call", int(id)}])}
                 ])
@@ -108,8 +167,7 @@ defmodule ElixirScope.Export do
             result =
               JSON.object([{"call", int(e.correlation_id)}, {"result", JSON.encode(ev.data)}])
 
-            {ends ++ [at(tid, ev.timestamp, [{"ph", ~s("E")}, {"args", result}])],
-             Map.put(stacks, ev.pid, rest)}
+            {ends ++ [at.([{"ph", ~s("E")}, {"args", result}])], Map.put(stacks, key, rest)}
 
           {_, []} ->
             {[], stacks}
@@ -117,16 +175,12 @@ defmodule ElixirScope.Export do
 
       :message_send ->
         instant =
-          at(tid, ev.timestamp, [
-            {"ph", ~s("i")},
-            {"s", ~s("t")},
-            {"name", JSON.string("send " <> short(ev.data))}
-          ])
+          at.([{"ph", ~s("i")}, {"s", ~s("t")}, {"name", JSON.string("send " <> short(ev.data))}])
 
         flow =
-          at(tid, ev.timestamp, [
+          at.([
             {"ph", ~s("s")},
-            {"id", int(ev.id)},
+            {"id", flow_id(ctx, node, ev.id)},
             {"name", ~s("message")},
             {"cat", ~s("message")}
           ])
@@ -135,30 +189,32 @@ defmodule ElixirScope.Export do
 
       :message_receive ->
         instant =
-          at(tid, ev.timestamp, [
+          at.([
             {"ph", ~s("i")},
             {"s", ~s("t")},
             {"name", JSON.string("receive " <> short(ev.data))}
           ])
 
-        if MapSet.member?(sends, e.correlation_id) do
-          flow =
-            at(tid, ev.timestamp, [
-              {"ph", ~s("f")},
-              {"bp", ~s("e")},
-              {"id", int(e.correlation_id)},
-              {"name", ~s("message")},
-              {"cat", ~s("message")}
-            ])
+        case flow_source(ctx, node, e) do
+          {send_node, send_id} ->
+            flow =
+              at.([
+                {"ph", ~s("f")},
+                {"bp", ~s("e")},
+                {"id", flow_id(ctx, send_node, send_id)},
+                {"name", ~s("message")},
+                {"cat", ~s("message")}
+              ])
 
-          {[instant, flow], stacks}
-        else
-          {[instant], stacks}
+            {[instant, flow], stacks}
+
+          nil ->
+            {[instant], stacks}
         end
 
       other ->
         {[
-           at(tid, ev.timestamp, [
+           at.([
              {"ph", ~s("i")},
              {"s", ~s("t")},
              {"name", JSON.string("#{other} #{short(ev.data)}")}

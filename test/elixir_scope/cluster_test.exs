@@ -164,6 +164,19 @@ defmodule ElixirScope.ClusterTest do
     assert Enum.any?(chain, fn {n, e} ->
              n == a and e.event.type == :function_call and e.event.function == :relay
            end)
+
+    # The Chrome trace: a trace process per node, the 6 messages between
+    # nodes as paired flows, every call ended on its track.
+    {:ok, json} = Cluster.chrome_trace([], :binary, session: s)
+    path = Path.join(System.tmp_dir!(), "es_cluster_#{System.unique_integer([:positive])}.json")
+    File.write!(path, json)
+    on_exit(fn -> File.rm(path) end)
+    checker = Path.expand("../support/json_check.py", __DIR__)
+    {out, 0} = System.cmd("python3", [checker, "chrome", path], stderr_to_stdout: true)
+    assert ["ok", begins, "6", _] = String.split(out)
+    assert String.to_integer(begins) > 0
+
+    for n <- [a, b, c], do: assert(json =~ ~s("name":"#{n}"))
   end
 
   test "bad options, unknown nodes and nodes without elixir_scope give clear errors", %{b: b} do

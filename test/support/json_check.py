@@ -1,7 +1,7 @@
 """Reads exports with Python's json module (a real JSON reader) and checks
 their structure; prints one summary line.
 
-    json_check.py chrome FILE   every B has its E on the same track, flows pair
+    json_check.py chrome FILE   every B has its E on the same track (pid, tid), flows pair
     json_check.py jsonl FILE    every line is a JSON object with an id
 """
 import json
@@ -18,12 +18,13 @@ if kind == "chrome":
     begins = 0
     for e in trace["traceEvents"]:
         ph = e["ph"]
+        track = (e.get("pid"), e.get("tid"))
         if ph == "B":
-            stacks[e["tid"]] += 1
+            stacks[track] += 1
             begins += 1
         elif ph == "E":
-            stacks[e["tid"]] -= 1
-            assert stacks[e["tid"]] >= 0, f"an E before its B on track {e['tid']}"
+            stacks[track] -= 1
+            assert stacks[track] >= 0, f"an E before its B on track {track}"
         elif ph in ("s", "f"):
             flows[e["id"]].add(ph)
     assert all(n == 0 for n in stacks.values()), f"unclosed calls: {dict(stacks)}"
