@@ -111,10 +111,11 @@ defmodule ElixirScope.Cluster do
   another node (a pid, `{name, node}`, or a process alias such as a
   `GenServer.call` reply) and its receive there. The receive gets
   `{:receives, {node, send_id}}` and the send `{:received_by, {node,
-  receive_id}}`; a pair matched by pids is certain (confidence 1.0), one
-  matched by name or alias is `1 / n` with `n` identical sends waiting (see
-  `ElixirScope.Cluster.Links`). The halves travel in one batch per node,
-  never one message per event.
+  receive_id}}`. A receive takes the first waiting send with the same
+  message from its sender's node (the VM names a remote sender only by its
+  node): certain (confidence 1.0) when one process sent those candidates,
+  else `1 / n` for `n` such processes (see `ElixirScope.Cluster.Links`).
+  The halves travel in one batch per node, never one message per event.
 
   `stop_trace/1` runs it once the nodes are flushed; call it during a
   session to link what is stored so far (it is idempotent). Returns `{:ok,
@@ -148,19 +149,20 @@ defmodule ElixirScope.Cluster do
   `link/1`). `[{node, %CorrelatedEvent{}}]`, timestamps on this node's
   clock (as `query/2` gives them), empty when the event is not stored;
   `{:error, {:nodedown, node}}` when a node on the way cannot be reached.
-  Options: `session:` (the clock offsets it estimated; else they are
+  Options: `session:` (its clock offsets and pipeline; else offsets are
   estimated now) and `pipeline:` (on every node).
   """
   @spec get_correlation_chain({node(), pos_integer()}, keyword()) ::
           [{node(), ElixirScope.CorrelatedEvent.t()}] | {:error, term()}
   def get_correlation_chain({node, id}, opts \\ []) when is_atom(node) and is_integer(id) do
-    offsets =
+    {offsets, store_opts} =
       case Keyword.get(opts, :session) do
-        %Session{offsets: offsets} -> offsets
-        _ -> %{}
+        %Session{offsets: offsets, store_opts: store_opts} -> {offsets, store_opts}
+        _ -> {%{}, []}
       end
 
-    chain_back(node, id, {Keyword.take(opts, [:pipeline]), offsets}, [], 0)
+    store_opts = Keyword.merge(store_opts, Keyword.take(opts, [:pipeline]))
+    chain_back(node, id, {store_opts, offsets}, [], 0)
   end
 
   @max_hops 1_000
@@ -428,7 +430,7 @@ defmodule ElixirScope.Cluster do
   end
 
   defp answer(results, answers) do
-    case for({node, {:error, _}} <- answers, do: node) do
+    case for({node, {:error, _}} <- answers, uniq: true, do: node) do
       [] -> {:ok, results}
       missing -> {:partial, results, missing}
     end
