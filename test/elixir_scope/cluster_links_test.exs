@@ -30,8 +30,8 @@ defmodule ElixirScope.Cluster.LinksTest do
     [s1, s2, r] = pids(3)
 
     one = %{
-      a@h: {[{11, s1, r, 7}, {10, s1, r, 7}], []},
-      c@h: {[], [{2, r, :a@h, 7, nil}, {1, r, :a@h, 7, nil}]}
+      a@h: {[{10, s1, r, 7}, {11, s1, r, 7}], []},
+      c@h: {[], [{1, r, :a@h, 7, nil}, {2, r, :a@h, 7, nil}]}
     }
 
     {links, _} = Links.match(one)

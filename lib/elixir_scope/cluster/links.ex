@@ -28,18 +28,21 @@ defmodule ElixirScope.Cluster.Links do
 
   @doc """
   The links `%{node => [link]}` between the halves `%{node => {sends,
-  receives}}`, and how many receives were linked and left unlinked.
+  receives}}` (each list in id order, as a node stores them), and how
+  many receives were linked and left unlinked.
   """
   @spec match(%{node() => {[send_half()], [receive_half()]}}) ::
           {%{node() => [link()]}, %{linked: non_neg_integer(), unlinked: non_neg_integer()}}
   def match(halves) do
     waiting =
-      for {node, {sends, _}} <- halves, {id, sender, to, fp} <- Enum.sort(sends), reduce: %{} do
-        acc -> Map.update(acc, {to, fp}, [{node, id, sender}], &[{node, id, sender} | &1])
+      for {node, {sends, _}} <- halves, send <- sends do
+        {node, send}
       end
-      |> Map.new(fn {key, sends} -> {key, Enum.reverse(sends)} end)
+      |> Enum.group_by(fn {_, {_, _, to, fp}} -> {to, fp} end, fn {node, {id, sender, _, _}} ->
+        {node, id, sender}
+      end)
 
-    receives = for {node, {_, receives}} <- halves, r <- Enum.sort(receives), do: {node, r}
+    receives = for {node, {_, receives}} <- halves, r <- receives, do: {node, r}
 
     {links, _waiting, linked} =
       Enum.reduce(receives, {%{}, waiting, 0}, fn {node, r}, {links, waiting, linked} ->
@@ -66,23 +69,29 @@ defmodule ElixirScope.Cluster.Links do
     keys = [receiver | if(name, do: [{:name, name, node}], else: [])] ++ [{:node, node}]
 
     Enum.find_value(keys, fn to ->
-      sends = Map.get(waiting, {to, fp}, [])
-      from_sender = Enum.filter(sends, &sent_by?(&1, sender))
+      case Map.get(waiting, {to, fp}, []) do
+        # The common case: one send waits under the key.
+        [{send_node, send_id, _} = only] ->
+          if sent_by?(only, sender),
+            do: {{send_node, send_id}, 1.0, Map.delete(waiting, {to, fp})}
 
-      case from_sender do
-        [] ->
-          nil
-
-        [{send_node, send_id, _} = first | _] ->
-          confidence = 1.0 / (from_sender |> Enum.uniq_by(&elem(&1, 2)) |> length())
-          left = List.delete(sends, first)
-
-          waiting =
-            if left == [], do: Map.delete(waiting, {to, fp}), else: %{waiting | {to, fp} => left}
-
-          {{send_node, send_id}, confidence, waiting}
+        sends ->
+          take_first(waiting, {to, fp}, sends, sender)
       end
     end)
+  end
+
+  defp take_first(waiting, key, sends, sender) do
+    case Enum.filter(sends, &sent_by?(&1, sender)) do
+      [] ->
+        nil
+
+      [{send_node, send_id, _} = first | _] = from_sender ->
+        confidence = 1.0 / (from_sender |> Enum.uniq_by(&elem(&1, 2)) |> length())
+        left = List.delete(sends, first)
+        waiting = if left == [], do: Map.delete(waiting, key), else: %{waiting | key => left}
+        {{send_node, send_id}, confidence, waiting}
+    end
   end
 
   defp sent_by?({_, _, pid}, sender) when is_pid(sender), do: pid == sender
