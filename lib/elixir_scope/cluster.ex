@@ -6,7 +6,10 @@ defmodule ElixirScope.Cluster do
   application); this module fans out with `:erpc`, with no transport and
   no collector of its own. A node that goes down during a session does not
   stop the others, and answers say which nodes did not answer rather than
-  silently holding fewer events.
+  silently holding fewer events. Events are named `{node, id}` across
+  nodes; `link/1` joins a send on one node to its receive on another, so
+  `get_correlation_chain/2` and `chrome_trace/3` follow a request from
+  node to node.
 
   ## One time base
 
