@@ -69,6 +69,7 @@ defmodule ElixirScope.Native do
   def struct_builds, do: nif()
   def store_select(_store, _query, _limit, _order), do: nif()
   def cursor_next(_cursor, _n), do: nif()
+  def cursor_next_compact(_cursor, _n), do: nif()
   def pipeline_inject_fault(_pipeline, _fault), do: nif()
 
   # erl_tracer callbacks: this module is the tracer module of trace sessions.

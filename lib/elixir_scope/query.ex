@@ -56,7 +56,19 @@ defmodule ElixirScope.Query do
 
   @doc "The events `filter` matches, read from the store in chunks."
   @spec stream(filter(), keyword()) :: Enumerable.t()
-  def stream(filter, opts \\ []) do
+  def stream(filter, opts \\ []), do: stream_with(filter, opts, &Native.cursor_next/2)
+
+  @doc false
+  # As `stream/2`, each event as `ElixirScope.Cluster.Local.compact/1`'s
+  # flat tuple, built natively (for `ElixirScope.Cluster`); no `match:`.
+  def compact_stream(filter, opts) do
+    if Keyword.has_key?(filter, :match),
+      do: raise(ArgumentError, "compact_stream takes no :match")
+
+    stream_with(filter, opts, &Native.cursor_next_compact/2)
+  end
+
+  defp stream_with(filter, opts, next) do
     check_keys!(filter, @filter_keys, "filter")
     check_keys!(opts, @option_keys, "option")
     native = native_filter(filter)
@@ -73,7 +85,8 @@ defmodule ElixirScope.Query do
     events =
       DataAccess.cursor_stream(
         fn -> Native.store_query(store, native, native_limit, order) end,
-        chunk
+        chunk,
+        next
       )
 
     events = if match, do: Stream.filter(events, match), else: events

@@ -80,24 +80,29 @@ defmodule ElixirScope.Cluster.Local do
 
   @doc """
   `Query.select/2` here (for `Cluster.query/2`); with `compact: true` as
-  tuples (see `compact/1`), which cross the distribution several times
-  faster than structs (maps repeat their keys in the external format).
+  flat tuples (see `compact/1`), built natively: they cross the
+  distribution several times faster than structs (maps repeat their keys
+  in the external format).
   """
-  def select(filter, opts, compact) do
-    events = ElixirScope.Query.select(filter, opts)
-    if compact, do: Enum.map(events, &compact/1), else: events
+  def select(filter, opts, compact)
+  def select(filter, opts, false), do: ElixirScope.Query.select(filter, opts)
+
+  def select(filter, opts, true) do
+    if Keyword.has_key?(filter, :match),
+      do: filter |> ElixirScope.Query.select(opts) |> Enum.map(&compact/1),
+      else: filter |> ElixirScope.Query.compact_stream(opts) |> Enum.to_list()
   end
 
-  @doc "A `%CorrelatedEvent{}` as a flat tuple; `expand/2` makes it again."
+  @doc "A `%CorrelatedEvent{}` as the flat tuple `select/3` sends; `expand/2` makes it again."
   def compact(%CorrelatedEvent{event: e} = c) do
-    {e.id, e.timestamp, e.wall_time, e.pid, e.type, e.module, e.function, e.arity, e.data, e.peer,
+    {e.id, e.type, e.pid, e.timestamp, e.wall_time, e.module, e.function, e.arity, e.data, e.peer,
      c.correlation_id, c.parent_id, c.root_id, c.links, c.correlation_type, c.correlated_at,
      c.correlation_confidence}
   end
 
   @doc "The event `compact/1` gave, its timestamp moved by `-offset`."
   def expand(
-        {id, ts, wall, pid, type, m, f, a, data, peer, cid, parent, root, links, ctype, cat,
+        {id, type, pid, ts, wall, m, f, a, data, peer, cid, parent, root, links, ctype, cat,
          conf},
         offset
       ) do

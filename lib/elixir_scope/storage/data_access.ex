@@ -148,11 +148,11 @@ defmodule ElixirScope.Storage.DataAccess do
 
   @doc false
   # The events of a native cursor (`open` makes it), `chunk` at a time.
-  def cursor_stream(open, chunk) do
+  def cursor_stream(open, chunk, next \\ &Native.cursor_next/2) do
     Stream.resource(
       open,
       fn cursor ->
-        case Native.cursor_next(cursor, chunk) do
+        case next.(cursor, chunk) do
           [] -> {:halt, cursor}
           events -> {events, cursor}
         end

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
 use elixir_scope_core::correlator::CorrelatorConfig;
-use elixir_scope_core::event::LinkKind;
+use elixir_scope_core::event::{EventView, LinkKind};
 use elixir_scope_core::store::{Attempt, Hit, Order, Select, SharedStore, StoreConfig};
 use parking_lot::Mutex;
 
@@ -85,12 +85,22 @@ const READ_CHUNK: usize = 4096;
 
 /// The events of `hits` still held, as a list of `%CorrelatedEvent{}`.
 pub(crate) fn read<'a>(env: Env<'a>, store: &SharedStore, hits: &[Hit]) -> Term<'a> {
+    read_as(env, store, hits, StructEncoder::stored)
+}
+
+/// The events of `hits` still held, each built by `build`.
+fn read_as<'a>(
+    env: Env<'a>,
+    store: &SharedStore,
+    hits: &[Hit],
+    build: impl for<'v> Fn(&StructEncoder<'a>, &EventView<'v>) -> Term<'a>,
+) -> Term<'a> {
     let encoder = StructEncoder::new(env);
     let mut terms = Vec::with_capacity(hits.len());
     for chunk in hits.chunks(READ_CHUNK) {
         store
             .read()
-            .visit(chunk, |v| terms.push(encoder.stored(&v)));
+            .visit(chunk, |v| terms.push(build(&encoder, &v)));
     }
     encoder.list(terms.into_iter())
 }
@@ -247,13 +257,29 @@ fn store_select<'a>(
 /// The next `n` selected events still held (`[]` once all were read).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn cursor_next(env: Env, cursor: ResourceArc<CursorRes>, n: usize) -> Term {
+    next_chunk(env, &cursor, n, StructEncoder::stored)
+}
+
+/// As `cursor_next/2`, each event as a flat tuple (see
+/// `StructEncoder::compact`), for `ElixirScope.Cluster` to send.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn cursor_next_compact(env: Env, cursor: ResourceArc<CursorRes>, n: usize) -> Term {
+    next_chunk(env, &cursor, n, StructEncoder::compact)
+}
+
+fn next_chunk<'a>(
+    env: Env<'a>,
+    cursor: &CursorRes,
+    n: usize,
+    build: impl for<'v> Fn(&StructEncoder<'a>, &EventView<'v>) -> Term<'a> + Copy,
+) -> Term<'a> {
     let mut guard = cursor.hits.lock();
     let (hits, at) = &mut *guard;
     loop {
         let end = (*at + n.max(1)).min(hits.len());
         let chunk = &hits[*at..end];
         *at = end;
-        let events = read(env, &cursor.store, chunk);
+        let events = read_as(env, &cursor.store, chunk, build);
         // A chunk whose events were all evicted since is skipped, so `[]`
         // means the end.
         if !events.is_empty_list() || *at == hits.len() {
