@@ -3,14 +3,14 @@ defmodule ElixirScope.Cluster.Links do
   # Matching sends on one node to receives on another (a pure function;
   # `ElixirScope.Cluster.link/1` collects the halves and applies the links).
   #
-  # A send waits under (where it went, message fingerprint), where it went
-  # being the receiver pid, `{:name, name, node}` for a send to `{name,
-  # node}`, or `{:node, node}` for anything else addressed to a node (a
-  # process alias: a `GenServer.call` reply); queues keep id order. A
-  # receive tries its receiver's pid, then its registered name, then its
-  # node, and under each takes the first send from its sender: the BEAM
-  # keeps order per sender and receiver, so the k-th receive from a sender
-  # takes that sender's k-th send.
+  # A send waits under its message fingerprint with where it went: the
+  # receiver pid, `{:name, name, node}` for a send to `{name, node}`, or
+  # `{:node, node}` for anything else addressed to a node (a process
+  # alias: a `GenServer.call` reply); lists keep id order. A receive tries
+  # its receiver's pid, then its registered name, then its node, and under
+  # each takes the first send from its sender: the BEAM keeps order per
+  # sender and receiver, so the k-th receive from a sender takes that
+  # sender's k-th send.
   #
   # The VM does not name the sender of a message from another node (the
   # tracer records its node instead), so a receive's sender is mostly a
@@ -34,12 +34,12 @@ defmodule ElixirScope.Cluster.Links do
   @spec match(%{node() => {[send_half()], [receive_half()]}}) ::
           {%{node() => [link()]}, %{linked: non_neg_integer(), unlinked: non_neg_integer()}}
   def match(halves) do
+    # Sends wait by fingerprint (an integer key hashes fast); each entry
+    # keeps where it went, its node, id and sender, in id order.
     waiting =
-      for {node, {sends, _}} <- halves, send <- sends do
-        {node, send}
-      end
-      |> Enum.group_by(fn {_, {_, _, to, fp}} -> {to, fp} end, fn {node, {id, sender, _, _}} ->
-        {node, id, sender}
+      for({node, {sends, _}} <- halves, send <- sends, do: {node, send})
+      |> Enum.group_by(fn {_, {_, _, _, fp}} -> fp end, fn {node, {id, sender, to, _}} ->
+        {to, node, id, sender}
       end)
 
     receives = for {node, {_, receives}} <- halves, r <- receives, do: {node, r}
@@ -66,36 +66,39 @@ defmodule ElixirScope.Cluster.Links do
   end
 
   defp take(waiting, node, {_, receiver, sender, fp, name}) do
-    keys = [receiver | if(name, do: [{:name, name, node}], else: [])] ++ [{:node, node}]
+    case Map.get(waiting, fp) do
+      nil ->
+        nil
 
-    Enum.find_value(keys, fn to ->
-      case Map.get(waiting, {to, fp}, []) do
-        # The common case: one send waits under the key.
-        [{send_node, send_id, _} = only] ->
-          if sent_by?(only, sender),
-            do: {{send_node, send_id}, 1.0, Map.delete(waiting, {to, fp})}
+      # The common case: one send with this message waits.
+      [{to, send_node, send_id, _} = only] ->
+        if addressed?(to, receiver, name, node) and sent_by?(only, sender),
+          do: {{send_node, send_id}, 1.0, Map.delete(waiting, fp)}
 
-        sends ->
-          take_first(waiting, {to, fp}, sends, sender)
-      end
-    end)
+      sends ->
+        keys = [receiver | if(name, do: [{:name, name, node}], else: [])] ++ [{:node, node}]
+        Enum.find_value(keys, &take_first(waiting, fp, sends, &1, sender))
+    end
   end
 
-  defp take_first(waiting, key, sends, sender) do
-    case Enum.filter(sends, &sent_by?(&1, sender)) do
+  defp addressed?(to, receiver, name, node),
+    do: to == receiver or to == {:name, name, node} or to == {:node, node}
+
+  defp take_first(waiting, fp, sends, to, sender) do
+    case Enum.filter(sends, &(elem(&1, 0) == to and sent_by?(&1, sender))) do
       [] ->
         nil
 
-      [{send_node, send_id, _} = first | _] = from_sender ->
-        confidence = 1.0 / (from_sender |> Enum.uniq_by(&elem(&1, 2)) |> length())
+      [{_, send_node, send_id, _} = first | _] = from_sender ->
+        confidence = 1.0 / (from_sender |> Enum.uniq_by(&elem(&1, 3)) |> length())
         left = List.delete(sends, first)
-        waiting = if left == [], do: Map.delete(waiting, key), else: %{waiting | key => left}
+        waiting = if left == [], do: Map.delete(waiting, fp), else: %{waiting | fp => left}
         {{send_node, send_id}, confidence, waiting}
     end
   end
 
-  defp sent_by?({_, _, pid}, sender) when is_pid(sender), do: pid == sender
-  defp sent_by?({node, _, _}, sender), do: node == sender
+  defp sent_by?({_, _, _, pid}, sender) when is_pid(sender), do: pid == sender
+  defp sent_by?({_, node, _, _}, sender), do: node == sender
 
   defp add(links, node, link), do: Map.update(links, node, [link], &[link | &1])
 

@@ -54,15 +54,22 @@ defmodule ElixirScope.Cluster.Local do
   `after_id`: `{sends, receives}` as `ElixirScope.Cluster.Links` takes them.
   """
   def remote_halves(after_id, opts) do
+    # Read as native flat tuples (see `compact/1`): no structs built.
+    messages = fn type ->
+      ElixirScope.Query.compact_stream([type: type, after: after_id], opts)
+    end
+
     sends =
-      for e <- ElixirScope.Query.select([type: :message_send, after: after_id], opts),
-          to = Links.destination(e.event.peer),
-          do: {e.event.id, e.event.pid, to, :erlang.phash2(e.event.data)}
+      for {id, _, pid, _, _, _, _, _, data, peer, _, _, _, _, _, _, _} <-
+            messages.(:message_send),
+          to = Links.destination(peer),
+          do: {id, pid, to, :erlang.phash2(data)}
 
     receives =
-      for e <- ElixirScope.Query.select([type: :message_receive, after: after_id], opts),
-          sender = Links.remote_sender(e.event.peer),
-          do: {e.event.id, e.event.pid, sender, :erlang.phash2(e.event.data), name(e.event.pid)}
+      for {id, _, pid, _, _, _, _, _, data, peer, _, _, _, _, _, _, _} <-
+            messages.(:message_receive),
+          sender = Links.remote_sender(peer),
+          do: {id, pid, sender, :erlang.phash2(data), name(pid)}
 
     {sends, receives}
   end
