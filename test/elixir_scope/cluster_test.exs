@@ -49,6 +49,8 @@ defmodule ElixirScope.ClusterTest do
     assert %{events: ea, state_changes: 0} = summaries[node()]
     assert %{events: eb, state_changes: 3} = summaries[b]
     assert ea > 0 and eb > 0
+    # A stopped session's counters stay readable.
+    assert inspect(s) =~ "#{ea + eb} events, 0 dropped>"
 
     assert {:ok, results} = Cluster.query([], session: s)
     assert length(results) == ea + eb + 3
@@ -87,25 +89,42 @@ defmodule ElixirScope.ClusterTest do
     assert %{count: 3} = stats[{Traced.Counter, :handle_call, 3}]
   end
 
-  test "a node going down leaves the others' sessions and queries working, and says so" do
+  test "a node going down leaves the others' sessions and queries working, and says so",
+       %{b: b} do
     {peer, c} = ClusterNodes.start_peer(:c)
-    server = remote_counter(c)
+    on_c = remote_counter(c)
+    on_b = remote_counter(b)
     client = Traced.runner()
 
-    {:ok, s} = Cluster.trace(nodes: [node(), c], pids: [client, server], calls: [Traced.Client])
+    {:ok, s} =
+      Cluster.trace(
+        nodes: [node(), b, c],
+        pids: [client, on_b, on_c],
+        calls: [Traced.Client, Traced.Counter]
+      )
 
     Traced.run(client, fn -> Traced.Client.loop(3) end)
     :peer.stop(peer)
+    # B keeps tracing after C is gone.
+    1 = GenServer.call(on_b, :bump)
 
     assert {:ok, summaries} = Cluster.stop_trace(s)
     assert summaries[c] == {:error, :nodedown}
     assert %{events: 14} = summaries[node()]
+    assert %{events: 2, state_changes: 1} = summaries[b]
 
     assert {:partial, results, [^c]} = Cluster.query([], session: s)
-    assert length(results) == 14 and Enum.all?(results, &match?({_, _}, &1))
+    assert length(results) == 17
 
-    assert {:partial, %{{Traced.Client, :step, 1} => %{count: 3}}, [^c]} =
-             Cluster.call_stat(:mfa, session: s)
+    assert results |> Enum.map(&elem(&1, 0)) |> Enum.uniq() |> Enum.sort() ==
+             Enum.sort([node(), b])
+
+    assert {:partial, stats, [^c]} = Cluster.call_stat(:mfa, session: s)
+
+    assert %{
+             {Traced.Client, :step, 1} => %{count: 3},
+             {Traced.Counter, :handle_call, 3} => %{count: 1}
+           } = stats
 
     assert inspect(s) =~ "unreachable: #{c}"
   end

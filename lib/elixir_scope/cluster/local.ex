@@ -6,9 +6,10 @@ defmodule ElixirScope.Cluster.Local do
   #
   # A session's `%ElixirScope.Tracer.Session{}` holds a native resource
   # that only means something on its node, so it stays here, keyed by the
-  # cluster session's id; the caller holds the id. Sessions whose cluster
-  # owner goes down (its process or its node) are stopped by the tracer
-  # itself (owner_down) and forgotten here.
+  # cluster session's id; the caller holds the id. A stopped session stays
+  # readable (its counters) until its cluster owner goes down (its process
+  # or its node): the tracer then stops it (owner_down) if it still runs,
+  # and it is forgotten here.
   use GenServer
 
   alias ElixirScope.{CorrelatedEvent, Event, Tracer}
@@ -160,7 +161,7 @@ defmodule ElixirScope.Cluster.Local do
   end
 
   def handle_call({:stop, id}, _from, monitors) do
-    case :ets.take(__MODULE__, id) do
+    case :ets.lookup(__MODULE__, id) do
       [{^id, session, _}] ->
         stopped = Tracer.stop(session)
         # What the session captured is stored before the caller queries.
