@@ -145,7 +145,9 @@ defmodule ElixirScope.ClusterTest do
       )
 
     for _ <- 1..2, do: :relayed = Traced.run(client, fn -> Traced.Client.relay(relay) end)
-    :erpc.call(c, :sys, :get_state, [counter])
+    # The casts travel B -> C, apart from this node's messages: wait until
+    # the counter has handled both.
+    ElixirScope.TestEvents.eventually(fn -> :erpc.call(c, :sys, :get_state, [counter]) == 2 end)
     {:ok, _} = Cluster.stop_trace(s)
     assert {:ok, %{linked: linked, unlinked: 0}} = Cluster.link(s)
 
