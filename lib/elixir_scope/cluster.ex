@@ -260,13 +260,13 @@ defmodule ElixirScope.Cluster do
   @spec query(keyword(), keyword()) ::
           node_result([{node(), ElixirScope.CorrelatedEvent.t()}]) | {:error, term()}
   def query(filter \\ [], opts \\ []) do
-    with {:ok, nodes, offsets, since, opts} <- targets(opts) do
+    with {:ok, nodes, offsets, since, opts} <- targets(opts, filter) do
       {timeout, opts} = Keyword.pop(opts, :timeout, @rpc_timeout)
       {limit, filter} = Keyword.pop(filter, :limit, :infinity)
       filter = if since, do: Keyword.put_new(filter, :from, since), else: filter
 
       answers =
-        fan_out(holding(nodes, filter), timeout, fn node ->
+        fan_out(nodes, timeout, fn node ->
           {off, _} = Map.fetch!(offsets, node)
           node_filter = shift_window(filter, off) ++ limit_opt(limit)
           {Local, :select, [node_filter, opts, node != node()]}
@@ -348,12 +348,12 @@ defmodule ElixirScope.Cluster do
   @spec call_stat(:mfa | :module | :pid | (ElixirScope.CorrelatedEvent.t() -> term()), keyword()) ::
           node_result(%{term() => ElixirScope.Query.stat()}) | {:error, term()}
   def call_stat(key \\ :mfa, opts \\ []) do
-    with {:ok, nodes, offsets, since, opts} <- targets(opts) do
+    with {:ok, nodes, offsets, since, opts} <- targets(opts, opts) do
       {timeout, opts} = Keyword.pop(opts, :timeout, @rpc_timeout)
       opts = if since, do: Keyword.put_new(opts, :from, since), else: opts
 
       answers =
-        fan_out(holding(nodes, opts), timeout, fn node ->
+        fan_out(nodes, timeout, fn node ->
           {off, _} = Map.fetch!(offsets, node)
           {Local, :call_stat, [key, shift_window(opts, off)]}
         end)
@@ -375,16 +375,18 @@ defmodule ElixirScope.Cluster do
   end
 
   # The nodes and offsets a query addresses, and the options left.
-  defp targets(opts) do
+  # (Only the nodes `filter` can find events on: see `holding/2`.)
+  defp targets(opts, filter) do
     {session, opts} = Keyword.pop(opts, :session)
     {nodes, opts} = Keyword.pop(opts, :nodes)
 
     case {session, nodes} do
       {%Session{nodes: nodes, offsets: offsets} = s, nil} ->
-        {:ok, nodes, offsets, s.started_at, opts}
+        {:ok, holding(nodes, filter), offsets, s.started_at, opts}
 
       {nil, nodes} ->
         with {:ok, nodes} <- resolve_nodes(nodes || :connected) do
+          nodes = holding(nodes, filter)
           offsets = clock_offsets(nodes)
           {:ok, nodes, Map.merge(Map.new(nodes, &{&1, {0, 0}}), offsets), nil, opts}
         end

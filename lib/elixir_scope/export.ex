@@ -129,12 +129,13 @@ defmodule ElixirScope.Export do
 
   # The send a receive ends the flow of, if it is in the trace.
   defp flow_source(ctx, node, e) do
-    remote = for {:receives, {n, id}} <- e.links, MapSet.member?(ctx.sends, {n, id}), do: {n, id}
-
-    cond do
-      MapSet.member?(ctx.sends, {node, e.correlation_id}) -> {node, e.correlation_id}
-      remote != [] -> hd(remote)
-      true -> nil
+    if MapSet.member?(ctx.sends, {node, e.correlation_id}) do
+      {node, e.correlation_id}
+    else
+      Enum.find_value(e.links, fn
+        {:receives, {n, id}} -> MapSet.member?(ctx.sends, {n, id}) && {n, id}
+        _ -> nil
+      end)
     end
   end
 

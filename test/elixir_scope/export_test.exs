@@ -2,7 +2,6 @@ defmodule ElixirScope.ExportTest do
   use ExUnit.Case
 
   alias ElixirScope.{Export, Query, Traced}
-  import ElixirScope.TestEvents
 
   @checker Path.expand("../support/json_check.py", __DIR__)
 
@@ -15,21 +14,8 @@ defmodule ElixirScope.ExportTest do
     out |> String.split() |> tl() |> Enum.map(&String.to_integer/1)
   end
 
-  # A client calling a traced GenServer three times, traced on both sides.
-  defp bank do
-    p = private_pipeline()
-
-    work = fn client, server ->
-      for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
-      Traced.run(client, fn -> Traced.Fib.fib(5) end)
-    end
-
-    {server, client} = Traced.traced_bank(p, work, [{Traced.Fib, :fib, 1}])
-    {p, server, client}
-  end
-
   test "chrome_trace: valid JSON, every call ends on its track, messages as paired flows" do
-    {p, _server, _client} = bank()
+    {p, _server, _client} = Traced.bank_with_fib()
     opts = [pipeline: p]
     trace = Export.chrome_trace([], :binary, opts)
     [begins, paired, flows] = check("chrome", trace)
@@ -45,7 +31,7 @@ defmodule ElixirScope.ExportTest do
   end
 
   test "folded_stacks add up to the calls' count and own time" do
-    {p, _server, client} = bank()
+    {p, _server, client} = Traced.bank_with_fib()
     opts = [pipeline: p]
     fib = [mfa: {Traced.Fib, :fib, 1}]
     counts = Export.folded_stacks(fib, [weight: :count] ++ opts)
@@ -68,7 +54,7 @@ defmodule ElixirScope.ExportTest do
   end
 
   test "mermaid_sequence shows GenServer calls, replies and casts as such" do
-    {p, _server, _client} = bank()
+    {p, _server, _client} = Traced.bank_with_fib()
     diagram = Export.mermaid_sequence([], pipeline: p)
     assert diagram =~ ~r/^sequenceDiagram\n/
     assert length(Regex.scan(~r/P\d->>P\d: call :bump/, diagram)) == 3
@@ -78,7 +64,7 @@ defmodule ElixirScope.ExportTest do
   end
 
   test "jsonl writes one JSON object per event" do
-    {p, _server, _client} = bank()
+    {p, _server, _client} = Traced.bank_with_fib()
     path = Path.join(System.tmp_dir!(), "es_events_#{System.unique_integer([:positive])}.jsonl")
     on_exit(fn -> File.rm(path) end)
     total = length(Query.select([], pipeline: p))
@@ -87,7 +73,7 @@ defmodule ElixirScope.ExportTest do
   end
 
   test "call_tree renders a call across processes; print_call_tree prints it" do
-    {p, _server, client} = bank()
+    {p, _server, client} = Traced.bank_with_fib()
     [bump | _] = Query.select([mfa: {Traced.Client, :bump, 1}, type: :function_call], pipeline: p)
     tree = Export.call_tree(bump.event.id, pipeline: p)
     [first | rest] = String.split(tree, "\n", trim: true)

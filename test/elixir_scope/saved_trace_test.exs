@@ -14,21 +14,8 @@ defmodule ElixirScope.SavedTraceTest do
   # The events `opts` addresses, oldest first.
   defp all(opts), do: Query.select([], opts)
 
-  # A client calling a traced GenServer, plus spawns for the process tree.
-  defp traced_work do
-    p = private_pipeline()
-
-    work = fn client, server ->
-      for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
-      Traced.run(client, fn -> Traced.Fib.fib(6) end)
-    end
-
-    {server, client} = Traced.traced_bank(p, work, [{Traced.Fib, :fib, 1}])
-    {p, server, client}
-  end
-
   test "a saved trace loads back with the same events, links, statistics and exports" do
-    {p, _server, client} = traced_work()
+    {p, _server, client} = Traced.bank_with_fib()
     original = [pipeline: p]
     path = tmp_path()
 

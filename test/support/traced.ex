@@ -81,6 +81,23 @@ defmodule ElixirScope.Traced do
     {server, client}
   end
 
+  @doc """
+  `traced_bank/3` in a fresh private pipeline: the client bumps the
+  server three times, then runs `Fib.fib(5)` (traced too). Returns
+  `{pipeline, server, client}`.
+  """
+  def bank_with_fib do
+    p = ElixirScope.TestEvents.private_pipeline()
+
+    work = fn client, server ->
+      for _ <- 1..3, do: run(client, fn -> Client.bump(server) end)
+      run(client, fn -> Fib.fib(5) end)
+    end
+
+    {server, client} = traced_bank(p, work, [{Fib, :fib, 1}])
+    {p, server, client}
+  end
+
   @doc "A process that runs each function it is sent, replying `{:ran, result}`."
   def runner do
     spawn(fn -> run_loop() end)

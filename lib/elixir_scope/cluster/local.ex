@@ -70,9 +70,11 @@ defmodule ElixirScope.Cluster.Local do
       for {id, _, pid, _, _, _, _, _, data, peer, _, _, _, _, _, _, _} <-
             messages.(:message_receive),
           sender = Links.remote_sender(peer),
-          do: {id, pid, sender, :erlang.phash2(data), name(pid)}
+          do: {id, pid, sender, :erlang.phash2(data)}
 
-    {sends, receives}
+    # Receivers are few: each one's registered name is asked once.
+    names = receives |> Enum.map(&elem(&1, 1)) |> Enum.uniq() |> Map.new(&{&1, name(&1)})
+    {sends, Enum.map(receives, fn {id, pid, s, fp} -> {id, pid, s, fp, names[pid]} end)}
   end
 
   defp name(pid) do
