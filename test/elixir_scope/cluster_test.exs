@@ -119,6 +119,10 @@ defmodule ElixirScope.ClusterTest do
     assert results |> Enum.map(&elem(&1, 0)) |> Enum.uniq() |> Enum.sort() ==
              Enum.sort([node(), b])
 
+    # A pid: filter asks only the pid's node, so C being down does not matter.
+    assert {:ok, on_b_events} = Cluster.query([pid: on_b], session: s)
+    assert length(on_b_events) == 3 and Enum.all?(on_b_events, &(elem(&1, 0) == b))
+
     assert {:partial, stats, [^c]} = Cluster.call_stat(:mfa, session: s)
 
     assert %{
