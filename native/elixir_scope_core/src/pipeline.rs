@@ -487,6 +487,8 @@ pub struct PipelineStats {
     pub ring_memory_bytes: u64,
     /// Ring-to-store latency (ns) of events stamped at ingest.
     pub latency: Snapshot,
+    /// Time workers spent draining batches (ns), over the pipeline's life.
+    pub busy_ns: u64,
 }
 
 impl PipelineStats {
@@ -719,6 +721,7 @@ impl Pipeline {
         let totals = self.pool.totals();
         s.latency = totals.latency;
         s.worker_panics = totals.panics;
+        s.busy_ns = totals.busy_ns;
         s
     }
 

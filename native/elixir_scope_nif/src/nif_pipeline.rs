@@ -325,6 +325,7 @@ fn pipeline_stats(env: Env, p: ResourceArc<PipelineRes>) -> Term {
         "shard_utilization" => s.shard_utilization,
         "ring_memory_bytes" => s.ring_memory_bytes,
         "latency_ns" => latency_map(env, &s.latency),
+        "busy_ns" => s.busy_ns,
     })
 }
 
