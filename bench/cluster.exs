@@ -130,14 +130,18 @@ caller =
 
 # The drain cost: the time the two nodes' workers spend on the session's
 # events (correlate, index, store), from their lifetime busy counters.
-busy_here = "ElixirScope.Native.pipeline_stats(ElixirScope.Capture.PipelineManager.pipeline()).busy_ns"
+busy_here =
+  "ElixirScope.Native.pipeline_stats(ElixirScope.Capture.PipelineManager.pipeline()).busy_ns"
 
 busy = fn ->
-  Enum.sum(for node <- [node(), b], do: :erpc.call(node, Code, :eval_string, [busy_here]) |> elem(0))
+  Enum.sum(
+    for node <- [node(), b], do: :erpc.call(node, Code, :eval_string, [busy_here]) |> elem(0)
+  )
 end
+
 busy_before = busy.()
 {run_us, _} = :timer.tc(fn -> send(caller, :go) && receive(do: (:done -> :ok)) end)
-{:ok, per_node} = Cluster.stop_trace(chatty)
+{:ok, per_node} = Cluster.stop_trace(chatty, link: false)
 drain_ns = busy.() - busy_before
 events = per_node |> Map.values() |> Enum.map(& &1.events) |> Enum.sum()
 dropped = per_node |> Map.values() |> Enum.map(& &1.dropped) |> Enum.sum()

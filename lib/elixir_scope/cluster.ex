@@ -60,8 +60,6 @@ defmodule ElixirScope.Cluster do
       offsets = clock_offsets(nodes)
       opts = Keyword.put(opts, :owner, self())
       store_opts = Keyword.take(opts, [:pipeline])
-      last_ids = fan_out(nodes, @rpc_timeout, fn _ -> {Local, :last_id, [store_opts]} end)
-      first_ids = for {n, {:ok, id}} <- last_ids, into: %{}, do: {n, id}
       started_at = System.monotonic_time(:nanosecond)
 
       started =
@@ -83,7 +81,6 @@ defmodule ElixirScope.Cluster do
              nodes: nodes,
              offsets: offsets,
              started_at: started_at,
-             first_ids: first_ids,
              store_opts: store_opts
            }}
 
@@ -98,14 +95,16 @@ defmodule ElixirScope.Cluster do
 
   @doc """
   Stops the session on every node and flushes its pipeline there, so
-  queries see everything captured: `{:ok, %{node => summary}}`, a summary
-  being what `ElixirScope.stop_trace/1` gives there, or `{:error,
-  :nodedown}` for a node that cannot be reached.
+  queries see everything captured, then links the messages between the
+  nodes (`link/1`; `link: false` leaves that to a later `link/1`).
+  Returns `{:ok, %{node => summary}}`, a summary being what
+  `ElixirScope.stop_trace/1` gives there, or `{:error, :nodedown}` for a
+  node that cannot be reached.
   """
-  @spec stop_trace(Session.t()) :: {:ok, %{node() => map() | {:error, term()}}}
-  def stop_trace(%Session{} = s) do
+  @spec stop_trace(Session.t(), keyword()) :: {:ok, %{node() => map() | {:error, term()}}}
+  def stop_trace(%Session{} = s, opts \\ []) do
     stopped = per_node(s.nodes, fn node -> rpc(node, Local, :stop_trace, [s.id]) end)
-    _ = link(s)
+    if Keyword.get(opts, :link, true), do: link(s)
     {:ok, stopped}
   end
 
@@ -114,36 +113,40 @@ defmodule ElixirScope.Cluster do
   another node (a pid, `{name, node}`, or a process alias such as a
   `GenServer.call` reply) and its receive there. The receive gets
   `{:receives, {node, send_id}}` and the send `{:received_by, {node,
-  receive_id}}`. A receive takes the first waiting send with the same
-  message from its sender's node (the VM names a remote sender only by its
-  node): certain (confidence 1.0) when one process sent those candidates,
-  else `1 / n` for `n` such processes (see `ElixirScope.Cluster.Links`).
-  The halves travel in one batch per node, never one message per event.
+  receive_id}}`.
 
-  `stop_trace/1` runs it once the nodes are flushed; call it during a
-  session to link what is stored so far (it is idempotent). Returns `{:ok,
-  %{linked: n, unlinked: m}}` (receives from another node left without
-  their send: sent from a node or before a time the session did not
-  trace), or `{:partial, counts, missing_nodes}`.
+  Each node's workers set such messages aside as they store them (once
+  the node is in a session). A round runs on every node at once: it takes
+  the sends for it from the other nodes (one `:erpc` call per node, binary
+  records with node-independent keys), pairs them natively with its
+  receives from those nodes and links both sides (one more call per
+  sending node). Never one distribution message per event. A receive
+  takes the first waiting send with the same message from its sender's
+  node (the VM names a remote sender only by its node) to its pid or
+  node: certain (confidence 1.0) when one process sent those candidates,
+  else `1 / n` for `n` such processes (see
+  `elixir_scope_core::cross_node::matcher`).
+
+  `stop_trace/1` runs a round once the nodes are flushed; call it during
+  a session to link what is stored so far. Each round links what arrived
+  since the last one; a receive whose send has not been stored yet waits
+  for a later round. Returns `{:ok, %{linked: n, unlinked: m}}`: receives
+  linked in this round, and receives from another node still without
+  their send (sent from a node, or at a time, the session did not trace),
+  or `{:partial, counts, missing_nodes}`.
   """
   @spec link(Session.t()) ::
           node_result(%{linked: non_neg_integer(), unlinked: non_neg_integer()})
   def link(%Session{} = s) do
-    answers =
-      fan_out(s.nodes, @rpc_timeout, fn node ->
-        {Local, :remote_halves, [Map.get(s.first_ids, node, 0), s.store_opts]}
-      end)
+    answers = fan_out(s.nodes, @rpc_timeout, fn _ -> {Local, :link, [s.nodes, s.store_opts]} end)
 
-    {links, counts} =
-      ElixirScope.Cluster.Links.match(for {n, {:ok, h}} <- answers, into: %{}, do: {n, h})
-
-    applied =
-      fan_out(Map.keys(links), @rpc_timeout, fn node ->
-        {Local, :link_remote, [Map.fetch!(links, node), s.store_opts]}
-      end)
-
-    answer(counts, answers ++ applied)
+    rounds = for {_, {:ok, round}} <- answers, do: round
+    counts = %{linked: sum(rounds, :linked), unlinked: sum(rounds, :waiting)}
+    missing = for(round <- rounds, node <- round.missing, do: {node, {:error, :nodedown}})
+    answer(counts, answers ++ missing)
   end
+
+  defp sum(maps, key), do: maps |> Enum.map(&Map.fetch!(&1, key)) |> Enum.sum()
 
   @doc """
   The chain of events leading to event `id` on `node`, root cause first,

@@ -153,10 +153,11 @@ defmodule ElixirScope.ClusterTest do
     # the counter has handled both.
     ElixirScope.TestEvents.eventually(fn -> :erpc.call(c, :sys, :get_state, [counter]) == 2 end)
     {:ok, _} = Cluster.stop_trace(s)
-    assert {:ok, %{linked: linked, unlinked: 0}} = Cluster.link(s)
+    # stop_trace linked everything: another round finds nothing new, and
+    # no receive waits for its send.
+    assert {:ok, %{linked: 0, unlinked: 0}} = Cluster.link(s)
 
     # Per relay: the call (A->B), its reply (B->A) and the cast (B->C).
-    assert linked == 6
     {:ok, events} = Cluster.query([], session: s)
 
     remote = for {n, e} <- events, {k, {_, _}} <- e.links, do: {n, k, e}

@@ -12,8 +12,7 @@ defmodule ElixirScope.Cluster.Local do
   # and it is forgotten here.
   use GenServer
 
-  alias ElixirScope.{CorrelatedEvent, Event, Tracer}
-  alias ElixirScope.Cluster.Links
+  alias ElixirScope.{CorrelatedEvent, Event, Native, Tracer}
 
   def start_link(_), do: GenServer.start_link(__MODULE__, :ok, name: __MODULE__)
 
@@ -42,51 +41,53 @@ defmodule ElixirScope.Cluster.Local do
     end
   end
 
-  @doc "The highest event id stored here (0 if none)."
-  def last_id(opts) do
-    case ElixirScope.Query.select([limit: 1], [order: :desc] ++ opts) do
-      [e] -> e.event.id
-      [] -> 0
-    end
-  end
+  @doc """
+  Hands over the messages stored here for node `to` since the last call
+  (binary `SendHalf` records, see `elixir_scope_core::cross_node`).
+  """
+  def take_sends(to, opts), do: Native.cross_node_take_sends(store(opts), to)
 
   @doc """
-  This node's message halves that crossed nodes, stored after event
-  `after_id`: `{sends, receives}` as `ElixirScope.Cluster.Links` takes them.
+  One exchange round on this node: takes the sends for it from the other
+  `nodes`, pairs them with its receives from them, links both sides.
+  Returns `%{linked: n, waiting: m, missing: nodes}`: receives linked now,
+  receives still waiting for their send, nodes that did not answer.
   """
-  def remote_halves(after_id, opts) do
-    # Read as native flat tuples (see `compact/1`): no structs built.
-    messages = fn type ->
-      ElixirScope.Query.compact_stream([type: type, after: after_id], opts)
-    end
-
-    sends =
-      for {id, _, pid, _, _, _, _, _, data, peer, _, _, _, _, _, _, _} <-
-            messages.(:message_send),
-          to = Links.destination(peer),
-          do: {id, pid, to, :erlang.phash2(data)}
-
-    receives =
-      for {id, _, pid, _, _, _, _, _, data, peer, _, _, _, _, _, _, _} <-
-            messages.(:message_receive),
-          sender = Links.remote_sender(peer),
-          do: {id, pid, sender, :erlang.phash2(data)}
-
-    # Receivers are few: each one's registered name is asked once.
-    names = receives |> Enum.map(&elem(&1, 1)) |> Enum.uniq() |> Map.new(&{&1, name(&1)})
-    {sends, Enum.map(receives, fn {id, pid, s, fp} -> {id, pid, s, fp, names[pid]} end)}
+  def link(nodes, opts) do
+    others = List.delete(nodes, node())
+    taken = multicall(others, :take_sends, fn _ -> [node(), opts] end)
+    inbound = for {node, {:ok, records}} <- taken, do: {node, records}
+    {backs, linked, stats} = Native.cross_node_link(store(opts), inbound, registered())
+    backs = Map.new(backs)
+    backed = multicall(Map.keys(backs), :link_back, &[node(), Map.fetch!(backs, &1), opts])
+    missing = for {node, {:error, _}} <- taken ++ backed, uniq: true, do: node
+    %{linked: linked, waiting: stats.waiting_receives, missing: missing}
   end
 
-  defp name(pid) do
-    case Process.info(pid, :registered_name) do
-      {:registered_name, name} when is_atom(name) -> name
-      _ -> nil
-    end
+  @doc "Links this node's sends to their receives on `node` (records from its `link/2`)."
+  def link_back(node, records, opts),
+    do: Native.cross_node_link_back(store(opts), node, records)
+
+  # Calls `fun` of this module on `nodes` at once, with the arguments
+  # `args_of.(node)`: [{node, {:ok, result} | {:error, reason}}].
+  defp multicall(nodes, fun, args_of) do
+    requests =
+      for node <- nodes, do: {node, :erpc.send_request(node, __MODULE__, fun, args_of.(node))}
+
+    for {node, request} <- requests, do: {node, response(request)}
   end
 
-  @doc "Applies links to events on other nodes (see `Links.match/1`); how many took."
-  def link_remote(links, opts),
-    do: ElixirScope.Native.store_link_remote(ElixirScope.Storage.DataAccess.store(opts), links)
+  defp response(request) do
+    {:ok, :erpc.receive_response(request, 15_000)}
+  catch
+    kind, reason -> {:error, {kind, reason}}
+  end
+
+  defp registered do
+    for name <- Process.registered(), pid = Process.whereis(name), is_pid(pid), do: {name, pid}
+  end
+
+  defp store(opts), do: ElixirScope.Storage.DataAccess.store(opts)
 
   @doc """
   `Query.select/2` here (for `Cluster.query/2`); with `compact: true` as
@@ -151,6 +152,8 @@ defmodule ElixirScope.Cluster.Local do
   @impl true
   def handle_call({:start, id, opts}, _from, monitors) do
     owner = Keyword.fetch!(opts, :owner)
+    # Messages to and from other nodes are set aside for `link/2` from now on.
+    Native.cross_node_set_local(store(Keyword.take(opts, [:pipeline])), node())
 
     case Tracer.start(opts) do
       {:ok, session} ->

@@ -6,12 +6,11 @@ defmodule ElixirScope.Cluster.Session do
   started), `offsets` (`%{node => {offset_ns, error_ns}}`: that node's
   monotonic clock minus this one's, estimated at start; see
   `ElixirScope.Cluster.clock_offsets/1`), `started_at` (this node's
-  monotonic ns), `first_ids` (`%{node => id}`: the last event id each node
-  held before the session, where linking starts) and `store_opts` (the
-  `pipeline:` the session records into on every node).
+  monotonic ns) and `store_opts` (the `pipeline:` the session records
+  into on every node).
   """
 
-  @enforce_keys [:id, :nodes, :offsets, :started_at, :first_ids, :store_opts]
+  @enforce_keys [:id, :nodes, :offsets, :started_at, :store_opts]
   defstruct @enforce_keys
 
   @type t :: %__MODULE__{
@@ -19,7 +18,6 @@ defmodule ElixirScope.Cluster.Session do
           nodes: [node()],
           offsets: %{node() => {integer(), non_neg_integer()}},
           started_at: integer(),
-          first_ids: %{node() => non_neg_integer()},
           store_opts: keyword()
         }
 

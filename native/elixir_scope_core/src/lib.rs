@@ -11,6 +11,7 @@
 pub mod breaker;
 pub mod capture;
 pub mod correlator;
+pub mod cross_node;
 pub mod dead_letters;
 pub mod event;
 pub mod faults;

@@ -42,6 +42,29 @@ pub fn target(node: u64, id: u64) -> Option<u64> {
     Some((index as u64) << ID_BITS | id)
 }
 
+/// [`target`] with the last node's index kept: a batch of links to one
+/// node reads the node table once.
+#[derive(Default)]
+pub struct Targets {
+    last: Option<(u64, u64)>,
+}
+
+impl Targets {
+    pub fn target(&mut self, node: u64, id: u64) -> Option<u64> {
+        if id >> ID_BITS != 0 {
+            return None;
+        }
+        match self.last {
+            Some((n, base)) if n == node => Some(base | id),
+            _ => {
+                let t = target(node, id)?;
+                self.last = Some((node, t & !((1 << ID_BITS) - 1)));
+                Some(t)
+            }
+        }
+    }
+}
+
 /// The node's atom word and the id a remote target names.
 pub fn split(target: u64) -> Option<(u64, u64)> {
     let index = (target >> ID_BITS) as usize;
@@ -63,5 +86,10 @@ mod tests {
         assert_eq!(split(b), Some((0x5678b, 7)));
         assert!(target(0x1234b, 1 << ID_BITS).is_none());
         assert!(a < 1 << 56);
+        let mut batch = Targets::default();
+        assert_eq!(batch.target(0x5678b, 7), Some(b));
+        assert_eq!(batch.target(0x5678b, 9), Some(b - 7 + 9));
+        assert_eq!(batch.target(0x1234b, 7), Some(a));
+        assert_eq!(batch.target(0x1234b, 1 << ID_BITS), None);
     }
 }

@@ -10,6 +10,7 @@ mod codec;
 mod lean_nif;
 mod native_logs;
 mod nif_correlator;
+mod nif_cross_node;
 mod nif_pipeline;
 mod nif_query;
 mod nif_ring;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
 use elixir_scope_core::correlator::CorrelatorConfig;
-use elixir_scope_core::event::{EventView, LinkKind};
+use elixir_scope_core::event::EventView;
 use elixir_scope_core::store::{Attempt, Hit, Order, Select, SharedStore, StoreConfig};
 use parking_lot::Mutex;
 
@@ -313,32 +313,4 @@ fn store_write<'a>(
     } else {
         (atoms::error(), (atoms::invalid_events(), n, bad)).encode(env)
     }
-}
-
-/// One cross-node link to add: `{id, kind, node, remote_id, confidence | nil}`,
-/// `kind` `:receives` (a receive's send) or `:received_by` (a send's receive).
-type RemoteLink<'a> = (u64, rustler::Atom, rustler::Atom, u64, Term<'a>);
-
-/// Adds links to events on other nodes (`ElixirScope.Cluster`'s exchange);
-/// returns how many were applied (an event no longer stored takes none).
-#[rustler::nif]
-fn store_link_remote(store: ResourceArc<StoreRes>, links: Vec<RemoteLink>) -> NifResult<usize> {
-    let mut applied = 0;
-    for (id, kind, node, remote_id, confidence) in links {
-        let kind = if kind == atoms::receives() {
-            LinkKind::RemoteReceives
-        } else if kind == atoms::received_by() {
-            LinkKind::RemoteReceivedBy
-        } else {
-            return Err(rustler::Error::BadArg);
-        };
-        let confidence = if confidence.is_atom() {
-            None
-        } else {
-            Some(confidence.decode::<f64>()? as f32)
-        };
-        let node = word(node.as_c_arg());
-        applied += usize::from(store.0.link_remote(id, kind, node, remote_id, confidence));
-    }
-    Ok(applied)
 }

@@ -22,9 +22,10 @@
 pub mod function;
 pub mod message;
 pub mod process;
-mod queue;
+pub(crate) mod queue;
 pub mod state;
 
+use crate::cross_node::{Collected, Crossing, LocalNode};
 use crate::event::{Correlation, Event, EventKind, Link, LinkKind};
 use crate::hash::WordMap;
 
@@ -151,6 +152,10 @@ pub struct CorrelatorStats {
     pub depth_overflows: u64,
     /// Sends to a name, alias or port (matched by sender, when possible).
     pub unaddressed_sends: u64,
+    /// Sends to and receives from other nodes, set aside for the cluster
+    /// exchange (see [`crate::cross_node`]).
+    pub cross_node_sends: u64,
+    pub cross_node_receives: u64,
     pub expired: u64,
     pub evicted: u64,
     pub pending_sends: u64,
@@ -177,6 +182,10 @@ pub struct Correlator {
     processes: process::Tree,
     stats: CorrelatorStats,
     last_cleanup: Option<i64>,
+    /// This node, once the cluster layer named it: messages crossing
+    /// nodes are then set aside in `crossing`.
+    local_node: Option<LocalNode>,
+    crossing: Collected,
 }
 
 impl Correlator {
@@ -188,11 +197,30 @@ impl Correlator {
             processes: process::Tree::default(),
             stats: CorrelatorStats::default(),
             last_cleanup: None,
+            local_node: None,
+            crossing: Collected::default(),
         }
     }
 
     pub fn config(&self) -> CorrelatorConfig {
         self.config
+    }
+
+    /// Names this node: from now on, messages crossing nodes are set aside
+    /// for [`Correlator::take_crossing`] instead of waiting here.
+    pub fn set_local_node(&mut self, node: LocalNode) {
+        self.local_node = Some(node);
+    }
+
+    pub fn local_node(&self) -> Option<&LocalNode> {
+        self.local_node.as_ref()
+    }
+
+    /// The ids of the sends and receives crossing nodes set aside since the
+    /// last call, oldest first; and how many were dropped past the bound.
+    pub fn take_crossing(&mut self) -> (Vec<u64>, Vec<u64>, u64) {
+        let (sends, receives) = self.crossing.take();
+        (sends, receives, self.crossing.dropped)
     }
 
     pub fn set_config(&mut self, config: CorrelatorConfig) {
@@ -220,13 +248,20 @@ impl Correlator {
             EventKind::FunctionReturn | EventKind::FunctionException => {
                 function::complete(ctx, event, &mut c, stats, patches)
             }
-            EventKind::MessageSend => {
+            EventKind::MessageSend | EventKind::MessageReceive => {
                 function::within_stack(ctx, &mut c);
-                self.messages.send(event, stats, patches);
-            }
-            EventKind::MessageReceive => {
-                function::within_stack(ctx, &mut c);
-                self.messages.receive(event, &mut c, stats, patches);
+                let crossing = self.local_node.as_ref().and_then(|n| n.crossing(event));
+                match crossing {
+                    Some(Crossing::Out) => stats.cross_node_sends += 1,
+                    Some(Crossing::In) => stats.cross_node_receives += 1,
+                    None if event.kind == EventKind::MessageSend => {
+                        self.messages.send(event, stats, patches)
+                    }
+                    None => self.messages.receive(event, &mut c, stats, patches),
+                }
+                if let Some(crossing) = crossing {
+                    self.crossing.push(crossing, event.id);
+                }
             }
             EventKind::ProcessSpawn => {
                 function::within_stack(ctx, &mut c);

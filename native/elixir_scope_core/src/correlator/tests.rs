@@ -160,6 +160,34 @@ fn identical_messages_from_two_senders_are_never_certain() {
 }
 
 #[test]
+fn messages_crossing_nodes_are_set_aside_once_the_node_is_named() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    let from_node_b = |id| Event {
+        peer: Payload::from_bytes(&[crate::payload::tag::ATOM, 0x7b]),
+        ..msg(id, 30, K::MessageReceive, 0, b"x")
+    };
+    // Before: a receive from node B is blind and takes the pending local send.
+    sink.feed(&mut cor, &msg(1, 10, K::MessageSend, 30, b"x"));
+    assert_eq!(sink.feed(&mut cor, &from_node_b(2)).correlation_id, 1);
+
+    cor.set_local_node(crate::cross_node::LocalNode {
+        atom: 0x4b,
+        name: b"a@h".to_vec(),
+    });
+    sink.feed(&mut cor, &msg(3, 10, K::MessageSend, 30, b"x"));
+    let r = sink.feed(&mut cor, &from_node_b(4));
+    assert_eq!(
+        (r.correlation_id, r.links.len()),
+        (4, 0),
+        "left for the exchange"
+    );
+    let local = sink.feed(&mut cor, &msg(5, 30, K::MessageReceive, 10, b"x"));
+    assert_eq!(local.correlation_id, 3, "the local pair still pairs");
+    assert_eq!(cor.take_crossing(), (vec![], vec![4], 0));
+    assert_eq!(cor.stats().cross_node_receives, 1);
+}
+
+#[test]
 fn a_known_sender_makes_the_match_exact() {
     let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
     sink.feed(&mut cor, &msg(1, 10, K::MessageSend, 30, b"x"));

@@ -37,6 +37,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, RwLock};
 
 use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig, Patch};
+use crate::cross_node::Exchange;
 use crate::event::{Correlation, Event, EventKind, EventView, Link, LinkKind, StoredEvent};
 
 pub use call_stat::{CallStat, StatKey};
@@ -409,6 +410,18 @@ impl Store {
             .filter(|e| e.record.is_live() && keep(e.record))
     }
 
+    /// The hits of the events `ids` still held, in the order given.
+    pub fn hits_of(&self, ids: &[u64]) -> Vec<Hit> {
+        ids.iter()
+            .filter_map(|&id| {
+                Some(Hit {
+                    id,
+                    pos: self.position(id)?,
+                })
+            })
+            .collect()
+    }
+
     pub fn get(&self, id: u64) -> Option<StoredEvent> {
         let pos = self.position(id)?;
         self.log.get(pos).map(|e| self.view(e).to_stored())
@@ -697,6 +710,8 @@ pub struct SharedStore {
     correlator: Mutex<Correlator>,
     /// Patches whose target was not in the store.
     missed_patches: AtomicU64,
+    /// Taken before `store` and `correlator` when both are needed.
+    exchange: Mutex<Exchange>,
 }
 
 impl SharedStore {
@@ -710,6 +725,7 @@ impl SharedStore {
             store: RwLock::new(Store::new(config)),
             correlator: Mutex::new(Correlator::new(correlation)),
             missed_patches: AtomicU64::new(0),
+            exchange: Mutex::new(Exchange::default()),
         }
     }
 
@@ -857,27 +873,36 @@ impl SharedStore {
         chain
     }
 
-    /// Links `id` to event `remote_id` on the node whose atom word is
-    /// `node` (kind `RemoteReceives` or `RemoteReceivedBy`), setting its
-    /// confidence if given; false when `id` is not stored or the target
-    /// cannot be packed (see [`crate::remote`]).
-    pub fn link_remote(
+    /// Applies links to events on other nodes under one write lock: each
+    /// `(id, kind, node, remote_id, confidence)` links `id` to event
+    /// `remote_id` on the node whose atom word is `node` (kind
+    /// `RemoteReceives` or `RemoteReceivedBy`), setting the confidence if
+    /// given. Returns how many took: not those whose `id` is no longer
+    /// stored or whose target cannot be packed (see [`crate::remote`]).
+    pub fn link_remote_all(
         &self,
-        id: u64,
-        kind: LinkKind,
-        node: u64,
-        remote_id: u64,
-        confidence: Option<f32>,
-    ) -> bool {
-        let Some(target) = crate::remote::target(node, remote_id) else {
-            return false;
-        };
-        let link = Link { kind, target };
-        let change = match confidence {
-            Some(confidence) => Change::LinkWith { link, confidence },
-            None => Change::Link(link),
-        };
-        self.store.write().patch(id, &change)
+        links: impl IntoIterator<Item = (u64, LinkKind, u64, u64, Option<f32>)>,
+    ) -> usize {
+        let mut store = self.store.write();
+        let mut applied = 0;
+        let mut targets = crate::remote::Targets::default();
+        for (id, kind, node, remote_id, confidence) in links {
+            let Some(target) = targets.target(node, remote_id) else {
+                continue;
+            };
+            let link = Link { kind, target };
+            let change = match confidence {
+                Some(confidence) => Change::LinkWith { link, confidence },
+                None => Change::Link(link),
+            };
+            applied += usize::from(store.patch(id, &change));
+        }
+        applied
+    }
+
+    /// This store's side of the cluster exchange (see [`crate::cross_node`]).
+    pub fn exchange(&self) -> parking_lot::MutexGuard<'_, Exchange> {
+        self.exchange.lock()
     }
 
     /// Adds a link from `from` to `to`; false when `from` is not stored.

@@ -1,0 +1,25 @@
+defmodule ElixirScope.Cluster.CompactTest do
+  use ExUnit.Case, async: true
+
+  test "the native compact form is Local.compact/1 of the struct, and expands back" do
+    alias ElixirScope.Cluster.Local
+    import ElixirScope.TestEvents
+
+    p = private_pipeline()
+    {:ok, _} = ElixirScope.ingest_batch(generate_test_events(40), pipeline: p)
+    :ok = ElixirScope.flush(5_000, pipeline: p)
+    structs = ElixirScope.Query.select([], pipeline: p)
+    assert length(structs) == 40
+    assert Enum.any?(structs, &(&1.links != []))
+
+    compact = ElixirScope.Query.compact_stream([], pipeline: p) |> Enum.to_list()
+    assert compact == Enum.map(structs, &Local.compact/1)
+    assert Enum.map(compact, &Local.expand(&1, 0)) == structs
+
+    assert Local.select([type: :function_call], [pipeline: p], true) ==
+             Enum.map(
+               ElixirScope.Query.select([type: :function_call], pipeline: p),
+               &Local.compact/1
+             )
+  end
+end
