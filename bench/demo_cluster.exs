@@ -40,7 +40,8 @@ results =
   for {from, to, amount} <- [{:alice, :bob, 120}, {:bob, :alice, 30}, {:bob, :alice, 999}],
       do: {from, to, amount, ClusterBank.Teller.request(teller, from, to, amount)}
 
-{:ok, per_node} = Cluster.stop_trace(session)
+# Stops every node's part, then links the messages between the nodes.
+{:ok, per_node} = Cluster.stop_trace(session, link: false)
 {:ok, counts} = Cluster.link(session)
 
 for {from, to, amount, result} <- results,

@@ -205,6 +205,39 @@ defmodule ElixirScope.ClusterTest do
     for n <- [a, b, c], do: assert(json =~ ~s("name":"#{n}"))
   end
 
+  test "identical messages to one receiver: certain from one process, 1/n from several on a node",
+       %{b: b} do
+    {_peer, c} = ClusterNodes.start_peer(:c)
+    receiver = Traced.runner()
+    [b1, b2] = for _ <- 1..2, do: :erpc.call(b, Traced, :forwarder, [])
+    c1 = :erpc.call(c, Traced, :forwarder, [])
+
+    {:ok, s} = Cluster.trace(nodes: [node(), b, c], pids: [receiver, b1, b2, c1], messages: true)
+
+    for f <- [b1, b2, c1], do: send(f, {:send, receiver, :ping})
+
+    ElixirScope.TestEvents.eventually(fn ->
+      {:message_queue_len, 3} == Process.info(receiver, :message_queue_len)
+    end)
+
+    {:ok, _} = Cluster.stop_trace(s, link: false)
+    # The forwarders' three receives come from this node's test process,
+    # which is not traced: they stay unlinked, their sender's node known.
+    assert {:ok, %{linked: 3, unlinked: 3}} = Cluster.link(s)
+
+    {:ok, pings} = Cluster.query([pid: receiver, type: :message_receive], session: s)
+    rated = for {_, e} <- pings, do: {e.event.peer, e.correlation_confidence}
+    assert Enum.sort(rated) == Enum.sort([{b, 0.5}, {b, 0.5}, {c, 1.0}])
+
+    {:ok, received} = Cluster.query([type: :message_receive], session: s)
+    triggers = for {_, e} <- received, match?({:send, _, :ping}, e.event.data), do: e
+    assert length(triggers) == 3
+
+    for e <- triggers do
+      assert e.event.peer == node() and e.links == [] and e.correlation_confidence == 0.0
+    end
+  end
+
   test "bad options, unknown nodes and nodes without elixir_scope give clear errors", %{b: b} do
     {_peer, bare} = ClusterNodes.start_peer(:bare, app: false)
     opts = [pids: :new, calls: [Traced.Client]]

@@ -111,6 +111,17 @@ defmodule ElixirScope.Traced do
     end
   end
 
+  @doc "A process that sends `msg` to `to` for each `{:send, to, msg}` it gets."
+  def forwarder, do: spawn(fn -> forward_loop() end)
+
+  defp forward_loop do
+    receive do
+      {:send, to, msg} ->
+        send(to, msg)
+        forward_loop()
+    end
+  end
+
   @doc "Runs `fun` in `runner` and waits for its result."
   def run(runner, fun) do
     send(runner, {:run, self(), fun})

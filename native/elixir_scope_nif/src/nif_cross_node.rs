@@ -171,13 +171,18 @@ fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Binary<'a> {
     b.release(env)
 }
 
-/// Names this node in the store: from now on its correlator sets messages
-/// crossing nodes aside for the exchange.
+/// Names this node in the store as a cluster session starts: from now on
+/// its correlator sets messages crossing nodes aside for the exchange
+/// (what an earlier session left waiting is dropped and counted).
 #[rustler::nif]
 fn cross_node_set_local(env: Env, store: ResourceArc<StoreRes>, node: Atom) -> Atom {
     let bin = node.to_term(env).to_binary();
     let name = etf_node_name(bin.as_slice()).to_vec();
-    store.0.correlator().set_local_node(LocalNode {
+    let mut ex = store.0.exchange();
+    let mut correlator = store.0.correlator();
+    let (sends, receives, _) = correlator.take_crossing();
+    ex.reset(sends.len() + receives.len());
+    correlator.set_local_node(LocalNode {
         atom: word(node.as_c_arg()),
         name,
     });

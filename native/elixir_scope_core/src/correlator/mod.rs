@@ -253,7 +253,13 @@ impl Correlator {
                 let crossing = self.local_node.as_ref().and_then(|n| n.crossing(event));
                 match crossing {
                     Some(Crossing::Out) => stats.cross_node_sends += 1,
-                    Some(Crossing::In) => stats.cross_node_receives += 1,
+                    Some(Crossing::In) => {
+                        // Unmatched until the exchange links it, as a
+                        // local receive waiting for its send.
+                        stats.cross_node_receives += 1;
+                        c.correlation_id = 0;
+                        c.confidence = 0.0;
+                    }
                     None if event.kind == EventKind::MessageSend => {
                         self.messages.send(event, stats, patches)
                     }

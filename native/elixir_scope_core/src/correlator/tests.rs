@@ -177,8 +177,8 @@ fn messages_crossing_nodes_are_set_aside_once_the_node_is_named() {
     sink.feed(&mut cor, &msg(3, 10, K::MessageSend, 30, b"x"));
     let r = sink.feed(&mut cor, &from_node_b(4));
     assert_eq!(
-        (r.correlation_id, r.links.len()),
-        (4, 0),
+        (r.correlation_id, r.confidence, r.links.len()),
+        (0, 0.0, 0),
         "left for the exchange"
     );
     let local = sink.feed(&mut cor, &msg(5, 30, K::MessageReceive, 10, b"x"));

@@ -12,7 +12,9 @@
 //! from a process takes that process's k-th send: the match is certain
 //! (confidence 1.0) when the candidates come from one process, else
 //! `1 / n` for `n` sending processes, as the local matcher rates a blind
-//! receive.
+//! receive. The ambiguity is remembered while sends of that (fingerprint,
+//! node) wait, so the last of several identical messages, which finds one
+//! candidate left, is not called certain either.
 //!
 //! A receive whose send has not arrived waits for later rounds (its send
 //! may have been stored after its node handed over its sends), as does a
@@ -69,6 +71,9 @@ struct Waiting<T> {
 #[derive(Default)]
 pub struct Matcher {
     sends: WordMap<(u64, u64), Queue<Waiting<SendHalf>>>,
+    /// The lowest confidence a blind match under a key of `sends` got,
+    /// while the key has sends waiting.
+    ambiguity: WordMap<(u64, u64), f32>,
     waiting_sends: usize,
     receives: VecDeque<Waiting<ReceiveHalf>>,
     round: u64,
@@ -134,17 +139,28 @@ impl Matcher {
             let senders = distinct_senders(candidates().map(|w| w.half.sender), first.half.sender);
             let i = queue.iter().position(|w| w.half.id == first.half.id)?;
             let send = queue.remove(i)?.half;
-            if queue.is_empty() {
+            let emptied = queue.is_empty();
+            let mut confidence = 1.0 / senders as f32;
+            if r.sender == 0 {
+                if let Some(&earlier) = self.ambiguity.get(&key) {
+                    confidence = confidence.min(earlier);
+                }
+                if confidence < 1.0 && !emptied {
+                    self.ambiguity.insert(key, confidence);
+                }
+            }
+            if emptied {
                 self.sends.remove(&key);
+                self.ambiguity.remove(&key);
             }
             self.waiting_sends -= 1;
             self.stats.linked += 1;
-            self.stats.ambiguous += u64::from(senders > 1);
+            self.stats.ambiguous += u64::from(confidence < 1.0);
             return Some(Matched {
                 receive: r.id,
                 node: r.node,
                 send: send.id,
-                confidence: 1.0 / senders as f32,
+                confidence,
             });
         }
         None
@@ -160,14 +176,27 @@ impl Matcher {
         }
         if self.waiting_sends > MAX_WAITING {
             let mut left = 0;
-            self.sends.retain(|_, q| {
+            let ambiguity = &mut self.ambiguity;
+            self.sends.retain(|key, q| {
                 q.retain(|w| w.round == round);
                 left += q.len();
+                if q.is_empty() {
+                    ambiguity.remove(key);
+                }
                 !q.is_empty()
             });
             self.stats.dropped += (self.waiting_sends - left) as u64;
             self.waiting_sends = left;
         }
+    }
+
+    /// Forgets every waiting half (counted as dropped).
+    pub fn clear(&mut self) {
+        self.stats.dropped += (self.waiting_sends + self.receives.len()) as u64;
+        self.sends.clear();
+        self.ambiguity.clear();
+        self.receives.clear();
+        self.waiting_sends = 0;
     }
 
     pub fn stats(&self) -> MatcherStats {
@@ -258,14 +287,18 @@ mod tests {
         m.add_receives([receive(3, 9, A, 7)]);
         assert_eq!(run(&mut m), [(3, A, 12, 0.5)]);
         assert_eq!(m.stats().ambiguous, 1);
+        // The other one, alone in the queue now, is as uncertain.
+        m.add_receives([receive(4, 9, A, 7)]);
+        assert_eq!(run(&mut m), [(4, A, 13, 0.5)]);
 
         // A receive that knows its sender's pid takes that sender's send.
-        m.add_sends(A, &[send(14, 1, To::Pid(9), 7)], no_names);
+        let two = [send(14, 1, To::Pid(9), 7), send(15, 2, To::Pid(9), 7)];
+        m.add_sends(A, &two, no_names);
         m.add_receives([ReceiveHalf {
             sender: 2,
-            ..receive(4, 9, A, 7)
+            ..receive(5, 9, A, 7)
         }]);
-        assert_eq!(run(&mut m), [(4, A, 13, 1.0)]);
+        assert_eq!(run(&mut m), [(5, A, 15, 1.0)]);
     }
 
     #[test]
@@ -309,6 +342,13 @@ mod tests {
         assert_eq!(run(&mut m), [(1, A, 10, 1.0)]);
         assert_eq!(m.stats().waiting_receives, 0);
         assert_eq!(m.stats().waiting_sends, 0);
+
+        m.add_receives([receive(2, 9, A, 7)]);
+        m.add_sends(A, &[send(11, 1, To::Pid(8), 7)], no_names);
+        run(&mut m);
+        m.clear();
+        let s = m.stats();
+        assert_eq!((s.waiting_sends, s.waiting_receives, s.dropped), (0, 0, 2));
     }
 
     #[test]

@@ -158,8 +158,26 @@ pub struct Exchange {
     pub outbox: WordMap<u64, Vec<u8>>,
     /// This node's receives from other nodes and the sends taken for them.
     pub matcher: matcher::Matcher,
-    /// Crossing halves skipped: no longer stored when read, or malformed.
+    /// Crossing halves skipped: no longer stored when read, malformed, or
+    /// left over from an earlier session.
     pub skipped: u64,
+}
+
+impl Exchange {
+    /// Forgets what waits (a new session starts: one runs at a time per
+    /// node, and the last one's halves were exchanged when it stopped);
+    /// `collected` ids set aside but never read are counted with the rest
+    /// as dropped.
+    pub fn reset(&mut self, collected: usize) {
+        let records: usize = self
+            .outbox
+            .values()
+            .map(|b| b.len() / wire::SEND_HALF_BYTES)
+            .sum();
+        self.skipped += (records + collected) as u64;
+        self.outbox.clear();
+        self.matcher.clear();
+    }
 }
 
 /// Ids of the crossing halves stored since the last exchange, oldest first.

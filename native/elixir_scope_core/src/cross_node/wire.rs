@@ -75,6 +75,9 @@ pub enum To {
     Node,
 }
 
+/// Bytes of a [`SendHalf`] record.
+pub const SEND_HALF_BYTES: usize = 40;
+
 /// A send to another node, as its node hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendHalf {
@@ -181,7 +184,7 @@ mod tests {
         ];
         let mut bytes = Vec::new();
         sends.iter().for_each(|s| s.write(&mut bytes));
-        assert_eq!(bytes.len(), 3 * 40);
+        assert_eq!(bytes.len(), 3 * SEND_HALF_BYTES);
         assert_eq!(SendHalf::read_all(&bytes).unwrap(), sends);
         assert!(SendHalf::read_all(&bytes[..39]).is_none());
         bytes[16] = 7;
