@@ -84,6 +84,7 @@ fn event(kind: EventKind, p: u64, function: u64, data: Payload, peer: Payload) -
         ingest_stamped: true,
         data,
         peer,
+        fingerprint: 0,
     }
 }
 

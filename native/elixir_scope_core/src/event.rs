@@ -84,6 +84,9 @@ pub struct Event {
     pub data: Payload,
     /// Encoded `peer` term; empty = nil.
     pub peer: Payload,
+    /// For a message crossing nodes, its `phash2` as the tracer took it
+    /// (0 mapped to 1); 0 when not taken (see [`crate::cross_node`]).
+    pub fingerprint: u32,
 }
 
 /// An event's fields but its id and payloads: what a producer has decoded
@@ -117,6 +120,7 @@ impl EventHeader {
             ingest_stamped: self.ingest_stamped,
             data: Payload::empty(),
             peer: Payload::empty(),
+            fingerprint: 0,
         }
     }
 }
@@ -243,6 +247,7 @@ impl EventView<'_> {
                 ingest_stamped: self.ingest_stamped,
                 data: Payload::from_bytes(self.data),
                 peer: Payload::from_bytes(self.peer),
+                fingerprint: 0,
             },
             correlation: Correlation {
                 correlation_id: self.correlation_id,
@@ -312,6 +317,7 @@ pub(crate) mod test_support {
             ingest_stamped: true,
             data: Payload::from_bytes(&[1, 2, 3]),
             peer: Payload::empty(),
+            fingerprint: 0,
         }
     }
 }

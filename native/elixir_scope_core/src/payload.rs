@@ -248,7 +248,7 @@ fn end_of(bytes: &[u8], pos: usize) -> Option<usize> {
 
 /// The position of the next subterm in pre-order after the one at `pos`
 /// (its first child, or what follows it).
-pub fn step(bytes: &[u8], pos: usize) -> Option<usize> {
+fn step(bytes: &[u8], pos: usize) -> Option<usize> {
     header(bytes, pos).map(|(next, _)| next)
 }
 

@@ -4,34 +4,34 @@
 //! (`cross_node_set_local`), hand over its sends to one node
 //! (`cross_node_take_sends`), pair its receives with the sends taken from
 //! the others and link them (`cross_node_link`), and link its sends back
-//! (`cross_node_link_back`). Each call first reads the crossing halves
-//! stored since the last one and builds their node-independent keys
-//! ([`Keys`]): that needs the VM (atom names, pids' external format), so
-//! it happens here, not in the workers.
+//! (`cross_node_link_back`). Each call first turns the halves the workers
+//! set aside since the last one into node-independent keys ([`Keys`]:
+//! atom names and pids' external format need the VM, so this happens here
+//! with a cache per call, not in the workers). A half without a
+//! fingerprint (ingested from Elixir, not traced) gets the `phash2` of its
+//! stored message, as the tracer takes it.
 
 use rustler::{Atom, Binary, Encoder, Env, NifResult, OwnedBinary, ResourceArc, Term};
 
 use elixir_scope_core::cross_node::matcher::ReceiveHalf;
-use elixir_scope_core::cross_node::wire::{etf_key, fingerprint, name_key, LinkBack, SendHalf, To};
-use elixir_scope_core::cross_node::{
-    etf_node, external_bytes, tuple_of_two_atoms, Exchange, LocalNode,
+use elixir_scope_core::cross_node::wire::{
+    etf_key, name_key, node_key, LinkBack, SendHalf, SendRecords, To, SEND_HALF_BYTES,
 };
-use elixir_scope_core::event::{EventView, LinkKind};
+use elixir_scope_core::cross_node::{Destination, Exchange, InHalf, LocalNode, Origin, OutHalf};
+use elixir_scope_core::event::LinkKind;
 use elixir_scope_core::hash::WordMap;
-use elixir_scope_core::payload::{tag, varint};
 use elixir_scope_core::store::SharedStore;
 
 use crate::atoms;
-use crate::codec::{from_word, word};
+use crate::codec::{from_word, term, word};
 use crate::resources::StoreRes;
 
-/// Node-independent keys of this VM's atom and pid words, and node atoms
-/// by name, each built once per call.
+/// Node-independent keys of this VM's atom and pid words, each built once
+/// per call.
 struct Keys<'a> {
     env: Env<'a>,
-    atoms: WordMap<u64, u64>,
     pids: WordMap<u64, u64>,
-    /// Node atom words by the `name_key` of their name.
+    names: WordMap<u64, u64>,
     nodes: WordMap<u64, u64>,
 }
 
@@ -39,130 +39,131 @@ impl<'a> Keys<'a> {
     fn new(env: Env<'a>) -> Self {
         Keys {
             env,
-            atoms: WordMap::default(),
             pids: WordMap::default(),
+            names: WordMap::default(),
             nodes: WordMap::default(),
         }
     }
 
-    fn external(&self, w: u64) -> OwnedBinary {
+    fn external(env: Env, w: u64) -> OwnedBinary {
         // SAFETY: atom and local pid words are immediates, valid in any env.
-        unsafe { Term::new(self.env, from_word(w)) }.to_binary()
-    }
-
-    /// The `name_key` of an atom word (from its external format, which
-    /// names it the same on every node).
-    fn atom(&mut self, w: u64) -> u64 {
-        if let Some(&k) = self.atoms.get(&w) {
-            return k;
-        }
-        let k = name_key(self.external(w).as_slice());
-        self.atoms.insert(w, k);
-        k
+        unsafe { Term::new(env, from_word(w)) }.to_binary()
     }
 
     /// The `etf_key` of a local pid word.
     fn pid(&mut self, w: u64) -> u64 {
-        if let Some(&k) = self.pids.get(&w) {
-            return k;
-        }
-        let k = etf_key(self.external(w).as_slice());
-        self.pids.insert(w, k);
-        k
+        let env = self.env;
+        *self
+            .pids
+            .entry(w)
+            .or_insert_with(|| etf_key(Self::external(env, w).as_slice()))
     }
 
-    fn key(&mut self, t: u8, w: u64) -> Option<u64> {
-        Some(if t == tag::ATOM {
-            self.atom(w)
-        } else {
-            self.pid(w)
-        })
+    /// The `name_key` of an atom word.
+    fn name(&mut self, w: u64) -> u64 {
+        let env = self.env;
+        *self
+            .names
+            .entry(w)
+            .or_insert_with(|| name_key(Self::external(env, w).as_slice()))
     }
 
-    /// The atom word of the node named `name`.
-    fn node(&mut self, name: &[u8]) -> Option<u64> {
-        let key = name_key(name);
-        if let Some(&w) = self.nodes.get(&key) {
-            return Some(w);
-        }
-        let w = word(Atom::from_bytes(self.env, name).ok()?.as_c_arg());
-        self.nodes.insert(key, w);
-        Some(w)
+    /// The `node_key` of a node's atom word.
+    fn node(&mut self, w: u64) -> u64 {
+        let env = self.env;
+        *self
+            .nodes
+            .entry(w)
+            .or_insert_with(|| node_key(atom_text(Self::external(env, w).as_slice())))
     }
 
-    /// The destination node and key of a send crossing nodes.
-    fn destination(&mut self, peer: &[u8]) -> Option<(u64, To)> {
-        if let Some((name, node)) = tuple_of_two_atoms(peer) {
-            return Some((node, To::Name(self.atom(name))));
-        }
-        let etf = external_bytes(peer)?;
-        let node = self.node(etf_node(etf)?)?;
-        // A pid (ETF tags 88, 103), else an alias addressed to the node.
-        let to = match etf.get(1) {
-            Some(88 | 103) => To::Pid(etf_key(etf)),
-            _ => To::Node,
+    /// A send's destination node (its `node_key`) and record.
+    fn send_half(&mut self, h: &OutHalf, fingerprint: u32) -> (u64, SendHalf) {
+        let (node, to) = match h.to {
+            Destination::Pid { key, node } => (node, To::Pid(key)),
+            Destination::Alias { node } => (node, To::Node),
+            Destination::Named { name, node } => (self.node(node), To::Name(self.name(name))),
         };
-        Some((node, to))
-    }
-
-    /// The sender's node and pid key (0 when unknown) of a receive from
-    /// another node.
-    fn sender(&mut self, peer: &[u8]) -> Option<(u64, u64)> {
-        if peer.first() == Some(&tag::ATOM) {
-            let mut at = 1;
-            return Some((varint::decode(peer, &mut at)?, 0));
-        }
-        let etf = external_bytes(peer)?;
-        Some((self.node(etf_node(etf)?)?, etf_key(etf)))
-    }
-
-    fn send_half(&mut self, v: &EventView) -> Option<(u64, SendHalf)> {
-        let (node, to) = self.destination(v.peer)?;
-        let fingerprint = fingerprint(v.data, |t, w| self.key(t, w))?;
         let half = SendHalf {
-            id: v.id,
-            sender: self.pid(v.pid),
+            id: h.id,
+            sender: self.pid(h.sender),
             to,
-            fingerprint,
+            fingerprint: fingerprint.into(),
         };
-        Some((node, half))
+        (node, half)
     }
 
-    fn receive_half(&mut self, v: &EventView) -> Option<ReceiveHalf> {
-        let (node, sender) = self.sender(v.peer)?;
-        Some(ReceiveHalf {
-            id: v.id,
-            receiver: self.pid(v.pid),
+    fn receive_half(&mut self, h: &InHalf, fingerprint: u32) -> ReceiveHalf {
+        let (node, sender) = match h.from {
+            Origin::Node(atom) => (self.node(atom), 0),
+            Origin::Pid { key, node } => (node, key),
+        };
+        ReceiveHalf {
+            id: h.id,
+            receiver: self.pid(h.receiver),
             node,
             sender,
-            fingerprint: fingerprint(v.data, |t, w| self.key(t, w))?,
-        })
+            fingerprint: fingerprint.into(),
+        }
     }
 }
 
-/// Reads the crossing halves stored since the last call into `ex`: sends
-/// into the outbox of their node, receives into the matcher.
-fn absorb(keys: &mut Keys, store: &SharedStore, ex: &mut Exchange) {
-    let (sends, receives, _) = store.correlator().take_crossing();
+/// An atom's text from its external format (131, a tag, a 1- or 2-byte
+/// length): what pids and references of that node carry as its name.
+fn atom_text(etf: &[u8]) -> &[u8] {
+    match etf {
+        [131, 115 | 119, _, name @ ..] | [131, 100 | 118, _, _, name @ ..] => name,
+        _ => &[],
+    }
+}
+
+/// The `phash2` of the stored messages of `ids`: the fingerprint of
+/// halves the tracer did not take (an event no longer stored has none).
+fn stored_fingerprints(env: Env, store: &SharedStore, ids: &[u64]) -> WordMap<u64, u32> {
+    let mut out = WordMap::default();
+    if ids.is_empty() {
+        return out;
+    }
     let s = store.read();
-    let mut read = 0;
-    s.visit(&s.hits_of(&sends), |v| {
-        read += 1;
-        match keys.send_half(&v) {
-            Some((node, half)) => half.write(ex.outbox.entry(node).or_default()),
-            None => ex.skipped += 1,
-        }
+    s.visit(&s.hits_of(ids), |v| {
+        out.insert(v.id, term::decode(env, v.data).hash_phash2().max(1));
     });
-    let mut halves = Vec::with_capacity(receives.len());
-    s.visit(&s.hits_of(&receives), |v| {
-        read += 1;
-        match keys.receive_half(&v) {
-            Some(half) => halves.push(half),
-            None => ex.skipped += 1,
+    out
+}
+
+/// Each half's fingerprint, as taken or from its stored message.
+fn fingerprints(
+    env: Env,
+    store: &SharedStore,
+    halves: impl Iterator<Item = (u64, u32)>,
+) -> impl Fn(u64, u32) -> Option<u32> {
+    let missing: Vec<u64> = halves
+        .filter(|&(_, fp)| fp == 0)
+        .map(|(id, _)| id)
+        .collect();
+    let stored = stored_fingerprints(env, store, &missing);
+    move |id, taken| match taken {
+        0 => stored.get(&id).copied(),
+        fp => Some(fp),
+    }
+}
+
+/// Moves the sends the workers set aside into the outbox of their node.
+fn absorb_sends(keys: &mut Keys, store: &SharedStore, ex: &mut Exchange) {
+    let sends = std::mem::take(&mut store.correlator().crossing().sends);
+    let fingerprint = fingerprints(keys.env, store, sends.iter().map(|h| (h.id, h.fingerprint)));
+    for h in &sends {
+        let Some(fp) = fingerprint(h.id, h.fingerprint) else {
+            ex.skipped += 1;
+            continue;
+        };
+        let (node, half) = keys.send_half(h, fp);
+        let out = ex.outbox.entry(node).or_default();
+        if out.capacity() == 0 {
+            out.reserve(sends.len() * SEND_HALF_BYTES);
         }
-    });
-    ex.skipped += (sends.len() + receives.len() - read) as u64;
-    ex.matcher.add_receives(halves);
+        half.write(out);
+    }
 }
 
 fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Binary<'a> {
@@ -172,16 +173,19 @@ fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Binary<'a> {
 }
 
 /// Names this node in the store as a cluster session starts: from now on
-/// its correlator sets messages crossing nodes aside for the exchange
-/// (what an earlier session left waiting is dropped and counted).
+/// its correlator sets messages crossing nodes aside for the exchange,
+/// and sessions started after this take their fingerprints (what an
+/// earlier session left waiting is dropped and counted).
 #[rustler::nif]
 fn cross_node_set_local(env: Env, store: ResourceArc<StoreRes>, node: Atom) -> Atom {
     let bin = node.to_term(env).to_binary();
-    let name = etf_node_name(bin.as_slice()).to_vec();
+    let name = atom_text(bin.as_slice()).to_vec();
     let mut ex = store.0.exchange();
     let mut correlator = store.0.correlator();
-    let (sends, receives, _) = correlator.take_crossing();
-    ex.reset(sends.len() + receives.len());
+    let crossing = correlator.crossing();
+    ex.reset(crossing.sends.len() + crossing.receives.len());
+    crossing.sends.clear();
+    crossing.receives.clear();
     correlator.set_local_node(LocalNode {
         atom: word(node.as_c_arg()),
         name,
@@ -189,22 +193,15 @@ fn cross_node_set_local(env: Env, store: ResourceArc<StoreRes>, node: Atom) -> A
     atoms::ok()
 }
 
-/// An atom's name bytes from its external format (131, then a 1- or
-/// 2-byte length).
-fn etf_node_name(etf: &[u8]) -> &[u8] {
-    match etf {
-        [131, 115 | 119, _, name @ ..] | [131, 100 | 118, _, _, name @ ..] => name,
-        _ => &[],
-    }
-}
-
 /// The sends to node `to` stored here since the last call, as
 /// `SendHalf` records.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn cross_node_take_sends<'a>(env: Env<'a>, store: ResourceArc<StoreRes>, to: Atom) -> Binary<'a> {
+    let mut keys = Keys::new(env);
     let mut ex = store.0.exchange();
-    absorb(&mut Keys::new(env), &store.0, &mut ex);
-    let bytes = ex.outbox.remove(&word(to.as_c_arg())).unwrap_or_default();
+    absorb_sends(&mut keys, &store.0, &mut ex);
+    let to = keys.node(word(to.as_c_arg()));
+    let bytes = ex.outbox.remove(&to).unwrap_or_default();
     binary(env, &bytes)
 }
 
@@ -226,38 +223,66 @@ fn cross_node_link<'a>(
         .iter()
         .map(|(name, pid)| {
             let pid = word(pid.encode(env).as_c_arg());
-            (keys.atom(word(name.as_c_arg())), keys.pid(pid))
+            (keys.name(word(name.as_c_arg())), keys.pid(pid))
         })
         .collect();
     let mut ex = store.0.exchange();
-    absorb(&mut keys, &store.0, &mut ex);
-    for (node, records) in &inbound {
-        let sends = SendHalf::read_all(records.as_slice()).ok_or(rustler::Error::BadArg)?;
-        ex.matcher
-            .add_sends(word(node.as_c_arg()), &sends, |n| holders.get(&n).copied());
+    absorb_sends(&mut keys, &store.0, &mut ex);
+    let mut records = Vec::with_capacity(inbound.len());
+    for (node, bytes) in &inbound {
+        let atom = word(node.as_c_arg());
+        let node = keys.node(atom);
+        ex.nodes.insert(node, atom);
+        records.push((
+            node,
+            SendRecords::new(bytes.as_slice()).ok_or(rustler::Error::BadArg)?,
+        ));
     }
-    let mut matched = Vec::new();
-    ex.matcher.run(&mut matched);
-    store.0.link_remote_all(matched.iter().map(|m| {
+    let receives = std::mem::take(&mut store.0.correlator().crossing().receives);
+    let fingerprint = fingerprints(
+        env,
+        &store.0,
+        receives.iter().map(|h| (h.id, h.fingerprint)),
+    );
+    let mut skipped = 0;
+    let halves = receives
+        .iter()
+        .filter_map(|h| match fingerprint(h.id, h.fingerprint) {
+            Some(fp) => Some(keys.receive_half(h, fp)),
+            None => {
+                skipped += 1;
+                None
+            }
+        });
+    let mut matched = Vec::with_capacity(receives.len());
+    let holder = |n| holders.get(&n).copied();
+    ex.matcher.run(&records, halves, holder, &mut matched);
+    ex.skipped += skipped;
+    // Matched sends all came from `inbound` nodes, this round or before.
+    let links: Vec<_> = matched
+        .iter()
+        .filter_map(|m| Some((ex.nodes.get(&m.node).copied()?, m)))
+        .collect();
+    store.0.link_remote_all(links.iter().map(|&(node, m)| {
         let kind = LinkKind::RemoteReceives;
-        (m.receive, kind, m.node, m.send, Some(m.confidence))
+        (m.receive, kind, node, m.send, Some(m.confidence))
     }));
     let mut backs: WordMap<u64, Vec<u8>> = WordMap::default();
-    for m in &matched {
+    for &(node, m) in &links {
         let back = LinkBack {
             send: m.send,
             receive: m.receive,
         };
-        back.write(backs.entry(m.node).or_default());
+        back.write(backs.entry(node).or_default());
     }
-    let backs = backs
+    let backs: Vec<_> = backs
         .iter()
         .map(|(&node, bytes)| {
             // SAFETY: node atom words are immediates.
             let node = unsafe { Term::new(env, from_word(node)) };
             (node, binary(env, bytes))
         })
-        .collect::<Vec<_>>();
+        .collect();
     let s = ex.matcher.stats();
     let stats = crate::atom_map!(env, {
         "linked" => s.linked,

@@ -25,7 +25,7 @@ pub mod process;
 pub(crate) mod queue;
 pub mod state;
 
-use crate::cross_node::{Collected, Crossing, LocalNode};
+use crate::cross_node::{Collected, Half, LocalNode};
 use crate::event::{Correlation, Event, EventKind, Link, LinkKind};
 use crate::hash::WordMap;
 
@@ -207,7 +207,7 @@ impl Correlator {
     }
 
     /// Names this node: from now on, messages crossing nodes are set aside
-    /// for [`Correlator::take_crossing`] instead of waiting here.
+    /// in [`Correlator::crossing`] instead of waiting here.
     pub fn set_local_node(&mut self, node: LocalNode) {
         self.local_node = Some(node);
     }
@@ -216,11 +216,10 @@ impl Correlator {
         self.local_node.as_ref()
     }
 
-    /// The ids of the sends and receives crossing nodes set aside since the
-    /// last call, oldest first; and how many were dropped past the bound.
-    pub fn take_crossing(&mut self) -> (Vec<u64>, Vec<u64>, u64) {
-        let (sends, receives) = self.crossing.take();
-        (sends, receives, self.crossing.dropped)
+    /// The sends and receives crossing nodes set aside, oldest first (the
+    /// exchange takes them).
+    pub fn crossing(&mut self) -> &mut Collected {
+        &mut self.crossing
     }
 
     pub fn set_config(&mut self, config: CorrelatorConfig) {
@@ -250,23 +249,23 @@ impl Correlator {
             }
             EventKind::MessageSend | EventKind::MessageReceive => {
                 function::within_stack(ctx, &mut c);
-                let crossing = self.local_node.as_ref().and_then(|n| n.crossing(event));
-                match crossing {
-                    Some(Crossing::Out) => stats.cross_node_sends += 1,
-                    Some(Crossing::In) => {
-                        // Unmatched until the exchange links it, as a
-                        // local receive waiting for its send.
-                        stats.cross_node_receives += 1;
-                        c.correlation_id = 0;
-                        c.confidence = 0.0;
+                match self.local_node.as_ref().and_then(|n| n.half(event)) {
+                    Some(half) => {
+                        if let Half::In(_) = half {
+                            // Unmatched until the exchange links it, as a
+                            // local receive waiting for its send.
+                            stats.cross_node_receives += 1;
+                            c.correlation_id = 0;
+                            c.confidence = 0.0;
+                        } else {
+                            stats.cross_node_sends += 1;
+                        }
+                        self.crossing.push(half);
                     }
                     None if event.kind == EventKind::MessageSend => {
                         self.messages.send(event, stats, patches)
                     }
                     None => self.messages.receive(event, &mut c, stats, patches),
-                }
-                if let Some(crossing) = crossing {
-                    self.crossing.push(crossing, event.id);
                 }
             }
             EventKind::ProcessSpawn => {

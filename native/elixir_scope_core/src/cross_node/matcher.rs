@@ -1,13 +1,12 @@
 //! Matcher: pairs this node's receives from other nodes with the sends
 //! those nodes handed over, one exchange round at a time.
 //!
-//! Sends wait by (fingerprint, sending node), in their node's id order. A
-//! receive looks under its own message's fingerprint and its sender's node
-//! (the VM names a remote sender only by its node) and takes the first
-//! send addressed to its pid, else to its node (a process alias), from its
-//! sender when it knows the sender's pid. A send to a registered name
-//! counts as one to the pid holding the name when the sends are added
-//! (to the node when no process holds it).
+//! Sends are keyed by (fingerprint, sending node). A receive looks under
+//! its own message's fingerprint and its sender's node (the VM names a
+//! remote sender only by its node) and takes the first send addressed to
+//! its pid, else to its node (a process alias), from its sender when it
+//! knows the sender's pid. A send to a registered name counts as one to
+//! the pid holding the name here (to the node when no process holds it).
 //! The BEAM keeps order per sender and receiver, so the k-th such receive
 //! from a process takes that process's k-th send: the match is certain
 //! (confidence 1.0) when the candidates come from one process, else
@@ -16,19 +15,21 @@
 //! node) wait, so the last of several identical messages, which finds one
 //! candidate left, is not called certain either.
 //!
-//! A receive whose send has not arrived waits for later rounds (its send
-//! may have been stored after its node handed over its sends), as does a
-//! send without its receive. Bound: at most `MAX_WAITING` of each wait;
-//! past it, those that have already waited a whole round (their other
-//! half was most likely not traced) are dropped and counted.
+//! A round reads the sends handed over in place (the records as they
+//! came), after those still waiting from earlier rounds: each key's sends
+//! form a chain of indices in arrival order (`table` holds its ends,
+//! `next` the links), and a receive unlinks the send it takes. What is
+//! left waits for later rounds (a send whose receive was not stored yet,
+//! a receive whose send was not handed over yet). Bound: at most
+//! `MAX_WAITING` of each wait; past it, those that have already waited a
+//! whole round (their other half was most likely not traced) are dropped
+//! and counted.
 
-use std::collections::VecDeque;
-
-use super::wire::{SendHalf, To};
-use crate::correlator::queue::Queue;
+use super::wire::{SendHalf, SendRecords, To};
 use crate::hash::WordMap;
 
 const MAX_WAITING: usize = 1 << 20;
+const END: u32 = u32::MAX;
 
 /// A receive from another node, with keys as [`super::wire`] builds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,14 +37,14 @@ pub struct ReceiveHalf {
     pub id: u64,
     /// The receiver's `etf_key`.
     pub receiver: u64,
-    /// The sender's node (its atom word here), and its pid's `etf_key`
-    /// when the receive knows it (0: unknown).
+    /// The sender's node (its `node_key`), and its pid's `etf_key` when the
+    /// receive knows it (0: unknown).
     pub node: u64,
     pub sender: u64,
     pub fingerprint: u64,
 }
 
-/// A receive paired with its send on `node`.
+/// A receive paired with its send on `node` (its `node_key`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Matched {
     pub receive: u64,
@@ -68,78 +69,166 @@ struct Waiting<T> {
     round: u64,
 }
 
+/// A send of the round: (its node, the send with any name resolved).
+type Send = (u64, SendHalf);
+
+/// The sends of one round, indexed: those still waiting, then each node's
+/// records in the order given.
+struct Sends<'r, 'a> {
+    waiting: &'r [Waiting<Send>],
+    inbound: &'r [(u64, SendRecords<'a>)],
+    /// The first index of each inbound node's records.
+    starts: Vec<usize>,
+    holder: &'r dyn Fn(u64) -> Option<u64>,
+}
+
+impl Sends<'_, '_> {
+    fn len(&self) -> usize {
+        self.waiting.len() + self.inbound.iter().map(|(_, r)| r.len()).sum::<usize>()
+    }
+
+    fn get(&self, i: usize) -> Send {
+        if let Some(w) = self.waiting.get(i) {
+            return w.half;
+        }
+        let source = self.starts.partition_point(|&s| s <= i) - 1;
+        let (node, records) = self.inbound[source];
+        let half = records.get(i - self.starts[source]);
+        let to = match half.to {
+            To::Name(name) => (self.holder)(name).map_or(To::Node, To::Pid),
+            to => to,
+        };
+        (node, SendHalf { to, ..half })
+    }
+
+    fn round_of(&self, i: usize, round: u64) -> u64 {
+        self.waiting.get(i).map_or(round, |w| w.round)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Chain {
+    head: u32,
+    tail: u32,
+}
+
 #[derive(Default)]
 pub struct Matcher {
-    sends: WordMap<(u64, u64), Queue<Waiting<SendHalf>>>,
-    /// The lowest confidence a blind match under a key of `sends` got,
-    /// while the key has sends waiting.
+    sends: Vec<Waiting<Send>>,
+    receives: Vec<Waiting<ReceiveHalf>>,
+    /// The lowest confidence a blind match under a key got, while the key
+    /// has sends waiting.
     ambiguity: WordMap<(u64, u64), f32>,
-    waiting_sends: usize,
-    receives: VecDeque<Waiting<ReceiveHalf>>,
     round: u64,
     stats: MatcherStats,
+    // A round's index of its sends (kept for their capacity).
+    table: WordMap<(u64, u64), Chain>,
+    next: Vec<u32>,
+    taken: Vec<bool>,
 }
 
 impl Matcher {
-    /// Adds the sends `node` handed over, in its id order; `holder` gives
-    /// the `etf_key` of the process holding a registered name (by its
-    /// `name_key`) here.
-    pub fn add_sends(
+    /// One round: pairs the receives still waiting, then `receives` (this
+    /// node's new ones, in id order), with the sends still waiting and
+    /// those `inbound` nodes (by `node_key`) handed over, in their id
+    /// order; `holder` gives the `etf_key` of the process holding a
+    /// registered name (by its `name_key`) here. The pairs go to `out`.
+    pub fn run(
         &mut self,
-        node: u64,
-        sends: &[SendHalf],
+        inbound: &[(u64, SendRecords)],
+        receives: impl IntoIterator<Item = ReceiveHalf>,
         holder: impl Fn(u64) -> Option<u64>,
+        out: &mut Vec<Matched>,
     ) {
-        self.sends.reserve(sends.len());
-        for &half in sends {
-            let to = match half.to {
-                To::Name(name) => holder(name).map_or(To::Node, To::Pid),
-                to => to,
-            };
-            let half = SendHalf { to, ..half };
-            let key = (half.fingerprint, node);
-            let round = self.round;
-            self.sends
-                .entry(key)
-                .or_default()
-                .push_back(Waiting { half, round });
+        let waiting_sends = std::mem::take(&mut self.sends);
+        let mut starts = Vec::with_capacity(inbound.len());
+        let mut at = waiting_sends.len();
+        for (_, r) in inbound {
+            starts.push(at);
+            at += r.len();
         }
-        self.waiting_sends += sends.len();
-    }
-
-    /// Adds this node's receives from other nodes, in id order.
-    pub fn add_receives(&mut self, receives: impl IntoIterator<Item = ReceiveHalf>) {
+        let sends = Sends {
+            waiting: &waiting_sends,
+            inbound,
+            starts,
+            holder: &holder,
+        };
+        self.index(&sends);
         let round = self.round;
-        self.receives
-            .extend(receives.into_iter().map(|half| Waiting { half, round }));
-    }
-
-    /// Pairs every waiting receive it can, in id order; ends the round.
-    pub fn run(&mut self, out: &mut Vec<Matched>) {
         let waiting = std::mem::take(&mut self.receives);
-        for r in waiting {
-            match self.take(&r.half) {
+        let all = waiting
+            .into_iter()
+            .chain(receives.into_iter().map(|half| Waiting { half, round }));
+        for r in all {
+            match self.take(&sends, &r.half) {
                 Some(m) => out.push(m),
-                None => self.receives.push_back(r),
+                None => self.receives.push(r),
             }
         }
+        self.sends = (0..sends.len())
+            .filter(|&i| !self.taken[i])
+            .map(|i| Waiting {
+                half: sends.get(i),
+                round: sends.round_of(i, round),
+            })
+            .collect();
+        // The keys left in the table are those with sends still waiting.
+        let table = &self.table;
+        self.ambiguity.retain(|key, _| table.contains_key(key));
         self.bound();
         self.round += 1;
     }
 
-    fn take(&mut self, r: &ReceiveHalf) -> Option<Matched> {
+    /// Chains each key's sends in order.
+    fn index(&mut self, sends: &Sends) {
+        let n = sends.len();
+        self.table.clear();
+        self.table.reserve(n);
+        self.next.clear();
+        self.next.resize(n, END);
+        self.taken.clear();
+        self.taken.resize(n, false);
+        for i in 0..n {
+            let (node, s) = sends.get(i);
+            let i = i as u32;
+            self.table
+                .entry((s.fingerprint, node))
+                .and_modify(|c| {
+                    self.next[c.tail as usize] = i;
+                    c.tail = i;
+                })
+                .or_insert(Chain { head: i, tail: i });
+        }
+    }
+
+    fn take(&mut self, sends: &Sends, r: &ReceiveHalf) -> Option<Matched> {
         let key = (r.fingerprint, r.node);
-        let queue = self.sends.get_mut(&key)?;
+        let chain = *self.table.get(&key)?;
         let sent_by = |s: &SendHalf| r.sender == 0 || s.sender == r.sender;
         for to in [To::Pid(r.receiver), To::Node] {
-            let candidates = || queue.iter().filter(|w| w.half.to == to && sent_by(&w.half));
-            let Some(first) = candidates().next() else {
+            // The first candidate (and the one before it), and how many
+            // processes sent the candidates.
+            let (mut first, mut before, mut prev) = (END, END, END);
+            let (mut sender, mut others) = (0, Vec::new());
+            let mut i = chain.head;
+            while i != END {
+                let (_, s) = sends.get(i as usize);
+                if s.to == to && sent_by(&s) {
+                    if first == END {
+                        (first, before, sender) = (i, prev, s.sender);
+                    } else if s.sender != sender && !others.contains(&s.sender) {
+                        others.push(s.sender);
+                    }
+                }
+                prev = i;
+                i = self.next[i as usize];
+            }
+            if first == END {
                 continue;
-            };
-            let senders = distinct_senders(candidates().map(|w| w.half.sender), first.half.sender);
-            let i = queue.iter().position(|w| w.half.id == first.half.id)?;
-            let send = queue.remove(i)?.half;
-            let emptied = queue.is_empty();
+            }
+            let senders = 1 + others.len();
+            let emptied = self.unlink(key, chain, first, before);
+            let (_, send) = sends.get(first as usize);
             let mut confidence = 1.0 / senders as f32;
             if r.sender == 0 {
                 if let Some(&earlier) = self.ambiguity.get(&key) {
@@ -150,10 +239,8 @@ impl Matcher {
                 }
             }
             if emptied {
-                self.sends.remove(&key);
                 self.ambiguity.remove(&key);
             }
-            self.waiting_sends -= 1;
             self.stats.linked += 1;
             self.stats.ambiguous += u64::from(confidence < 1.0);
             return Some(Matched {
@@ -166,6 +253,28 @@ impl Matcher {
         None
     }
 
+    /// Takes send `i` (after `before`, or the head) out of `key`'s chain;
+    /// true when the chain is left empty.
+    fn unlink(&mut self, key: (u64, u64), mut chain: Chain, i: u32, before: u32) -> bool {
+        self.taken[i as usize] = true;
+        let after = self.next[i as usize];
+        if before == END {
+            chain.head = after;
+        } else {
+            self.next[before as usize] = after;
+        }
+        if chain.tail == i {
+            chain.tail = before;
+        }
+        if chain.head == END {
+            self.table.remove(&key);
+            true
+        } else {
+            self.table.insert(key, chain);
+            false
+        }
+    }
+
     /// Past `MAX_WAITING`, drops what waited since an earlier round.
     fn bound(&mut self) {
         let round = self.round;
@@ -174,50 +283,28 @@ impl Matcher {
             self.receives.retain(|w| w.round == round);
             self.stats.dropped += (before - self.receives.len()) as u64;
         }
-        if self.waiting_sends > MAX_WAITING {
-            let mut left = 0;
-            let ambiguity = &mut self.ambiguity;
-            self.sends.retain(|key, q| {
-                q.retain(|w| w.round == round);
-                left += q.len();
-                if q.is_empty() {
-                    ambiguity.remove(key);
-                }
-                !q.is_empty()
-            });
-            self.stats.dropped += (self.waiting_sends - left) as u64;
-            self.waiting_sends = left;
+        if self.sends.len() > MAX_WAITING {
+            let before = self.sends.len();
+            self.sends.retain(|w| w.round == round);
+            self.stats.dropped += (before - self.sends.len()) as u64;
         }
     }
 
     /// Forgets every waiting half (counted as dropped).
     pub fn clear(&mut self) {
-        self.stats.dropped += (self.waiting_sends + self.receives.len()) as u64;
+        self.stats.dropped += (self.sends.len() + self.receives.len()) as u64;
         self.sends.clear();
-        self.ambiguity.clear();
         self.receives.clear();
-        self.waiting_sends = 0;
+        self.ambiguity.clear();
     }
 
     pub fn stats(&self) -> MatcherStats {
         MatcherStats {
-            waiting_sends: self.waiting_sends as u64,
+            waiting_sends: self.sends.len() as u64,
             waiting_receives: self.receives.len() as u64,
             ..self.stats
         }
     }
-}
-
-/// How many distinct senders `senders` holds (`first` among them); almost
-/// always one, found without allocating.
-fn distinct_senders(senders: impl Iterator<Item = u64>, first: u64) -> usize {
-    let mut seen: Vec<u64> = Vec::new();
-    for s in senders.filter(|&s| s != first) {
-        if !seen.contains(&s) {
-            seen.push(s);
-        }
-    }
-    1 + seen.len()
 }
 
 #[cfg(test)]
@@ -250,55 +337,93 @@ mod tests {
         None
     }
 
-    fn run(m: &mut Matcher) -> Vec<(u64, u64, u64, f32)> {
-        let mut out = Vec::new();
-        m.run(&mut out);
-        out.iter()
-            .map(|x| (x.receive, x.node, x.send, x.confidence))
-            .collect()
+    /// One round's input: each node's sends as the records it hands over.
+    #[derive(Default)]
+    struct Round {
+        inbound: Vec<(u64, Vec<u8>)>,
+        receives: Vec<ReceiveHalf>,
+    }
+
+    impl Round {
+        fn sends(mut self, node: u64, sends: &[SendHalf]) -> Self {
+            let mut bytes = Vec::new();
+            sends.iter().for_each(|s| s.write(&mut bytes));
+            self.inbound.push((node, bytes));
+            self
+        }
+
+        fn receives(mut self, receives: impl IntoIterator<Item = ReceiveHalf>) -> Self {
+            self.receives.extend(receives);
+            self
+        }
+
+        fn run(
+            self,
+            m: &mut Matcher,
+            holder: impl Fn(u64) -> Option<u64>,
+        ) -> Vec<(u64, u64, u64, f32)> {
+            let inbound: Vec<_> = (self.inbound.iter())
+                .map(|(node, b)| (*node, SendRecords::new(b).unwrap()))
+                .collect();
+            let mut out = Vec::new();
+            m.run(&inbound, self.receives, holder, &mut out);
+            out.iter()
+                .map(|x| (x.receive, x.node, x.send, x.confidence))
+                .collect()
+        }
+    }
+
+    fn round() -> Round {
+        Round::default()
     }
 
     #[test]
     fn identical_messages_from_two_nodes_each_find_their_own_nodes_send() {
         let mut m = Matcher::default();
-        m.add_sends(A, &[send(10, 1, To::Pid(9), 7)], no_names);
-        m.add_sends(B, &[send(20, 2, To::Pid(9), 7)], no_names);
-        m.add_receives([receive(1, 9, B, 7), receive(2, 9, A, 7)]);
-        assert_eq!(run(&mut m), [(1, B, 20, 1.0), (2, A, 10, 1.0)]);
+        let matched = round()
+            .sends(A, &[send(10, 1, To::Pid(9), 7)])
+            .sends(B, &[send(20, 2, To::Pid(9), 7)])
+            .receives([receive(1, 9, B, 7), receive(2, 9, A, 7)])
+            .run(&mut m, no_names);
+        assert_eq!(matched, [(1, B, 20, 1.0), (2, A, 10, 1.0)]);
         assert_eq!(m.stats().linked, 2);
     }
 
     #[test]
     fn one_senders_messages_pair_in_order_two_senders_are_ambiguous() {
         let mut m = Matcher::default();
-        m.add_sends(
-            A,
-            &[send(10, 1, To::Pid(9), 7), send(11, 1, To::Pid(9), 7)],
-            no_names,
-        );
-        m.add_receives([receive(1, 9, A, 7), receive(2, 9, A, 7)]);
-        assert_eq!(run(&mut m), [(1, A, 10, 1.0), (2, A, 11, 1.0)]);
+        let same = [send(10, 1, To::Pid(9), 7), send(11, 1, To::Pid(9), 7)];
+        let matched = round()
+            .sends(A, &same)
+            .receives([receive(1, 9, A, 7), receive(2, 9, A, 7)])
+            .run(&mut m, no_names);
+        assert_eq!(matched, [(1, A, 10, 1.0), (2, A, 11, 1.0)]);
 
-        m.add_sends(
-            A,
-            &[send(12, 1, To::Pid(9), 7), send(13, 2, To::Pid(9), 7)],
-            no_names,
-        );
-        m.add_receives([receive(3, 9, A, 7)]);
-        assert_eq!(run(&mut m), [(3, A, 12, 0.5)]);
+        let two = [send(12, 1, To::Pid(9), 7), send(13, 2, To::Pid(9), 7)];
+        let matched = round()
+            .sends(A, &two)
+            .receives([receive(3, 9, A, 7)])
+            .run(&mut m, no_names);
+        assert_eq!(matched, [(3, A, 12, 0.5)]);
         assert_eq!(m.stats().ambiguous, 1);
-        // The other one, alone in the queue now, is as uncertain.
-        m.add_receives([receive(4, 9, A, 7)]);
-        assert_eq!(run(&mut m), [(4, A, 13, 0.5)]);
+        // The other one, left alone and waiting to a later round, is as
+        // uncertain.
+        let matched = round()
+            .receives([receive(4, 9, A, 7)])
+            .run(&mut m, no_names);
+        assert_eq!(matched, [(4, A, 13, 0.5)]);
 
         // A receive that knows its sender's pid takes that sender's send.
         let two = [send(14, 1, To::Pid(9), 7), send(15, 2, To::Pid(9), 7)];
-        m.add_sends(A, &two, no_names);
-        m.add_receives([ReceiveHalf {
+        let known = ReceiveHalf {
             sender: 2,
             ..receive(5, 9, A, 7)
-        }]);
-        assert_eq!(run(&mut m), [(5, A, 15, 1.0)]);
+        };
+        let matched = round()
+            .sends(A, &two)
+            .receives([known])
+            .run(&mut m, no_names);
+        assert_eq!(matched, [(5, A, 15, 1.0)]);
     }
 
     #[test]
@@ -310,42 +435,39 @@ mod tests {
             send(11, 1, To::Node, 2),
             send(12, 1, To::Name(6), 4),
         ];
-        m.add_sends(A, &sends, holder);
-        m.add_receives([
-            receive(1, 9, A, 1),
-            receive(2, 9, A, 2),
-            receive(3, 9, A, 3),
-            receive(4, 9, A, 4),
-        ]);
+        let receives = [1, 2, 3, 4].map(|fp| receive(fp, 9, A, fp));
+        let matched = round()
+            .sends(A, &sends)
+            .receives(receives)
+            .run(&mut m, holder);
         // A name no process holds counts as the node.
-        assert_eq!(
-            run(&mut m),
-            [(1, A, 10, 1.0), (2, A, 11, 1.0), (4, A, 12, 1.0)]
-        );
+        assert_eq!(matched, [(1, A, 10, 1.0), (2, A, 11, 1.0), (4, A, 12, 1.0)]);
         // Another receiver's pid is not this receive's.
-        m.add_sends(
-            A,
-            &[send(13, 1, To::Pid(8), 3), send(14, 1, To::Name(5), 3)],
-            |_| Some(8),
-        );
-        assert_eq!(run(&mut m), []);
+        let other = [send(13, 1, To::Pid(8), 3), send(14, 1, To::Name(5), 3)];
+        assert_eq!(round().sends(A, &other).run(&mut m, |_| Some(8)), []);
         assert_eq!(m.stats().waiting_receives, 1);
         assert_eq!(m.stats().waiting_sends, 2);
     }
 
     #[test]
-    fn a_receive_waits_for_a_send_handed_over_in_a_later_round() {
+    fn halves_wait_for_their_other_half_in_a_later_round() {
         let mut m = Matcher::default();
-        m.add_receives([receive(1, 9, A, 7)]);
-        assert_eq!(run(&mut m), []);
-        m.add_sends(A, &[send(10, 1, To::Pid(9), 7)], no_names);
-        assert_eq!(run(&mut m), [(1, A, 10, 1.0)]);
+        let r = round().receives([receive(1, 9, A, 7)]);
+        assert_eq!(r.run(&mut m, no_names), []);
+        let s = round().sends(A, &[send(10, 1, To::Pid(9), 7)]);
+        assert_eq!(s.run(&mut m, no_names), [(1, A, 10, 1.0)]);
+
+        let s = round().sends(A, &[send(11, 1, To::Pid(9), 8)]);
+        assert_eq!(s.run(&mut m, no_names), []);
+        let r = round().receives([receive(2, 9, A, 8)]);
+        assert_eq!(r.run(&mut m, no_names), [(2, A, 11, 1.0)]);
         assert_eq!(m.stats().waiting_receives, 0);
         assert_eq!(m.stats().waiting_sends, 0);
 
-        m.add_receives([receive(2, 9, A, 7)]);
-        m.add_sends(A, &[send(11, 1, To::Pid(8), 7)], no_names);
-        run(&mut m);
+        let both = round()
+            .receives([receive(3, 9, A, 7)])
+            .sends(A, &[send(12, 1, To::Pid(8), 7)]);
+        assert_eq!(both.run(&mut m, no_names), []);
         m.clear();
         let s = m.stats();
         assert_eq!((s.waiting_sends, s.waiting_receives, s.dropped), (0, 0, 2));
@@ -354,10 +476,11 @@ mod tests {
     #[test]
     fn past_the_bound_halves_from_earlier_rounds_are_dropped_and_counted() {
         let mut m = Matcher::default();
-        m.add_receives((0..MAX_WAITING as u64).map(|id| receive(id, 9, A, 1)));
-        run(&mut m);
-        m.add_receives([receive(u64::MAX, 9, A, 2)]);
-        run(&mut m);
+        let many = (0..MAX_WAITING as u64).map(|id| receive(id, 9, A, 1));
+        round().receives(many).run(&mut m, no_names);
+        round()
+            .receives([receive(u64::MAX, 9, A, 2)])
+            .run(&mut m, no_names);
         let s = m.stats();
         assert_eq!((s.dropped, s.waiting_receives), (MAX_WAITING as u64, 1));
     }

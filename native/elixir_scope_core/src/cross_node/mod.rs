@@ -4,18 +4,25 @@
 //! remote process alias) and a receive from another node (the tracer
 //! records the sender's node, or its pid when known) have their other half
 //! in another node's store. Once the store knows its node
-//! ([`LocalNode`]), the correlator sets such halves aside ([`Collected`],
-//! ids only: the events are stored as any other) instead of letting them
-//! wait in the local matcher, where they would never pair and could take
-//! a local send with the same message by mistake.
+//! ([`LocalNode`]), the correlator sets such halves aside ([`Collected`]:
+//! the event's id, pid, fingerprint and where it went or came from, read
+//! while the event is at hand) instead of letting them wait in the local
+//! matcher, where they would never pair and could take a local send with
+//! the same message by mistake.
 //!
-//! The cluster layer then exchanges them in batches: each node canonicalizes
-//! its sends (keys that mean the same on every node, see [`wire`]) into one
-//! outbox per destination node, each receiving node takes its share from
-//! every other node, pairs it with its own receives ([`matcher`]), links
-//! its receives and hands each sending node back its send-side links.
+//! The fingerprint is the message's `phash2`, which the tracer takes as it
+//! captures a message crossing nodes: `phash2` is the same for the same
+//! term on every node (atoms by name, pids and references by node, number
+//! and creation), which no hash of this VM's term words is. Events that
+//! come without one (ingested from Elixir) get it when they are exchanged.
 //!
-//! Invariant: [`Collected`] holds at most `MAX_COLLECTED` ids per kind;
+//! The cluster layer then exchanges the halves in batches: each node
+//! hands its sends to each destination node as records with keys that mean
+//! the same on every node ([`wire`]), each receiving node pairs them with
+//! its own receives ([`matcher`]), links its receives and hands each
+//! sending node back its send-side links.
+//!
+//! Invariant: [`Collected`] holds at most `MAX_COLLECTED` halves per kind;
 //! beyond, the oldest go and are counted (they stay stored, unlinked).
 
 pub mod matcher;
@@ -26,7 +33,7 @@ use crate::hash::WordMap;
 use crate::payload::{tag, varint};
 
 /// Most ids of each kind waiting to be exchanged.
-const MAX_COLLECTED: usize = 1 << 22;
+const MAX_COLLECTED: usize = 1 << 21;
 
 /// This node: its name's atom word and the name's bytes (as they appear in
 /// the external term format of its pids and references).
@@ -36,56 +43,125 @@ pub struct LocalNode {
     pub name: Vec<u8>,
 }
 
-/// Which half of a message crossing nodes an event is.
+/// Where a send crossing nodes went. Nodes named in external term format
+/// are given by the [`wire::node_key`] of their name, others by atom word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Crossing {
-    /// A send to another node.
-    Out,
-    /// A receive from another node.
-    In,
+pub enum Destination {
+    /// A pid (its [`wire::etf_key`]).
+    Pid { key: u64, node: u64 },
+    /// A process alias (or port) there.
+    Alias { node: u64 },
+    /// `{name, node}`, both atom words.
+    Named { name: u64, node: u64 },
+}
+
+/// Where a receive crossing nodes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A node (its atom word): the tracer's record of a remote sender.
+    Node(u64),
+    /// A pid (its [`wire::etf_key`]) on the node with that [`wire::node_key`].
+    Pid { key: u64, node: u64 },
+}
+
+/// A send to another node, set aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutHalf {
+    pub id: u64,
+    /// The sender's pid word.
+    pub sender: u64,
+    pub to: Destination,
+    /// The event's fingerprint (0: to be taken from the stored message).
+    pub fingerprint: u32,
+}
+
+/// A receive from another node, set aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InHalf {
+    pub id: u64,
+    /// The receiver's pid word.
+    pub receiver: u64,
+    pub from: Origin,
+    pub fingerprint: u32,
+}
+
+/// A message event crossing nodes, as set aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Half {
+    Out(OutHalf),
+    In(InHalf),
 }
 
 impl LocalNode {
-    /// Whether the message event `e` crossed between this node and
-    /// another, and which half it is.
-    pub fn crossing(&self, e: &Event) -> Option<Crossing> {
+    /// The half of a message crossing between this node and another that
+    /// the event `e` is, if it is one.
+    pub fn half(&self, e: &Event) -> Option<Half> {
         let peer = e.peer.as_bytes();
         match e.kind {
-            EventKind::MessageSend if self.is_remote_destination(peer) => Some(Crossing::Out),
-            EventKind::MessageReceive if self.is_remote_sender(peer) => Some(Crossing::In),
+            EventKind::MessageSend => Some(Half::Out(OutHalf {
+                id: e.id,
+                sender: e.pid,
+                to: self.remote_destination(peer)?,
+                fingerprint: e.fingerprint,
+            })),
+            EventKind::MessageReceive => Some(Half::In(InHalf {
+                id: e.id,
+                receiver: e.pid,
+                from: self.remote_origin(peer)?,
+                fingerprint: e.fingerprint,
+            })),
             _ => None,
         }
     }
 
     /// A remote pid or reference, or `{name, other_node}`.
-    fn is_remote_destination(&self, peer: &[u8]) -> bool {
+    fn remote_destination(&self, peer: &[u8]) -> Option<Destination> {
         match peer.first() {
-            Some(&tag::EXTERNAL) => self.is_remote_external(peer),
-            Some(&tag::TUPLE) => match tuple_of_two_atoms(peer) {
-                Some((_, node)) => node != self.atom,
-                None => false,
-            },
-            _ => false,
+            Some(&tag::EXTERNAL) => {
+                let etf = external_bytes(peer)?;
+                let node = self.remote_etf_node(etf)?;
+                Some(match etf.get(1) {
+                    Some(&(etf::NEW_PID | etf::PID)) => Destination::Pid {
+                        key: wire::etf_key(etf),
+                        node,
+                    },
+                    _ => Destination::Alias { node },
+                })
+            }
+            Some(&tag::TUPLE) => {
+                let (name, node) = tuple_of_two_atoms(peer)?;
+                (node != self.atom).then_some(Destination::Named { name, node })
+            }
+            _ => None,
         }
     }
 
     /// Another node's atom (what the tracer records for a remote sender),
     /// or a remote pid.
-    fn is_remote_sender(&self, peer: &[u8]) -> bool {
+    fn remote_origin(&self, peer: &[u8]) -> Option<Origin> {
         match peer.first() {
             Some(&tag::ATOM) => {
                 let mut at = 1;
-                varint::decode(peer, &mut at).is_some_and(|w| w != self.atom && at == peer.len())
+                let w = varint::decode(peer, &mut at)?;
+                (w != self.atom && at == peer.len()).then_some(Origin::Node(w))
             }
-            Some(&tag::EXTERNAL) => self.is_remote_external(peer),
-            _ => false,
+            Some(&tag::EXTERNAL) => {
+                let etf = external_bytes(peer)?;
+                let node = self.remote_etf_node(etf)?;
+                matches!(etf.get(1), Some(&(etf::NEW_PID | etf::PID))).then(|| Origin::Pid {
+                    key: wire::etf_key(etf),
+                    node,
+                })
+            }
+            _ => None,
         }
     }
 
-    fn is_remote_external(&self, peer: &[u8]) -> bool {
-        external_bytes(peer)
-            .and_then(etf_node)
-            .is_some_and(|node| node != self.name.as_slice())
+    /// The [`wire::node_key`] of the node of an external pid, port or
+    /// reference, when it is not this node.
+    fn remote_etf_node(&self, etf: &[u8]) -> Option<u64> {
+        let node = etf_node(etf)?;
+        (node != self.name.as_slice()).then(|| wire::node_key(node))
     }
 }
 
@@ -153,9 +229,11 @@ pub fn etf_node(bytes: &[u8]) -> Option<&[u8]> {
 /// A store's side of the exchange.
 #[derive(Default)]
 pub struct Exchange {
-    /// Canonicalized sends ([`wire::SendHalf`] records) waiting to be
-    /// taken, by destination node (its atom word here).
+    /// Sends as [`wire::SendHalf`] records waiting to be taken, by the
+    /// [`wire::node_key`] of their destination node.
     pub outbox: WordMap<u64, Vec<u8>>,
+    /// Atom words of the nodes sends were taken from, by `node_key`.
+    pub nodes: WordMap<u64, u64>,
     /// This node's receives from other nodes and the sends taken for them.
     pub matcher: matcher::Matcher,
     /// Crossing halves skipped: no longer stored when read, malformed, or
@@ -166,8 +244,8 @@ pub struct Exchange {
 impl Exchange {
     /// Forgets what waits (a new session starts: one runs at a time per
     /// node, and the last one's halves were exchanged when it stopped);
-    /// `collected` ids set aside but never read are counted with the rest
-    /// as dropped.
+    /// `collected` halves set aside but never read are counted with the
+    /// rest as dropped.
     pub fn reset(&mut self, collected: usize) {
         let records: usize = self
             .outbox
@@ -180,36 +258,31 @@ impl Exchange {
     }
 }
 
-/// Ids of the crossing halves stored since the last exchange, oldest first.
+/// The crossing halves stored since the last exchange, oldest first.
 #[derive(Debug, Default)]
 pub struct Collected {
-    pub sends: Vec<u64>,
-    pub receives: Vec<u64>,
-    /// Ids that went past `MAX_COLLECTED` (left unlinked).
+    pub sends: Vec<OutHalf>,
+    pub receives: Vec<InHalf>,
+    /// Halves that went past `MAX_COLLECTED` (left unlinked).
     pub dropped: u64,
 }
 
 impl Collected {
-    pub fn push(&mut self, crossing: Crossing, id: u64) {
-        let ids = match crossing {
-            Crossing::Out => &mut self.sends,
-            Crossing::In => &mut self.receives,
-        };
-        if ids.len() == MAX_COLLECTED {
-            // Rare (no exchange for millions of messages): drop the older half.
-            ids.drain(..MAX_COLLECTED / 2);
-            self.dropped += (MAX_COLLECTED / 2) as u64;
+    pub fn push(&mut self, half: Half) {
+        match half {
+            Half::Out(h) => bounded_push(&mut self.sends, h, &mut self.dropped),
+            Half::In(h) => bounded_push(&mut self.receives, h, &mut self.dropped),
         }
-        ids.push(id);
     }
+}
 
-    /// Takes the ids collected so far (sends, receives).
-    pub fn take(&mut self) -> (Vec<u64>, Vec<u64>) {
-        (
-            std::mem::take(&mut self.sends),
-            std::mem::take(&mut self.receives),
-        )
+fn bounded_push<T>(halves: &mut Vec<T>, half: T, dropped: &mut u64) {
+    if halves.len() == MAX_COLLECTED {
+        // Rare (no exchange for millions of messages): drop the older half.
+        halves.drain(..MAX_COLLECTED / 2);
+        *dropped += (MAX_COLLECTED / 2) as u64;
     }
+    halves.push(half);
 }
 
 #[cfg(test)]
@@ -248,7 +321,7 @@ mod tests {
         Payload::from_bytes(&p)
     }
 
-    fn named(name: u64, node: u64) -> Payload {
+    fn named_peer(name: u64, node: u64) -> Payload {
         let mut p = vec![tag::TUPLE, 2, tag::ATOM];
         varint::push(&mut p, name);
         p.push(tag::ATOM);
@@ -270,22 +343,65 @@ mod tests {
             atom: 0x40b,
             name: b"a@h".to_vec(),
         };
-        let send = |peer| here.crossing(&with_peer(EventKind::MessageSend, peer));
-        let receive = |peer| here.crossing(&with_peer(EventKind::MessageReceive, peer));
+        let to = |peer| match here.half(&with_peer(EventKind::MessageSend, peer)) {
+            Some(Half::Out(h)) => Some(h.to),
+            _ => None,
+        };
+        let from = |peer| match here.half(&with_peer(EventKind::MessageReceive, peer)) {
+            Some(Half::In(h)) => Some(h.from),
+            _ => None,
+        };
+        let b_pid = external("b@h", false);
+        let pid_key = wire::etf_key(external_bytes(b_pid.as_bytes()).unwrap());
+        let b = wire::node_key(b"b@h");
 
-        assert_eq!(send(external("b@h", false)), Some(Crossing::Out));
-        assert_eq!(send(external("b@h", true)), Some(Crossing::Out));
-        assert_eq!(send(named(0x80b, 0x50b)), Some(Crossing::Out));
-        assert_eq!(send(external("a@h", true)), None, "a local alias");
-        assert_eq!(send(named(0x80b, 0x40b)), None, "{{name, node()}}");
-        assert_eq!(send(Payload::pid(0x203)), None);
-        assert_eq!(send(atom(0x80b)), None, "a registered name");
+        assert_eq!(
+            to(b_pid.clone()),
+            Some(Destination::Pid {
+                key: pid_key,
+                node: b
+            })
+        );
+        assert_eq!(
+            to(external("b@h", true)),
+            Some(Destination::Alias { node: b })
+        );
+        let named = Destination::Named {
+            name: 0x80b,
+            node: 0x50b,
+        };
+        assert_eq!(to(named_peer(0x80b, 0x50b)), Some(named));
+        assert_eq!(to(external("a@h", true)), None, "a local alias");
+        assert_eq!(to(named_peer(0x80b, 0x40b)), None, "{{name, node()}}");
+        assert_eq!(to(Payload::pid(0x203)), None);
+        assert_eq!(to(atom(0x80b)), None, "a registered name");
 
-        assert_eq!(receive(atom(0x50b)), Some(Crossing::In));
-        assert_eq!(receive(external("b@h", false)), Some(Crossing::In));
-        assert_eq!(receive(atom(0x40b)), None);
-        assert_eq!(receive(Payload::pid(0x203)), None);
-        assert_eq!(receive(Payload::empty()), None);
+        assert_eq!(from(atom(0x50b)), Some(Origin::Node(0x50b)));
+        assert_eq!(
+            from(b_pid),
+            Some(Origin::Pid {
+                key: pid_key,
+                node: b
+            })
+        );
+        assert_eq!(
+            from(external("b@h", true)),
+            None,
+            "a reference is no sender"
+        );
+        assert_eq!(from(atom(0x40b)), None);
+        assert_eq!(from(Payload::pid(0x203)), None);
+        assert_eq!(from(Payload::empty()), None);
+
+        let mut e = with_peer(EventKind::MessageSend, external("b@h", true));
+        (e.id, e.fingerprint) = (7, 99);
+        let expected = OutHalf {
+            id: 7,
+            sender: 0x103,
+            to: Destination::Alias { node: b },
+            fingerprint: 99,
+        };
+        assert_eq!(here.half(&e), Some(Half::Out(expected)));
     }
 
     #[test]
@@ -308,16 +424,20 @@ mod tests {
     }
 
     #[test]
-    fn collected_ids_are_bounded_and_counted() {
+    fn collected_halves_are_bounded_and_counted() {
         let mut c = Collected::default();
+        let half = |id| InHalf {
+            id,
+            receiver: 1,
+            from: Origin::Node(2),
+            fingerprint: 3,
+        };
         for id in 0..(MAX_COLLECTED as u64 + 1) {
-            c.push(Crossing::In, id);
+            c.push(Half::In(half(id)));
         }
         assert_eq!(c.dropped, (MAX_COLLECTED / 2) as u64);
-        let (sends, receives) = c.take();
-        assert!(sends.is_empty());
-        assert_eq!(receives.first(), Some(&((MAX_COLLECTED / 2) as u64)));
-        assert_eq!(receives.len(), MAX_COLLECTED / 2 + 1);
-        assert!(c.receives.is_empty());
+        assert!(c.sends.is_empty());
+        assert_eq!(c.receives.first(), Some(&half((MAX_COLLECTED / 2) as u64)));
+        assert_eq!(c.receives.len(), MAX_COLLECTED / 2 + 1);
     }
 }

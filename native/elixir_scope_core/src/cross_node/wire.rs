@@ -3,13 +3,10 @@
 //!
 //! Atom and local pid words are this VM's own, so nothing built from them
 //! can be compared on another node. Keys are built instead from what is
-//! the same everywhere: an atom's name ([`name_key`]) and a pid's or
-//! reference's external term format bytes ([`etf_key`]), which name its
-//! node, number, serial and creation whichever node encodes it. A
-//! message's [`fingerprint`] walks its payload and hashes every atom and
-//! local pid through those keys (the NIF maps words to them), every
-//! `EXTERNAL` term through [`etf_key`] and the rest as encoded. A truncated
-//! term hashes as its tag alone: its size depends on the encoding's words.
+//! the same everywhere: an atom's external term format ([`name_key`]), a
+//! pid's ([`etf_key`]: its node, number, serial and creation, whichever
+//! node encodes it) and a node's name ([`node_key`]). Messages are keyed by
+//! their `phash2` (see [`super`]).
 //!
 //! Records are little-endian u64s: a [`SendHalf`] takes 5 words, a
 //! [`LinkBack`] 2.
@@ -17,9 +14,9 @@
 use std::hash::Hasher;
 
 use crate::hash::WordHasher;
-use crate::payload::{step, tag, varint};
+use crate::payload::tag;
 
-/// Key of an atom, from its name.
+/// Key of an atom, from its external term format.
 pub fn name_key(name: &[u8]) -> u64 {
     let mut h = WordHasher::default();
     h.write_u8(tag::ATOM);
@@ -37,30 +34,13 @@ pub fn etf_key(etf: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The fingerprint of an encoded message that is the same on every node;
-/// `key(tag, word)` gives the [`name_key`] of an atom word (tag `ATOM`) or
-/// the [`etf_key`] of a local pid word (tag `PID`). `None` when the
-/// payload is malformed or `key` refuses a word.
-pub fn fingerprint(payload: &[u8], mut key: impl FnMut(u8, u64) -> Option<u64>) -> Option<u64> {
+/// Key of a node, from its name as it appears in external term format.
+pub fn node_key(name: &[u8]) -> u64 {
     let mut h = WordHasher::default();
-    let mut pos = 0;
-    while pos < payload.len() {
-        let next = step(payload, pos)?;
-        match payload[pos] {
-            t @ (tag::ATOM | tag::PID) => {
-                let mut at = pos + 1;
-                h.write_u64(key(t, varint::decode(payload, &mut at)?)?);
-            }
-            tag::EXTERNAL => h.write_u64(etf_key(super::external_bytes(&payload[pos..next])?)),
-            tag::TRUNCATED => h.write_u8(tag::TRUNCATED),
-            _ => {
-                h.write(&payload[pos..next]);
-                h.write_usize(next - pos);
-            }
-        }
-        pos = next;
-    }
-    Some(h.finish())
+    h.write_u8(tag::TUPLE);
+    h.write(name);
+    h.write_usize(name.len());
+    h.finish()
 }
 
 /// Where a send went, as the receiving node can recognize it.
@@ -120,25 +100,49 @@ impl SendHalf {
         put(out, &[self.id, self.sender, kind, key, self.fingerprint]);
     }
 
-    /// The records of `bytes`; `None` when it is not a whole number of
-    /// well-formed records.
-    pub fn read_all(bytes: &[u8]) -> Option<Vec<SendHalf>> {
+    fn from_words([id, sender, kind, key, fingerprint]: [u64; 5]) -> Option<SendHalf> {
+        let to = match kind {
+            0 => To::Node,
+            1 => To::Pid(key),
+            2 => To::Name(key),
+            _ => return None,
+        };
+        Some(SendHalf {
+            id,
+            sender,
+            to,
+            fingerprint,
+        })
+    }
+}
+
+/// The [`SendHalf`] records of a byte string, read in place.
+#[derive(Clone, Copy, Debug)]
+pub struct SendRecords<'a>(&'a [u8]);
+
+impl<'a> SendRecords<'a> {
+    /// `None` when `bytes` is not a whole number of well-formed records.
+    pub fn new(bytes: &'a [u8]) -> Option<Self> {
         words::<5>(bytes)?
-            .map(|[id, sender, kind, key, fingerprint]| {
-                let to = match kind {
-                    0 => To::Node,
-                    1 => To::Pid(key),
-                    2 => To::Name(key),
-                    _ => return None,
-                };
-                Some(SendHalf {
-                    id,
-                    sender,
-                    to,
-                    fingerprint,
-                })
-            })
-            .collect()
+            .all(|w| SendHalf::from_words(w).is_some())
+            .then_some(SendRecords(bytes))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len() / SEND_HALF_BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Record `i` (< `len()`).
+    pub fn get(&self, i: usize) -> SendHalf {
+        let at = i * SEND_HALF_BYTES;
+        let words = words::<5>(&self.0[at..at + SEND_HALF_BYTES]).and_then(|mut w| w.next());
+        words
+            .and_then(SendHalf::from_words)
+            .expect("checked by new")
     }
 }
 
@@ -185,11 +189,13 @@ mod tests {
         let mut bytes = Vec::new();
         sends.iter().for_each(|s| s.write(&mut bytes));
         assert_eq!(bytes.len(), 3 * SEND_HALF_BYTES);
-        assert_eq!(SendHalf::read_all(&bytes).unwrap(), sends);
-        assert!(SendHalf::read_all(&bytes[..39]).is_none());
+        let records = SendRecords::new(&bytes).unwrap();
+        let read: Vec<_> = (0..records.len()).map(|i| records.get(i)).collect();
+        assert_eq!(read, sends);
+        assert!(SendRecords::new(&bytes[..39]).is_none());
         bytes[16] = 7;
         assert!(
-            SendHalf::read_all(&bytes).is_none(),
+            SendRecords::new(&bytes).is_none(),
             "unknown destination kind"
         );
 
@@ -207,42 +213,5 @@ mod tests {
             }]
         );
         assert!(LinkBack::read_all(&back[..15]).is_none());
-    }
-
-    #[test]
-    fn a_fingerprint_sees_atoms_and_pids_through_their_keys() {
-        // {:ok, pid}: the same message on two VMs with different words.
-        let msg = |atom: u64, pid_tag: u8, pid: &[u8]| {
-            let mut p = vec![tag::TUPLE, 2, tag::ATOM];
-            varint::push(&mut p, atom);
-            p.push(pid_tag);
-            p.extend_from_slice(pid);
-            p
-        };
-        let etf = [131u8, 88, 119, 3, b'a', b'@', b'h', 0, 0, 0, 1];
-        let mut external = vec![etf.len() as u8];
-        external.extend_from_slice(&etf);
-        let here = msg(0x40b, tag::PID, &[0x83, 0x02]);
-        let there = msg(0x90b, tag::EXTERNAL, &external);
-        let key_here = |t: u8, w: u64| match (t, w) {
-            (tag::ATOM, 0x40b) => Some(name_key(b"ok")),
-            (tag::PID, 0x103) => Some(etf_key(&etf)),
-            _ => None,
-        };
-        let key_there = |t: u8, w: u64| (t == tag::ATOM && w == 0x90b).then(|| name_key(b"ok"));
-        let a = fingerprint(&here, key_here).unwrap();
-        assert_eq!(a, fingerprint(&there, key_there).unwrap());
-
-        let other = msg(0x90b, tag::EXTERNAL, &{
-            let mut e = external.clone();
-            *e.last_mut().unwrap() = 2;
-            e
-        });
-        assert_ne!(a, fingerprint(&other, key_there).unwrap());
-        assert!(fingerprint(&here, |_, _| None).is_none());
-        assert!(
-            fingerprint(&[tag::BINARY, 5, 1], key_here).is_none(),
-            "malformed"
-        );
     }
 }

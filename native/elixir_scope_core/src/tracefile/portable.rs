@@ -200,6 +200,7 @@ impl LoadTables {
                 ingest_stamped: r.ingest_stamped,
                 data: self.payload(r.data)?,
                 peer: self.payload(r.peer)?,
+                fingerprint: 0,
             },
             correlation: Correlation {
                 correlation_id: r.correlation_id,

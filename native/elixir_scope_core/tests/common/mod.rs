@@ -26,6 +26,7 @@ pub fn event(pid: u64, seq: u64) -> Event {
         ingest_stamped: true,
         data: Payload::from_bytes(&seq.to_le_bytes()),
         peer: Payload::empty(),
+        fingerprint: 0,
     }
 }
 

@@ -23,6 +23,7 @@ use rustler::{Atom, Encoder, Env, LocalPid, NifMap, ResourceArc, Term};
 use elixir_scope_core::capture::excluded::Excluded;
 use elixir_scope_core::capture::limits::{Limits, LimitsConfig, StopReason};
 use elixir_scope_core::capture::server_states::ServerStates;
+use elixir_scope_core::cross_node::LocalNode;
 use elixir_scope_core::event::{Event, EventHeader, EventKind};
 use elixir_scope_core::pipeline::Refused;
 
@@ -63,6 +64,10 @@ pub struct TraceSession {
     /// The trace tags recorded (atom words).
     wanted: [u64; 11],
     servers: Vec<u64>,
+    /// This node, when a cluster session named it in the store: messages
+    /// crossing nodes then get their fingerprint here (see
+    /// `elixir_scope_core::cross_node`).
+    local_node: Option<LocalNode>,
     count_only: bool,
     states: ServerStates,
     /// Events seen in `count_only` mode (written on every event: on its
@@ -85,7 +90,9 @@ impl TraceSession {
         clock::calibrate();
         let now = Stamp::now();
         let ms = |v: u64| (v as i64).saturating_mul(1_000_000);
+        let local_node = pipeline.pipeline.store().correlator().local_node().cloned();
         TraceSession {
+            local_node,
             pipeline,
             owner,
             limits: Limits::new(
@@ -193,7 +200,7 @@ impl TraceSession {
             true => None,
             false => self.track_server_state(&m, &event.header, limits, &mut encoder),
         };
-        self.push(env, event, change, &mut encoder);
+        self.push(env, event, m.message, change, &mut encoder);
     }
 
     /// Queues a trace event, its payloads encoded in its ring slot, after
@@ -204,6 +211,7 @@ impl TraceSession {
         &self,
         env: Env,
         event: Translated,
+        message: Term,
         state_change: Option<Event>,
         encoder: &mut Decoder,
     ) {
@@ -225,6 +233,11 @@ impl TraceSession {
             }
             if let Some(p) = peer {
                 encoder.payload_into(term(p), p.limit, &mut e.peer);
+            }
+            if let Some(local) = &self.local_node {
+                if local.half(e).is_some() {
+                    e.fingerprint = message.hash_phash2().max(1);
+                }
             }
         };
         match batch.push_with(header, fill) {
