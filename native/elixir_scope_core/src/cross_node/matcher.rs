@@ -172,9 +172,10 @@ impl Matcher {
                 round: sends.round_of(i, round),
             })
             .collect();
-        // The keys left in the table are those with sends still waiting.
+        // Keys whose chain is not empty are those with sends still waiting.
         let table = &self.table;
-        self.ambiguity.retain(|key, _| table.contains_key(key));
+        self.ambiguity
+            .retain(|key, _| table.get(key).is_some_and(|c| c.head != END));
         self.bound();
         self.round += 1;
     }
@@ -203,7 +204,7 @@ impl Matcher {
 
     fn take(&mut self, sends: &Sends, r: &ReceiveHalf) -> Option<Matched> {
         let key = (r.fingerprint, r.node);
-        let chain = *self.table.get(&key)?;
+        let chain = *self.table.get(&key).filter(|c| c.head != END)?;
         let sent_by = |s: &SendHalf| r.sender == 0 || s.sender == r.sender;
         for to in [To::Pid(r.receiver), To::Node] {
             // The first candidate (and the one before it), and how many
@@ -226,11 +227,10 @@ impl Matcher {
             if first == END {
                 continue;
             }
-            let senders = 1 + others.len();
             let emptied = self.unlink(key, chain, first, before);
             let (_, send) = sends.get(first as usize);
-            let mut confidence = 1.0 / senders as f32;
-            if r.sender == 0 {
+            let mut confidence = 1.0 / (1 + others.len()) as f32;
+            if r.sender == 0 && (confidence < 1.0 || !self.ambiguity.is_empty()) {
                 if let Some(&earlier) = self.ambiguity.get(&key) {
                     confidence = confidence.min(earlier);
                 }
@@ -238,7 +238,7 @@ impl Matcher {
                     self.ambiguity.insert(key, confidence);
                 }
             }
-            if emptied {
+            if emptied && !self.ambiguity.is_empty() {
                 self.ambiguity.remove(&key);
             }
             self.stats.linked += 1;
@@ -254,7 +254,8 @@ impl Matcher {
     }
 
     /// Takes send `i` (after `before`, or the head) out of `key`'s chain;
-    /// true when the chain is left empty.
+    /// true when the chain is left empty (it stays in the table, empty,
+    /// until the round ends).
     fn unlink(&mut self, key: (u64, u64), mut chain: Chain, i: u32, before: u32) -> bool {
         self.taken[i as usize] = true;
         let after = self.next[i as usize];
@@ -266,13 +267,8 @@ impl Matcher {
         if chain.tail == i {
             chain.tail = before;
         }
-        if chain.head == END {
-            self.table.remove(&key);
-            true
-        } else {
-            self.table.insert(key, chain);
-            false
-        }
+        self.table.insert(key, chain);
+        chain.head == END
     }
 
     /// Past `MAX_WAITING`, drops what waited since an earlier round.

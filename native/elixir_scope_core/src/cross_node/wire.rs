@@ -137,12 +137,22 @@ impl<'a> SendRecords<'a> {
     }
 
     /// Record `i` (< `len()`).
+    #[inline]
     pub fn get(&self, i: usize) -> SendHalf {
-        let at = i * SEND_HALF_BYTES;
-        let words = words::<5>(&self.0[at..at + SEND_HALF_BYTES]).and_then(|mut w| w.next());
-        words
-            .and_then(SendHalf::from_words)
-            .expect("checked by new")
+        let record = &self.0[i * SEND_HALF_BYTES..(i + 1) * SEND_HALF_BYTES];
+        let word = |k: usize| u64::from_le_bytes(record[8 * k..8 * k + 8].try_into().unwrap());
+        let to = match word(2) {
+            1 => To::Pid(word(3)),
+            2 => To::Name(word(3)),
+            // 0, as `new` checked.
+            _ => To::Node,
+        };
+        SendHalf {
+            id: word(0),
+            sender: word(1),
+            to,
+            fingerprint: word(4),
+        }
     }
 }
 
