@@ -15,7 +15,7 @@ use rustler::{Atom, Binary, Encoder, Env, NifResult, OwnedBinary, ResourceArc, T
 
 use elixir_scope_core::cross_node::matcher::ReceiveHalf;
 use elixir_scope_core::cross_node::wire::{
-    etf_key, name_key, node_key, LinkBack, SendHalf, SendRecords, To, SEND_HALF_BYTES,
+    etf_key, name_key, node_key, LinkBack, SendBatch, SendHalf, To,
 };
 use elixir_scope_core::cross_node::{Destination, Exchange, InHalf, LocalNode, Origin, OutHalf};
 use elixir_scope_core::event::LinkKind;
@@ -88,7 +88,7 @@ impl<'a> Keys<'a> {
             id: h.id,
             sender: self.pid(h.sender),
             to,
-            fingerprint: fingerprint.into(),
+            fingerprint,
         };
         (node, half)
     }
@@ -103,7 +103,7 @@ impl<'a> Keys<'a> {
             receiver: self.pid(h.receiver),
             node,
             sender,
-            fingerprint: fingerprint.into(),
+            fingerprint,
         }
     }
 }
@@ -158,11 +158,7 @@ fn absorb_sends(keys: &mut Keys, store: &SharedStore, ex: &mut Exchange) {
             continue;
         };
         let (node, half) = keys.send_half(h, fp);
-        let out = ex.outbox.entry(node).or_default();
-        if out.capacity() == 0 {
-            out.reserve(sends.len() * SEND_HALF_BYTES);
-        }
-        half.write(out);
+        ex.outbox.entry(node).or_default().push(&half);
     }
 }
 
@@ -193,22 +189,22 @@ fn cross_node_set_local(env: Env, store: ResourceArc<StoreRes>, node: Atom) -> A
     atoms::ok()
 }
 
-/// The sends to node `to` stored here since the last call, as
-/// `SendHalf` records.
+/// The sends to node `to` stored here since the last call, as a
+/// `SendBatch`.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn cross_node_take_sends<'a>(env: Env<'a>, store: ResourceArc<StoreRes>, to: Atom) -> Binary<'a> {
     let mut keys = Keys::new(env);
     let mut ex = store.0.exchange();
     absorb_sends(&mut keys, &store.0, &mut ex);
     let to = keys.node(word(to.as_c_arg()));
-    let bytes = ex.outbox.remove(&to).unwrap_or_default();
-    binary(env, &bytes)
+    let batch = ex.outbox.remove(&to).unwrap_or_default();
+    binary(env, &batch.encode())
 }
 
 /// Pairs this node's receives from other nodes with the sends taken from
-/// them (`[{node, records}]`) and links the receives; `names` are this
+/// them (`[{node, send batch}]`) and links the receives; `names` are this
 /// node's registered names and their pids. Returns `{[{node, link backs}],
-/// linked, stats}`: the `LinkBack` records each sending node applies with
+/// linked, stats}`: the encoded `LinkBack`s each sending node applies with
 /// `cross_node_link_back/3`, how many receives were linked now, and the
 /// matcher's counters.
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -228,16 +224,16 @@ fn cross_node_link<'a>(
         .collect();
     let mut ex = store.0.exchange();
     absorb_sends(&mut keys, &store.0, &mut ex);
-    let mut records = Vec::with_capacity(inbound.len());
+    let mut sends = Vec::with_capacity(inbound.len());
     for (node, bytes) in &inbound {
         let atom = word(node.as_c_arg());
         let node = keys.node(atom);
         ex.nodes.insert(node, atom);
-        records.push((
-            node,
-            SendRecords::new(bytes.as_slice()).ok_or(rustler::Error::BadArg)?,
-        ));
+        let mut halves = Vec::new();
+        SendBatch::decode(bytes.as_slice(), &mut halves).ok_or(rustler::Error::BadArg)?;
+        sends.push((node, halves));
     }
+    let records: Vec<(u64, &[SendHalf])> = sends.iter().map(|(n, h)| (*n, h.as_slice())).collect();
     let receives = std::mem::take(&mut store.0.correlator().crossing().receives);
     let fingerprint = fingerprints(
         env,
@@ -267,20 +263,20 @@ fn cross_node_link<'a>(
         let kind = LinkKind::RemoteReceives;
         (m.receive, kind, node, m.send, Some(m.confidence))
     }));
-    let mut backs: WordMap<u64, Vec<u8>> = WordMap::default();
+    let mut backs: WordMap<u64, Vec<LinkBack>> = WordMap::default();
     for &(node, m) in &links {
         let back = LinkBack {
             send: m.send,
             receive: m.receive,
         };
-        back.write(backs.entry(node).or_default());
+        backs.entry(node).or_default().push(back);
     }
     let backs: Vec<_> = backs
-        .iter()
-        .map(|(&node, bytes)| {
+        .into_iter()
+        .map(|(node, backs)| {
             // SAFETY: node atom words are immediates.
             let node = unsafe { Term::new(env, from_word(node)) };
-            (node, binary(env, bytes))
+            (node, binary(env, &LinkBack::encode(backs)))
         })
         .collect();
     let s = ex.matcher.stats();
@@ -295,15 +291,15 @@ fn cross_node_link<'a>(
     Ok((backs, matched.len(), stats).encode(env))
 }
 
-/// Links this node's sends to their receives on `node` (`LinkBack`
-/// records from its `cross_node_link/3`); returns how many took.
+/// Links this node's sends to their receives on `node` (encoded
+/// `LinkBack`s from its `cross_node_link/3`); returns how many took.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn cross_node_link_back(
     store: ResourceArc<StoreRes>,
     node: Atom,
     records: Binary,
 ) -> NifResult<usize> {
-    let backs = LinkBack::read_all(records.as_slice()).ok_or(rustler::Error::BadArg)?;
+    let backs = LinkBack::decode(records.as_slice()).ok_or(rustler::Error::BadArg)?;
     let node = word(node.as_c_arg());
     Ok(store.0.link_remote_all(
         backs

@@ -25,7 +25,7 @@
 //! whole round (their other half was most likely not traced) are dropped
 //! and counted.
 
-use super::wire::{SendHalf, SendRecords, To};
+use super::wire::{SendHalf, To};
 use crate::hash::WordMap;
 
 const MAX_WAITING: usize = 1 << 20;
@@ -41,7 +41,7 @@ pub struct ReceiveHalf {
     /// receive knows it (0: unknown).
     pub node: u64,
     pub sender: u64,
-    pub fingerprint: u64,
+    pub fingerprint: u32,
 }
 
 /// A receive paired with its send on `node` (its `node_key`).
@@ -74,15 +74,15 @@ type Send = (u64, SendHalf);
 
 /// The sends of one round, indexed: those still waiting, then each node's
 /// records in the order given.
-struct Sends<'r, 'a> {
+struct Sends<'r> {
     waiting: &'r [Waiting<Send>],
-    inbound: &'r [(u64, SendRecords<'a>)],
+    inbound: &'r [(u64, &'r [SendHalf])],
     /// The first index of each inbound node's records.
     starts: Vec<usize>,
     holder: &'r dyn Fn(u64) -> Option<u64>,
 }
 
-impl Sends<'_, '_> {
+impl Sends<'_> {
     fn len(&self) -> usize {
         self.waiting.len() + self.inbound.iter().map(|(_, r)| r.len()).sum::<usize>()
     }
@@ -93,7 +93,7 @@ impl Sends<'_, '_> {
         }
         let source = self.starts.partition_point(|&s| s <= i) - 1;
         let (node, records) = self.inbound[source];
-        let half = records.get(i - self.starts[source]);
+        let half = records[i - self.starts[source]];
         let to = match half.to {
             To::Name(name) => (self.holder)(name).map_or(To::Node, To::Pid),
             to => to,
@@ -135,7 +135,7 @@ impl Matcher {
     /// registered name (by its `name_key`) here. The pairs go to `out`.
     pub fn run(
         &mut self,
-        inbound: &[(u64, SendRecords)],
+        inbound: &[(u64, &[SendHalf])],
         receives: impl IntoIterator<Item = ReceiveHalf>,
         holder: impl Fn(u64) -> Option<u64>,
         out: &mut Vec<Matched>,
@@ -193,7 +193,7 @@ impl Matcher {
             let (node, s) = sends.get(i);
             let i = i as u32;
             self.table
-                .entry((s.fingerprint, node))
+                .entry((s.fingerprint.into(), node))
                 .and_modify(|c| {
                     self.next[c.tail as usize] = i;
                     c.tail = i;
@@ -203,7 +203,7 @@ impl Matcher {
     }
 
     fn take(&mut self, sends: &Sends, r: &ReceiveHalf) -> Option<Matched> {
-        let key = (r.fingerprint, r.node);
+        let key = (r.fingerprint.into(), r.node);
         let chain = *self.table.get(&key).filter(|c| c.head != END)?;
         let sent_by = |s: &SendHalf| r.sender == 0 || s.sender == r.sender;
         for to in [To::Pid(r.receiver), To::Node] {
@@ -310,7 +310,7 @@ mod tests {
     const A: u64 = 0xa0b;
     const B: u64 = 0xb0b;
 
-    fn send(id: u64, sender: u64, to: To, fingerprint: u64) -> SendHalf {
+    fn send(id: u64, sender: u64, to: To, fingerprint: u32) -> SendHalf {
         SendHalf {
             id,
             sender,
@@ -319,7 +319,7 @@ mod tests {
         }
     }
 
-    fn receive(id: u64, receiver: u64, node: u64, fingerprint: u64) -> ReceiveHalf {
+    fn receive(id: u64, receiver: u64, node: u64, fingerprint: u32) -> ReceiveHalf {
         ReceiveHalf {
             id,
             receiver,
@@ -333,18 +333,16 @@ mod tests {
         None
     }
 
-    /// One round's input: each node's sends as the records it hands over.
+    /// One round's input: each node's sends, and this node's receives.
     #[derive(Default)]
     struct Round {
-        inbound: Vec<(u64, Vec<u8>)>,
+        inbound: Vec<(u64, Vec<SendHalf>)>,
         receives: Vec<ReceiveHalf>,
     }
 
     impl Round {
         fn sends(mut self, node: u64, sends: &[SendHalf]) -> Self {
-            let mut bytes = Vec::new();
-            sends.iter().for_each(|s| s.write(&mut bytes));
-            self.inbound.push((node, bytes));
+            self.inbound.push((node, sends.to_vec()));
             self
         }
 
@@ -359,7 +357,7 @@ mod tests {
             holder: impl Fn(u64) -> Option<u64>,
         ) -> Vec<(u64, u64, u64, f32)> {
             let inbound: Vec<_> = (self.inbound.iter())
-                .map(|(node, b)| (*node, SendRecords::new(b).unwrap()))
+                .map(|(node, sends)| (*node, sends.as_slice()))
                 .collect();
             let mut out = Vec::new();
             m.run(&inbound, self.receives, holder, &mut out);
@@ -431,7 +429,7 @@ mod tests {
             send(11, 1, To::Node, 2),
             send(12, 1, To::Name(6), 4),
         ];
-        let receives = [1, 2, 3, 4].map(|fp| receive(fp, 9, A, fp));
+        let receives = [1, 2, 3, 4].map(|fp| receive(fp.into(), 9, A, fp));
         let matched = round()
             .sends(A, &sends)
             .receives(receives)

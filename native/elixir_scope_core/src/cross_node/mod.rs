@@ -229,9 +229,9 @@ pub fn etf_node(bytes: &[u8]) -> Option<&[u8]> {
 /// A store's side of the exchange.
 #[derive(Default)]
 pub struct Exchange {
-    /// Sends as [`wire::SendHalf`] records waiting to be taken, by the
-    /// [`wire::node_key`] of their destination node.
-    pub outbox: WordMap<u64, Vec<u8>>,
+    /// Sends waiting to be taken, by the [`wire::node_key`] of their
+    /// destination node.
+    pub outbox: WordMap<u64, wire::SendBatch>,
     /// Atom words of the nodes sends were taken from, by `node_key`.
     pub nodes: WordMap<u64, u64>,
     /// This node's receives from other nodes and the sends taken for them.
@@ -247,12 +247,8 @@ impl Exchange {
     /// `collected` halves set aside but never read are counted with the
     /// rest as dropped.
     pub fn reset(&mut self, collected: usize) {
-        let records: usize = self
-            .outbox
-            .values()
-            .map(|b| b.len() / wire::SEND_HALF_BYTES)
-            .sum();
-        self.skipped += (records + collected) as u64;
+        let records: u64 = self.outbox.values().map(wire::SendBatch::len).sum();
+        self.skipped += records + collected as u64;
         self.outbox.clear();
         self.matcher.clear();
     }

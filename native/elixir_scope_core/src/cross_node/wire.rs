@@ -1,5 +1,5 @@
 //! What crosses between nodes: keys that mean the same on every node, and
-//! the fixed-size records of the exchange.
+//! the batches of the exchange.
 //!
 //! Atom and local pid words are this VM's own, so nothing built from them
 //! can be compared on another node. Keys are built instead from what is
@@ -8,13 +8,15 @@
 //! node encodes it) and a node's name ([`node_key`]). Messages are keyed by
 //! their `phash2` (see [`super`]).
 //!
-//! Records are little-endian u64s: a [`SendHalf`] takes 5 words, a
-//! [`LinkBack`] 2.
+//! A node hands another its sends as one [`SendBatch`] and gets back the
+//! [`LinkBack`]s of those that found their receive, both as compact byte
+//! strings: the distribution copies every byte several times, and at 40
+//! bytes a send the copies cost more than the matching.
 
 use std::hash::Hasher;
 
-use crate::hash::WordHasher;
-use crate::payload::tag;
+use crate::hash::{WordHasher, WordMap};
+use crate::payload::{tag, varint};
 
 /// Key of an atom, from its external term format.
 pub fn name_key(name: &[u8]) -> u64 {
@@ -55,9 +57,6 @@ pub enum To {
     Node,
 }
 
-/// Bytes of a [`SendHalf`] record.
-pub const SEND_HALF_BYTES: usize = 40;
-
 /// A send to another node, as its node hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendHalf {
@@ -65,7 +64,8 @@ pub struct SendHalf {
     /// The sender's [`etf_key`].
     pub sender: u64,
     pub to: To,
-    pub fingerprint: u64,
+    /// The message's `phash2`.
+    pub fingerprint: u32,
 }
 
 /// A receive's link back to its send: the send's node patches `send` with
@@ -76,97 +76,184 @@ pub struct LinkBack {
     pub receive: u64,
 }
 
-fn put(out: &mut Vec<u8>, words: &[u64]) {
-    for w in words {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
+/// Sends for one node, encoded as they are pushed: `count`, the senders'
+/// and destinations' keys once each, then per send the id's difference to
+/// the last one (zigzag), the sender's index, 0 for the node or 1 + the
+/// destination's index, and the fingerprint (4 bytes). About 7 bytes a
+/// send where its fields would take 33.
+#[derive(Default)]
+pub struct SendBatch {
+    count: u64,
+    senders: Vec<u64>,
+    sender_index: WordMap<u64, u64>,
+    targets: Vec<(u8, u64)>,
+    target_index: WordMap<(u8, u64), u64>,
+    last_id: u64,
+    body: Vec<u8>,
 }
 
-fn words<const N: usize>(bytes: &[u8]) -> Option<impl Iterator<Item = [u64; N]> + '_> {
-    bytes.len().is_multiple_of(8 * N).then(|| {
-        bytes.chunks_exact(8 * N).map(|c| {
-            std::array::from_fn(|i| u64::from_le_bytes(c[8 * i..8 * i + 8].try_into().unwrap()))
-        })
-    })
-}
-
-impl SendHalf {
-    pub fn write(&self, out: &mut Vec<u8>) {
-        let (kind, key) = match self.to {
-            To::Pid(k) => (1, k),
-            To::Name(k) => (2, k),
-            To::Node => (0, 0),
+impl SendBatch {
+    pub fn push(&mut self, s: &SendHalf) {
+        fn index<K: Copy + Eq + std::hash::Hash>(
+            keys: &mut Vec<K>,
+            at: &mut WordMap<K, u64>,
+            k: K,
+        ) -> u64 {
+            *at.entry(k).or_insert_with(|| {
+                keys.push(k);
+                keys.len() as u64 - 1
+            })
+        }
+        self.count += 1;
+        varint::push(
+            &mut self.body,
+            varint::zigzag(s.id.wrapping_sub(self.last_id) as i64),
+        );
+        self.last_id = s.id;
+        let sender = index(&mut self.senders, &mut self.sender_index, s.sender);
+        varint::push(&mut self.body, sender);
+        let to = match s.to {
+            To::Node => 0,
+            To::Pid(k) => 1 + index(&mut self.targets, &mut self.target_index, (1, k)),
+            To::Name(k) => 1 + index(&mut self.targets, &mut self.target_index, (2, k)),
         };
-        put(out, &[self.id, self.sender, kind, key, self.fingerprint]);
-    }
-
-    fn from_words([id, sender, kind, key, fingerprint]: [u64; 5]) -> Option<SendHalf> {
-        let to = match kind {
-            0 => To::Node,
-            1 => To::Pid(key),
-            2 => To::Name(key),
-            _ => return None,
-        };
-        Some(SendHalf {
-            id,
-            sender,
-            to,
-            fingerprint,
-        })
-    }
-}
-
-/// The [`SendHalf`] records of a byte string, read in place.
-#[derive(Clone, Copy, Debug)]
-pub struct SendRecords<'a>(&'a [u8]);
-
-impl<'a> SendRecords<'a> {
-    /// `None` when `bytes` is not a whole number of well-formed records.
-    pub fn new(bytes: &'a [u8]) -> Option<Self> {
-        words::<5>(bytes)?
-            .all(|w| SendHalf::from_words(w).is_some())
-            .then_some(SendRecords(bytes))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len() / SEND_HALF_BYTES
+        varint::push(&mut self.body, to);
+        self.body.extend_from_slice(&s.fingerprint.to_le_bytes());
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.count == 0
     }
 
-    /// Record `i` (< `len()`).
-    #[inline]
-    pub fn get(&self, i: usize) -> SendHalf {
-        let record = &self.0[i * SEND_HALF_BYTES..(i + 1) * SEND_HALF_BYTES];
-        let word = |k: usize| u64::from_le_bytes(record[8 * k..8 * k + 8].try_into().unwrap());
-        let to = match word(2) {
-            1 => To::Pid(word(3)),
-            2 => To::Name(word(3)),
-            // 0, as `new` checked.
-            _ => To::Node,
-        };
-        SendHalf {
-            id: word(0),
-            sender: word(1),
-            to,
-            fingerprint: word(4),
+    /// How many sends the batch holds.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// The batch's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.body.len() + 8 * self.senders.len() + 9 * self.targets.len() + 30,
+        );
+        varint::push(&mut out, self.count);
+        varint::push(&mut out, self.senders.len() as u64);
+        self.senders
+            .iter()
+            .for_each(|k| out.extend_from_slice(&k.to_le_bytes()));
+        varint::push(&mut out, self.targets.len() as u64);
+        for &(kind, k) in &self.targets {
+            out.push(kind);
+            out.extend_from_slice(&k.to_le_bytes());
         }
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// The sends of a batch's bytes, appended to `out`; `None` when the
+    /// bytes are not a well-formed batch.
+    pub fn decode(bytes: &[u8], out: &mut Vec<SendHalf>) -> Option<()> {
+        let mut r = Reader { bytes, at: 0 };
+        let count = r.varint()?;
+        let senders: Vec<u64> = (0..r.varint()?).map(|_| r.u64()).collect::<Option<_>>()?;
+        let targets: Vec<To> = (0..r.varint()?)
+            .map(|_| match (r.u8()?, r.u64()?) {
+                (1, k) => Some(To::Pid(k)),
+                (2, k) => Some(To::Name(k)),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        out.reserve(usize::try_from(count).ok()?.min(bytes.len()));
+        let mut id = 0u64;
+        for _ in 0..count {
+            id = id.wrapping_add(varint::unzigzag(r.varint()?) as u64);
+            let sender = *senders.get(usize::try_from(r.varint()?).ok()?)?;
+            let to = match r.varint()? {
+                0 => To::Node,
+                i => *targets.get(usize::try_from(i - 1).ok()?)?,
+            };
+            let fingerprint = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+            out.push(SendHalf {
+                id,
+                sender,
+                to,
+                fingerprint,
+            });
+        }
+        (r.at == bytes.len()).then_some(())
     }
 }
 
 impl LinkBack {
-    pub fn write(&self, out: &mut Vec<u8>) {
-        put(out, &[self.send, self.receive]);
+    /// Encodes `backs` as their count and the zigzag differences of each
+    /// pair's ids to the previous pair's (2 to 4 bytes a pair).
+    pub fn encode(backs: impl IntoIterator<Item = LinkBack>) -> Vec<u8> {
+        let mut body = Vec::new();
+        let (mut count, mut last) = (
+            0u64,
+            LinkBack {
+                send: 0,
+                receive: 0,
+            },
+        );
+        for b in backs {
+            count += 1;
+            varint::push(
+                &mut body,
+                varint::zigzag(b.send.wrapping_sub(last.send) as i64),
+            );
+            varint::push(
+                &mut body,
+                varint::zigzag(b.receive.wrapping_sub(last.receive) as i64),
+            );
+            last = b;
+        }
+        let mut out = Vec::with_capacity(body.len() + 10);
+        varint::push(&mut out, count);
+        out.extend_from_slice(&body);
+        out
     }
 
-    pub fn read_all(bytes: &[u8]) -> Option<Vec<LinkBack>> {
-        Some(
-            words::<2>(bytes)?
-                .map(|[send, receive]| LinkBack { send, receive })
-                .collect(),
-        )
+    pub fn decode(bytes: &[u8]) -> Option<Vec<LinkBack>> {
+        let mut r = Reader { bytes, at: 0 };
+        let count = usize::try_from(r.varint()?).ok()?;
+        let mut out = Vec::with_capacity(count.min(bytes.len()));
+        let mut last = LinkBack {
+            send: 0,
+            receive: 0,
+        };
+        for _ in 0..count {
+            last.send = last.send.wrapping_add(varint::unzigzag(r.varint()?) as u64);
+            last.receive = last
+                .receive
+                .wrapping_add(varint::unzigzag(r.varint()?) as u64);
+            out.push(last);
+        }
+        (r.at == bytes.len()).then_some(out)
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Option<u64> {
+        varint::decode(self.bytes, &mut self.at)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let b = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(b)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 
@@ -175,7 +262,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_and_refuse_partial_or_unknown_ones() {
+    fn batches_round_trip_and_refuse_what_is_malformed() {
         let sends = [
             SendHalf {
                 id: 7,
@@ -184,44 +271,60 @@ mod tests {
                 fingerprint: 3,
             },
             SendHalf {
-                id: 8,
+                id: 5,
                 sender: 1,
                 to: To::Name(5),
                 fingerprint: 4,
             },
             SendHalf {
-                id: 9,
+                id: 900,
                 sender: 2,
                 to: To::Node,
+                fingerprint: u32::MAX,
+            },
+            SendHalf {
+                id: 901,
+                sender: 1,
+                to: To::Pid(9),
                 fingerprint: 4,
             },
         ];
-        let mut bytes = Vec::new();
-        sends.iter().for_each(|s| s.write(&mut bytes));
-        assert_eq!(bytes.len(), 3 * SEND_HALF_BYTES);
-        let records = SendRecords::new(&bytes).unwrap();
-        let read: Vec<_> = (0..records.len()).map(|i| records.get(i)).collect();
+        let mut batch = SendBatch::default();
+        assert!(batch.is_empty());
+        sends.iter().for_each(|s| batch.push(s));
+        let bytes = batch.encode();
+        let mut read = Vec::new();
+        SendBatch::decode(&bytes, &mut read).unwrap();
         assert_eq!(read, sends);
-        assert!(SendRecords::new(&bytes[..39]).is_none());
-        bytes[16] = 7;
+        // Two senders and two destinations, each written once.
         assert!(
-            SendRecords::new(&bytes).is_none(),
+            bytes.len() < 1 + 2 * 8 + 1 + 2 * 9 + 1 + 4 * 8,
+            "{} bytes",
+            bytes.len()
+        );
+        for cut in 0..bytes.len() {
+            assert!(SendBatch::decode(&bytes[..cut], &mut Vec::new()).is_none());
+        }
+        let mut bad = bytes.clone();
+        bad[1 + 1 + 2 * 8 + 1] = 7;
+        assert!(
+            SendBatch::decode(&bad, &mut Vec::new()).is_none(),
             "unknown destination kind"
         );
 
-        let mut back = Vec::new();
-        LinkBack {
-            send: 1,
-            receive: 2,
-        }
-        .write(&mut back);
-        assert_eq!(
-            LinkBack::read_all(&back).unwrap(),
-            [LinkBack {
-                send: 1,
-                receive: 2
-            }]
-        );
-        assert!(LinkBack::read_all(&back[..15]).is_none());
+        let backs = [
+            LinkBack {
+                send: 10,
+                receive: 3,
+            },
+            LinkBack {
+                send: 8,
+                receive: 1 << 40,
+            },
+        ];
+        let bytes = LinkBack::encode(backs);
+        assert_eq!(LinkBack::decode(&bytes).unwrap(), backs);
+        assert!(LinkBack::decode(&bytes[..bytes.len() - 1]).is_none());
+        assert_eq!(LinkBack::decode(&LinkBack::encode([])).unwrap(), []);
     }
 }
