@@ -31,6 +31,8 @@ use crate::resources::StoreRes;
 struct Keys<'a> {
     env: Env<'a>,
     pids: WordMap<u64, u64>,
+    /// The last pid looked up, and its key (0 is no pid word).
+    last_pid: (u64, u64),
     names: WordMap<u64, u64>,
     nodes: WordMap<u64, u64>,
 }
@@ -40,6 +42,7 @@ impl<'a> Keys<'a> {
         Keys {
             env,
             pids: WordMap::default(),
+            last_pid: (0, 0),
             names: WordMap::default(),
             nodes: WordMap::default(),
         }
@@ -52,11 +55,17 @@ impl<'a> Keys<'a> {
 
     /// The `etf_key` of a local pid word.
     fn pid(&mut self, w: u64) -> u64 {
+        // Runs of halves mostly share their process.
+        if self.last_pid.0 == w {
+            return self.last_pid.1;
+        }
         let env = self.env;
-        *self
+        let k = *self
             .pids
             .entry(w)
-            .or_insert_with(|| etf_key(Self::external(env, w).as_slice()))
+            .or_insert_with(|| etf_key(Self::external(env, w).as_slice()));
+        self.last_pid = (w, k);
+        k
     }
 
     /// The `name_key` of an atom word.

@@ -76,8 +76,6 @@ pub enum Change {
     },
     /// Lower the confidence to at most this.
     Confidence(f32),
-    /// Add the link and set the confidence (a pair matched across nodes).
-    LinkWith { link: Link, confidence: f32 },
 }
 
 impl Change {
@@ -95,10 +93,6 @@ impl Change {
                 c.confidence = confidence;
             }
             Change::Confidence(v) => c.confidence = c.confidence.min(v),
-            Change::LinkWith { link, confidence } => {
-                c.links.push(link);
-                c.confidence = confidence;
-            }
         }
     }
 }

@@ -204,7 +204,10 @@ impl Matcher {
 
     fn take(&mut self, sends: &Sends, r: &ReceiveHalf) -> Option<Matched> {
         let key = (r.fingerprint.into(), r.node);
-        let chain = *self.table.get(&key).filter(|c| c.head != END)?;
+        let Matcher {
+            table, next, taken, ..
+        } = self;
+        let chain = table.get_mut(&key).filter(|c| c.head != END)?;
         let sent_by = |s: &SendHalf| r.sender == 0 || s.sender == r.sender;
         for to in [To::Pid(r.receiver), To::Node] {
             // The first candidate (and the one before it), and how many
@@ -222,27 +225,24 @@ impl Matcher {
                     }
                 }
                 prev = i;
-                i = self.next[i as usize];
+                i = next[i as usize];
             }
             if first == END {
                 continue;
             }
-            let emptied = self.unlink(key, chain, first, before);
+            // Unlinks the send from the chain (left in the table when empty).
+            taken[first as usize] = true;
+            let after = next[first as usize];
+            match before {
+                END => chain.head = after,
+                _ => next[before as usize] = after,
+            }
+            if chain.tail == first {
+                chain.tail = before;
+            }
+            let emptied = chain.head == END;
             let (_, send) = sends.get(first as usize);
-            let mut confidence = 1.0 / (1 + others.len()) as f32;
-            if r.sender == 0 && (confidence < 1.0 || !self.ambiguity.is_empty()) {
-                if let Some(&earlier) = self.ambiguity.get(&key) {
-                    confidence = confidence.min(earlier);
-                }
-                if confidence < 1.0 && !emptied {
-                    self.ambiguity.insert(key, confidence);
-                }
-            }
-            if emptied && !self.ambiguity.is_empty() {
-                self.ambiguity.remove(&key);
-            }
-            self.stats.linked += 1;
-            self.stats.ambiguous += u64::from(confidence < 1.0);
+            let confidence = self.confidence(key, 1 + others.len(), r.sender != 0, emptied);
             return Some(Matched {
                 receive: r.id,
                 node: r.node,
@@ -253,22 +253,24 @@ impl Matcher {
         None
     }
 
-    /// Takes send `i` (after `before`, or the head) out of `key`'s chain;
-    /// true when the chain is left empty (it stays in the table, empty,
-    /// until the round ends).
-    fn unlink(&mut self, key: (u64, u64), mut chain: Chain, i: u32, before: u32) -> bool {
-        self.taken[i as usize] = true;
-        let after = self.next[i as usize];
-        if before == END {
-            chain.head = after;
-        } else {
-            self.next[before as usize] = after;
+    /// The confidence of a match among sends from `senders` processes,
+    /// remembering an ambiguity while sends of `key` wait; counts it.
+    fn confidence(&mut self, key: (u64, u64), senders: usize, known: bool, emptied: bool) -> f32 {
+        let mut confidence = 1.0 / senders as f32;
+        if !known && (confidence < 1.0 || !self.ambiguity.is_empty()) {
+            if let Some(&earlier) = self.ambiguity.get(&key) {
+                confidence = confidence.min(earlier);
+            }
+            if confidence < 1.0 && !emptied {
+                self.ambiguity.insert(key, confidence);
+            }
         }
-        if chain.tail == i {
-            chain.tail = before;
+        if emptied && !self.ambiguity.is_empty() {
+            self.ambiguity.remove(&key);
         }
-        self.table.insert(key, chain);
-        chain.head == END
+        self.stats.linked += 1;
+        self.stats.ambiguous += u64::from(confidence < 1.0);
+        confidence
     }
 
     /// Past `MAX_WAITING`, drops what waited since an earlier round.

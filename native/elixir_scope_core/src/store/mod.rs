@@ -373,6 +373,31 @@ impl Store {
         true
     }
 
+    /// Adds `link` to the stored event `id`, setting its confidence if
+    /// given (a [`Store::patch`] that moves no correlation id); false when
+    /// the event is not in the store.
+    pub fn add_link(&mut self, id: u64, link: Link, confidence: Option<f32>) -> bool {
+        let Some(pos) = self.position(id) else {
+            return false;
+        };
+        let r = self.log.record_mut(pos).expect("position just resolved");
+        let heap_before = r.links.heap_bytes();
+        r.links.push(link);
+        if let Some(confidence) = confidence {
+            r.confidence = confidence;
+        }
+        r.flags |= flag::PATCHED;
+        self.links_heap = self.links_heap + r.links.heap_bytes() - heap_before;
+        true
+    }
+
+    /// Fetches the record of event `id` into the cache ahead of its use.
+    fn prefetch(&self, id: u64) {
+        if let Some(pos) = self.directory.get(id) {
+            self.log.prefetch(directory::widen(pos, self.log.front()));
+        }
+    }
+
     /// A stored event read in place.
     fn view<'s>(&'s self, e: Entry<'s>) -> EventView<'s> {
         let r = e.record;
@@ -886,16 +911,15 @@ impl SharedStore {
         let mut store = self.store.write();
         let mut applied = 0;
         let mut targets = crate::remote::Targets::default();
-        for (id, kind, node, remote_id, confidence) in links {
+        let mut links = links.into_iter().peekable();
+        while let Some((id, kind, node, remote_id, confidence)) = links.next() {
+            if let Some(&(next, ..)) = links.peek() {
+                store.prefetch(next);
+            }
             let Some(target) = targets.target(node, remote_id) else {
                 continue;
             };
-            let link = Link { kind, target };
-            let change = match confidence {
-                Some(confidence) => Change::LinkWith { link, confidence },
-                None => Change::Link(link),
-            };
-            applied += usize::from(store.patch(id, &change));
+            applied += usize::from(store.add_link(id, Link { kind, target }, confidence));
         }
         applied
     }
