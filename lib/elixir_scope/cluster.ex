@@ -115,16 +115,19 @@ defmodule ElixirScope.Cluster do
   `{:receives, {node, send_id}}` and the send `{:received_by, {node,
   receive_id}}`.
 
-  Each node's workers set such messages aside as they store them (once
-  the node is in a session). A round runs on every node at once: it takes
-  the sends for it from the other nodes (one `:erpc` call per node, binary
-  records with node-independent keys), pairs them natively with its
-  receives from those nodes and links both sides (one more call per
-  sending node). Never one distribution message per event. A receive
-  takes the first waiting send with the same message from its sender's
-  node (the VM names a remote sender only by its node) to its pid or
-  node: certain (confidence 1.0) when one process sent those candidates,
-  else `1 / n` for `n` such processes (see
+  From a session's start, the tracer takes the `phash2` of each message
+  crossing nodes (the same on every node) and each node's workers set
+  such messages aside as they store them. A round runs on every node at
+  once: it takes the sends for it from the other nodes (one `:erpc` call
+  per node, each a compact batch of ~7 bytes a send with node-independent
+  keys), pairs them natively with its receives from those nodes and links
+  both sides (one more call per sending node). Never one distribution
+  message per event. A receive takes the first waiting send with the same
+  message from its sender's node (the VM names a remote sender only by
+  its node) to its pid or node (a send to a registered name counts as
+  one to the name's holder): certain (confidence 1.0) when one process
+  sent those candidates, else `1 / n` for `n` such processes, and not
+  certain either while identical sends from several processes wait (see
   `elixir_scope_core::cross_node::matcher`).
 
   `stop_trace/1` runs a round once the nodes are flushed; call it during

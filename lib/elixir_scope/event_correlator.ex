@@ -145,7 +145,16 @@ defmodule ElixirScope.EventCorrelator do
           active_correlations: non_neg_integer(),
           tracked_processes: non_neg_integer(),
           missed_patches: non_neg_integer(),
-          memory_bytes: non_neg_integer()
+          memory_bytes: non_neg_integer(),
+          cross_node: %{
+            sends: non_neg_integer(),
+            receives: non_neg_integer(),
+            linked: non_neg_integer(),
+            ambiguous: non_neg_integer(),
+            waiting_sends: non_neg_integer(),
+            waiting_receives: non_neg_integer(),
+            dropped: non_neg_integer()
+          }
         }
 
   @doc """
@@ -154,6 +163,13 @@ defmodule ElixirScope.EventCorrelator do
   `orphaned_events` are returns with no open call; `unfinished_calls` were
   closed by an outer return or an exit (their `correlation_confidence` is
   0.5); `evicted` and `expired` count state dropped by the bounds.
+
+  `cross_node` counts messages between nodes during cluster sessions
+  (`ElixirScope.Cluster.link/1`): the sends and receives set aside for
+  the exchange, the receives linked here (`ambiguous` below confidence
+  1.0), what waits for its other half, and `dropped`: halves given up
+  past the bounds, no longer stored when read, or left over when a new
+  session started.
   """
   @spec metrics(keyword()) :: metrics()
   def metrics(opts \\ []), do: Native.correlator_stats(DataAccess.store(opts))

@@ -236,6 +236,12 @@ defmodule ElixirScope.ClusterTest do
     for e <- triggers do
       assert e.event.peer == node() and e.links == [] and e.correlation_confidence == 0.0
     end
+
+    # Each node counts what it linked and what still waits for its send.
+    waiting = fn n -> :erpc.call(n, ElixirScope.EventCorrelator, :metrics, []).cross_node end
+    assert %{waiting_receives: 0, waiting_sends: 0} = waiting.(node())
+    assert %{waiting_receives: 2, waiting_sends: 0} = waiting.(b)
+    assert %{waiting_receives: 1, dropped: 0} = waiting.(c)
   end
 
   test "bad options, unknown nodes and nodes without elixir_scope give clear errors", %{b: b} do

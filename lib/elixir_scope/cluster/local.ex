@@ -42,8 +42,8 @@ defmodule ElixirScope.Cluster.Local do
   end
 
   @doc """
-  Hands over the messages stored here for node `to` since the last call
-  (binary `SendHalf` records, see `elixir_scope_core::cross_node`).
+  Hands over the messages to node `to` stored here since the last call
+  (an encoded `SendBatch`, see `elixir_scope_core::cross_node::wire`).
   """
   def take_sends(to, opts), do: Native.cross_node_take_sends(store(opts), to)
 
@@ -56,7 +56,7 @@ defmodule ElixirScope.Cluster.Local do
   def link(nodes, opts) do
     others = List.delete(nodes, node())
     taken = multicall(others, :take_sends, fn _ -> [node(), opts] end)
-    inbound = for {node, {:ok, records}} <- taken, do: {node, records}
+    inbound = for {node, {:ok, batch}} <- taken, do: {node, batch}
     {backs, linked, stats} = Native.cross_node_link(store(opts), inbound, registered())
     backs = Map.new(backs)
     backed = multicall(Map.keys(backs), :link_back, &[node(), Map.fetch!(backs, &1), opts])
@@ -64,9 +64,9 @@ defmodule ElixirScope.Cluster.Local do
     %{linked: linked, waiting: stats.waiting_receives, missing: missing}
   end
 
-  @doc "Links this node's sends to their receives on `node` (records from its `link/2`)."
-  def link_back(node, records, opts),
-    do: Native.cross_node_link_back(store(opts), node, records)
+  @doc "Links this node's sends to their receives on `node` (link backs from its `link/2`)."
+  def link_back(node, backs, opts),
+    do: Native.cross_node_link_back(store(opts), node, backs)
 
   # Calls `fun` of this module on `nodes` at once, with the arguments
   # `args_of.(node)`: [{node, {:ok, result} | {:error, reason}}].

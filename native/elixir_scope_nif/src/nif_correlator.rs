@@ -94,7 +94,24 @@ fn correlator_dump(env: Env, store: ResourceArc<StoreRes>) -> Term {
 
 #[rustler::nif]
 fn correlator_stats(env: Env, store: ResourceArc<StoreRes>) -> Term {
-    let s = store.0.correlator().stats();
+    // The exchange's lock comes before the correlator's.
+    let (m, skipped) = {
+        let ex = store.0.exchange();
+        (ex.matcher.stats(), ex.skipped)
+    };
+    let (s, set_aside_dropped) = {
+        let mut c = store.0.correlator();
+        (c.stats(), c.crossing().dropped)
+    };
+    let cross_node = crate::atom_map!(env, {
+        "sends" => s.cross_node_sends,
+        "receives" => s.cross_node_receives,
+        "linked" => m.linked,
+        "ambiguous" => m.ambiguous,
+        "waiting_sends" => m.waiting_sends,
+        "waiting_receives" => m.waiting_receives,
+        "dropped" => set_aside_dropped + m.dropped + skipped,
+    });
     crate::atom_map!(env, {
         "correlated" => s.correlated,
         "linkable" => s.linkable,
@@ -113,6 +130,7 @@ fn correlator_stats(env: Env, store: ResourceArc<StoreRes>) -> Term {
         "tracked_processes" => s.contexts,
         "missed_patches" => store.0.missed_patches(),
         "memory_bytes" => s.memory_bytes,
+        "cross_node" => cross_node,
     })
 }
 

@@ -242,7 +242,7 @@ fn cross_node_link<'a>(
         SendBatch::decode(bytes.as_slice(), &mut halves).ok_or(rustler::Error::BadArg)?;
         sends.push((node, halves));
     }
-    let records: Vec<(u64, &[SendHalf])> = sends.iter().map(|(n, h)| (*n, h.as_slice())).collect();
+    let inbound: Vec<(u64, &[SendHalf])> = sends.iter().map(|(n, h)| (*n, h.as_slice())).collect();
     let receives = std::mem::take(&mut store.0.correlator().crossing().receives);
     let fingerprint = fingerprints(
         env,
@@ -261,7 +261,7 @@ fn cross_node_link<'a>(
         });
     let mut matched = Vec::with_capacity(receives.len());
     let holder = |n| holders.get(&n).copied();
-    ex.matcher.run(&records, halves, holder, &mut matched);
+    ex.matcher.run(&inbound, halves, holder, &mut matched);
     ex.skipped += skipped;
     // Matched sends all came from `inbound` nodes, this round or before.
     let links: Vec<_> = matched
@@ -306,9 +306,9 @@ fn cross_node_link<'a>(
 fn cross_node_link_back(
     store: ResourceArc<StoreRes>,
     node: Atom,
-    records: Binary,
+    backs: Binary,
 ) -> NifResult<usize> {
-    let backs = LinkBack::decode(records.as_slice()).ok_or(rustler::Error::BadArg)?;
+    let backs = LinkBack::decode(backs.as_slice()).ok_or(rustler::Error::BadArg)?;
     let node = word(node.as_c_arg());
     Ok(store.0.link_remote_all(
         backs

@@ -15,8 +15,8 @@
 //! node) wait, so the last of several identical messages, which finds one
 //! candidate left, is not called certain either.
 //!
-//! A round reads the sends handed over in place (the records as they
-//! came), after those still waiting from earlier rounds: each key's sends
+//! A round indexes the sends handed over (as decoded, in place), after
+//! those still waiting from earlier rounds: each key's sends
 //! form a chain of indices in arrival order (`table` holds its ends,
 //! `next` the links), and a receive unlinks the send it takes. What is
 //! left waits for later rounds (a send whose receive was not stored yet,
@@ -73,11 +73,11 @@ struct Waiting<T> {
 type Send = (u64, SendHalf);
 
 /// The sends of one round, indexed: those still waiting, then each node's
-/// records in the order given.
+/// sends in the order given.
 struct Sends<'r> {
     waiting: &'r [Waiting<Send>],
     inbound: &'r [(u64, &'r [SendHalf])],
-    /// The first index of each inbound node's records.
+    /// The first index of each inbound node's sends.
     starts: Vec<usize>,
     holder: &'r dyn Fn(u64) -> Option<u64>,
 }
@@ -92,8 +92,8 @@ impl Sends<'_> {
             return w.half;
         }
         let source = self.starts.partition_point(|&s| s <= i) - 1;
-        let (node, records) = self.inbound[source];
-        let half = records[i - self.starts[source]];
+        let (node, halves) = self.inbound[source];
+        let half = halves[i - self.starts[source]];
         let to = match half.to {
             To::Name(name) => (self.holder)(name).map_or(To::Node, To::Pid),
             to => to,
