@@ -286,15 +286,23 @@ defmodule ElixirScope.Cluster do
 
           {node, {:ok, events}} ->
             {off, _} = Map.fetch!(offsets, node)
-            Enum.map(events, &{node, Local.expand(&1, off)})
+            ElixirScope.Native.expand_compact(events, node, off)
 
           {_, {:error, _}} ->
             []
         end)
-        |> Enum.reduce(
-          [],
-          &:lists.merge(fn {_, a}, {_, b} -> a.event.timestamp <= b.event.timestamp end, &2, &1)
-        )
+        |> Enum.reject(&(&1 == []))
+        |> Enum.reduce([], fn
+          events, [] ->
+            events
+
+          events, acc ->
+            :lists.merge(
+              &(elem(&1, 1).event.timestamp <= elem(&2, 1).event.timestamp),
+              acc,
+              events
+            )
+        end)
         |> take(limit)
 
       answer(results, answers)

@@ -24,6 +24,7 @@ defmodule ElixirScope.Native do
   def store_remove_before(_store, _before), do: nif()
   def store_write(_store, _events, _max_payload), do: nif()
   def store_trace_event(_store, _id), do: nif()
+  def expand_compact(_compact, _node, _offset), do: nif()
   def cross_node_set_local(_store, _node), do: nif()
   def cross_node_take_sends(_store, _to), do: nif()
   def cross_node_link(_store, _inbound, _names), do: nif()

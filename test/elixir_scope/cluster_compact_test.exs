@@ -1,7 +1,7 @@
 defmodule ElixirScope.Cluster.CompactTest do
   use ExUnit.Case, async: true
 
-  test "the native compact form is Local.compact/1 of the struct, and expands back" do
+  test "the native compact form is Local.compact/1 of the struct, and expands back natively" do
     alias ElixirScope.Cluster.Local
     import ElixirScope.TestEvents
 
@@ -14,7 +14,14 @@ defmodule ElixirScope.Cluster.CompactTest do
 
     compact = ElixirScope.Query.compact_stream([], pipeline: p) |> Enum.to_list()
     assert compact == Enum.map(structs, &Local.compact/1)
-    assert Enum.map(compact, &Local.expand(&1, 0)) == structs
+    expanded = ElixirScope.Native.expand_compact(compact, :a@h, 0)
+    assert expanded == Enum.map(structs, &{:a@h, &1})
+
+    # Moved onto another clock, and refused when not a compact event.
+    [{:a@h, first} | _] = ElixirScope.Native.expand_compact(compact, :a@h, 1_000)
+    assert first.event.timestamp == hd(structs).event.timestamp - 1_000
+    assert_raise ArgumentError, fn -> ElixirScope.Native.expand_compact([{1, 2}], :a@h, 0) end
+    assert_raise ArgumentError, fn -> ElixirScope.Native.expand_compact([:x], :a@h, 0) end
 
     assert Local.select([type: :function_call], [pipeline: p], true) ==
              Enum.map(

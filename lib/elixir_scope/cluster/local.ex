@@ -12,7 +12,7 @@ defmodule ElixirScope.Cluster.Local do
   # and it is forgotten here.
   use GenServer
 
-  alias ElixirScope.{CorrelatedEvent, Event, Native, Tracer}
+  alias ElixirScope.{CorrelatedEvent, Native, Tracer}
 
   def start_link(_), do: GenServer.start_link(__MODULE__, :ok, name: __MODULE__)
 
@@ -104,40 +104,15 @@ defmodule ElixirScope.Cluster.Local do
       else: filter |> ElixirScope.Query.compact_stream(opts) |> Enum.to_list()
   end
 
-  @doc "A `%CorrelatedEvent{}` as the flat tuple `select/3` sends; `expand/2` makes it again."
+  @doc """
+  A `%CorrelatedEvent{}` as the flat tuple `select/3` sends (for a
+  `match:` filter, which runs in Elixir); `Native.expand_compact/3` makes
+  the structs again.
+  """
   def compact(%CorrelatedEvent{event: e} = c) do
     {e.id, e.type, e.pid, e.timestamp, e.wall_time, e.module, e.function, e.arity, e.data, e.peer,
      c.correlation_id, c.parent_id, c.root_id, c.links, c.correlation_type, c.correlated_at,
      c.correlation_confidence}
-  end
-
-  @doc "The event `compact/1` gave, its timestamp moved by `-offset`."
-  def expand(
-        {id, type, pid, ts, wall, m, f, a, data, peer, cid, parent, root, links, ctype, cat,
-         conf},
-        offset
-      ) do
-    %CorrelatedEvent{
-      event: %Event{
-        id: id,
-        timestamp: ts - offset,
-        wall_time: wall,
-        pid: pid,
-        type: type,
-        module: m,
-        function: f,
-        arity: a,
-        data: data,
-        peer: peer
-      },
-      correlation_id: cid,
-      parent_id: parent,
-      root_id: root,
-      links: links,
-      correlation_type: ctype,
-      correlated_at: cat,
-      correlation_confidence: conf
-    }
   end
 
   @doc "`Query.call_stat/2` here (for `Cluster.call_stat/2`)."

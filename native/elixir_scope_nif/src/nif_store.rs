@@ -267,6 +267,28 @@ fn cursor_next_compact(env: Env, cursor: ResourceArc<CursorRes>, n: usize) -> Te
     next_chunk(env, &cursor, n, StructEncoder::compact)
 }
 
+/// `[{node, %CorrelatedEvent{}}]` of the tuples `cursor_next_compact/2`
+/// made on `node`, their timestamps moved by `-offset` (onto the calling
+/// node's clock).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn expand_compact<'a>(
+    env: Env<'a>,
+    compact: Vec<Term<'a>>,
+    node: rustler::Atom,
+    offset: i64,
+) -> NifResult<Term<'a>> {
+    let encoder = StructEncoder::new(env);
+    let node = node.encode(env);
+    let events = compact
+        .into_iter()
+        .map(|t| {
+            let event = encoder.expand(t, offset).ok_or(rustler::Error::BadArg)?;
+            Ok((node, event).encode(env))
+        })
+        .collect::<NifResult<Vec<_>>>()?;
+    Ok(encoder.list(events.into_iter()))
+}
+
 fn next_chunk<'a>(
     env: Env<'a>,
     cursor: &CursorRes,

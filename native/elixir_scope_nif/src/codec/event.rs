@@ -650,6 +650,42 @@ impl<'a> StructEncoder<'a> {
         unsafe { Term::new(self.env, tuple) }
     }
 
+    /// The `%CorrelatedEvent{}` of a tuple [`compact`](Self::compact)
+    /// made (maybe on another node), its timestamp moved by `-offset`;
+    /// `None` when `t` is not such a tuple.
+    pub fn expand(&self, t: Term<'a>, offset: i64) -> Option<Term<'a>> {
+        let fields: &[ErlNifTerm; 17] = tuple_slice(t)?.try_into().ok()?;
+        let [id, kind, pid, ts, wall, module, function, arity, data, peer, rest @ ..] = *fields;
+        // SAFETY: an element of a live tuple of `env`.
+        let ts: i64 = unsafe { Term::new(self.env, ts) }.decode().ok()?;
+        let ts = ts.checked_sub(offset)?.encode(self.env).as_c_arg();
+        let event = self.event.build([
+            self.event_module,
+            id,
+            kind,
+            pid,
+            ts,
+            wall,
+            module,
+            function,
+            arity,
+            data,
+            peer,
+        ]);
+        let [cid, parent, root, links, ctype, at, confidence] = rest;
+        Some(self.correlated.build([
+            self.correlated_module,
+            event.as_c_arg(),
+            cid,
+            parent,
+            root,
+            links,
+            ctype,
+            at,
+            confidence,
+        ]))
+    }
+
     /// A list of `%CorrelatedEvent{}`.
     pub fn stored_list(&self, events: &[StoredEvent]) -> Term<'a> {
         self.list(events.iter().map(|s| self.stored(&s.view())))
