@@ -268,10 +268,13 @@ fn cross_node_link<'a>(
         .iter()
         .filter_map(|m| Some((ex.nodes.get(&m.node).copied()?, m)))
         .collect();
-    store.0.link_remote_all(links.iter().map(|&(node, m)| {
-        let kind = LinkKind::RemoteReceives;
-        (m.receive, kind, node, m.send, Some(m.confidence))
-    }));
+    let patches: Vec<_> = (links.iter())
+        .map(|&(node, m)| {
+            let kind = LinkKind::RemoteReceives;
+            (m.receive, kind, node, m.send, Some(m.confidence))
+        })
+        .collect();
+    store.0.link_remote_all(&patches);
     let mut backs: WordMap<u64, Vec<LinkBack>> = WordMap::default();
     for &(node, m) in &links {
         let back = LinkBack {
@@ -310,9 +313,8 @@ fn cross_node_link_back(
 ) -> NifResult<usize> {
     let backs = LinkBack::decode(backs.as_slice()).ok_or(rustler::Error::BadArg)?;
     let node = word(node.as_c_arg());
-    Ok(store.0.link_remote_all(
-        backs
-            .iter()
-            .map(|b| (b.send, LinkKind::RemoteReceivedBy, node, b.receive, None)),
-    ))
+    let patches: Vec<_> = (backs.iter())
+        .map(|b| (b.send, LinkKind::RemoteReceivedBy, node, b.receive, None))
+        .collect();
+    Ok(store.0.link_remote_all(&patches))
 }

@@ -904,17 +904,16 @@ impl SharedStore {
     /// `RemoteReceives` or `RemoteReceivedBy`), setting the confidence if
     /// given. Returns how many took: not those whose `id` is no longer
     /// stored or whose target cannot be packed (see [`crate::remote`]).
-    pub fn link_remote_all(
-        &self,
-        links: impl IntoIterator<Item = (u64, LinkKind, u64, u64, Option<f32>)>,
-    ) -> usize {
+    pub fn link_remote_all(&self, links: &[(u64, LinkKind, u64, u64, Option<f32>)]) -> usize {
+        // Records a few links ahead are fetched while this one is patched:
+        // they are long out of cache, and their ids mostly ascend.
+        const AHEAD: usize = 8;
         let mut store = self.store.write();
         let mut applied = 0;
         let mut targets = crate::remote::Targets::default();
-        let mut links = links.into_iter().peekable();
-        while let Some((id, kind, node, remote_id, confidence)) = links.next() {
-            if let Some(&(next, ..)) = links.peek() {
-                store.prefetch(next);
+        for (i, &(id, kind, node, remote_id, confidence)) in links.iter().enumerate() {
+            if let Some(&(ahead, ..)) = links.get(i + AHEAD) {
+                store.prefetch(ahead);
             }
             let Some(target) = targets.target(node, remote_id) else {
                 continue;
