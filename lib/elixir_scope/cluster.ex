@@ -133,7 +133,10 @@ defmodule ElixirScope.Cluster do
   `stop_trace/1` runs a round once the nodes are flushed; call it during
   a session to link what is stored so far. Each round links what arrived
   since the last one; a receive whose send has not been stored yet waits
-  for a later round. Returns `{:ok, %{linked: n, unlinked: m}}`: receives
+  for a later round, and while the session runs, so do receives younger
+  than a second (a send from another process that would make their match
+  uncertain may still be on its way into its node's store). Returns
+  `{:ok, %{linked: n, unlinked: m}}`: receives
   linked in this round, and receives from another node still without
   their send (sent from a node, or at a time, the session did not trace),
   or `{:partial, counts, missing_nodes}`.
@@ -141,7 +144,8 @@ defmodule ElixirScope.Cluster do
   @spec link(Session.t()) ::
           node_result(%{linked: non_neg_integer(), unlinked: non_neg_integer()})
   def link(%Session{} = s) do
-    answers = fan_out(s.nodes, @rpc_timeout, fn _ -> {Local, :link, [s.nodes, s.store_opts]} end)
+    answers =
+      fan_out(s.nodes, @rpc_timeout, fn _ -> {Local, :link, [s.id, s.nodes, s.store_opts]} end)
 
     rounds = for {_, {:ok, round}} <- answers, do: round
     counts = %{linked: sum(rounds, :linked), unlinked: sum(rounds, :waiting)}

@@ -45,6 +45,11 @@ defmodule ElixirScope.ClusterTest do
     for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
     assert inspect(s) =~ "2 nodes"
 
+    # While the session runs, a round leaves receives younger than a
+    # second waiting: the 3 calls received on B and their 3 replies here.
+    for n <- [a, b], do: :ok = :erpc.call(n, ElixirScope, :flush, [5_000])
+    assert {:ok, %{linked: 0, unlinked: 6}} = Cluster.link(s)
+
     assert {:ok, summaries} = Cluster.stop_trace(s)
     assert %{events: ea, state_changes: 0} = summaries[node()]
     assert %{events: eb, state_changes: 3} = summaries[b]
@@ -54,6 +59,8 @@ defmodule ElixirScope.ClusterTest do
 
     assert {:ok, results} = Cluster.query([], session: s)
     assert length(results) == ea + eb + 3
+    # The round after the session stopped linked them all.
+    assert length(for {_, e} <- results, {:receives, {_, _}} <- e.links, do: e) == 6
     # Merged by time, each node's events in their id order.
     for n <- [a, b] do
       ids = for {^n, e} <- results, do: e.event.id

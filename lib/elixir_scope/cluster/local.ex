@@ -47,21 +47,35 @@ defmodule ElixirScope.Cluster.Local do
   """
   def take_sends(to, opts), do: Native.cross_node_take_sends(store(opts), to)
 
+  # How long a send may take to reach its node's store: while a session
+  # runs, a round pairs only receives older than this (see
+  # `elixir_scope_core::cross_node::matcher`).
+  @settle_ns 1_000_000_000
+  # Pairs every receive (no monotonic time reaches it).
+  @all 0x7FFF_FFFF_FFFF_FFFF
+
   @doc """
-  One exchange round on this node: takes the sends for it from the other
-  `nodes`, pairs them with its receives from them, links both sides.
-  Returns `%{linked: n, waiting: m, missing: nodes}`: receives linked now,
-  receives still waiting for their send, nodes that did not answer.
+  One exchange round on this node for cluster session `id`: takes the
+  sends for it from the other `nodes`, pairs them with its receives from
+  them (while the session runs here, those stored more than a second
+  ago), links both sides. Returns `%{linked: n, waiting: m, missing:
+  nodes}`: receives linked now, receives still waiting for their send,
+  nodes that did not answer.
   """
-  def link(nodes, opts) do
+  def link(id, nodes, opts) do
     others = List.delete(nodes, node())
     taken = multicall(others, :take_sends, fn _ -> [node(), opts] end)
     inbound = for {node, {:ok, batch}} <- taken, do: {node, batch}
-    {backs, linked, stats} = Native.cross_node_link(store(opts), inbound, registered())
+    settled = if running?(id), do: now() - @settle_ns, else: @all
+    {backs, linked, stats} = Native.cross_node_link(store(opts), inbound, registered(), settled)
     backs = Map.new(backs)
     backed = multicall(Map.keys(backs), :link_back, &[node(), Map.fetch!(backs, &1), opts])
     missing = for {node, {:error, _}} <- taken ++ backed, uniq: true, do: node
     %{linked: linked, waiting: stats.waiting_receives, missing: missing}
+  end
+
+  defp running?(id) do
+    match?({:ok, %{running: true}}, trace_info(id))
   end
 
   @doc "Links this node's sends to their receives on `node` (link backs from its `link/2`)."

@@ -109,6 +109,7 @@ impl<'a> Keys<'a> {
         };
         ReceiveHalf {
             id: h.id,
+            at: h.at,
             receiver: self.pid(h.receiver),
             node,
             sender,
@@ -210,9 +211,10 @@ fn cross_node_take_sends<'a>(env: Env<'a>, store: ResourceArc<StoreRes>, to: Ato
     binary(env, &batch.encode())
 }
 
-/// Pairs this node's receives from other nodes with the sends taken from
-/// them (`[{node, send batch}]`) and links the receives; `names` are this
-/// node's registered names and their pids. Returns `{[{node, link backs}],
+/// Pairs this node's receives from other nodes stored before `settled`
+/// (monotonic ns) with the sends taken from them (`[{node, send batch}]`)
+/// and links the receives; `names` are this node's registered names and
+/// their pids. Returns `{[{node, link backs}],
 /// linked, stats}`: the encoded `LinkBack`s each sending node applies with
 /// `cross_node_link_back/3`, how many receives were linked now, and the
 /// matcher's counters.
@@ -222,6 +224,7 @@ fn cross_node_link<'a>(
     store: ResourceArc<StoreRes>,
     inbound: Vec<(Atom, Binary)>,
     names: Vec<(Atom, rustler::LocalPid)>,
+    settled: i64,
 ) -> NifResult<Term<'a>> {
     let mut keys = Keys::new(env);
     let holders: WordMap<u64, u64> = names
@@ -261,7 +264,8 @@ fn cross_node_link<'a>(
         });
     let mut matched = Vec::with_capacity(receives.len());
     let holder = |n| holders.get(&n).copied();
-    ex.matcher.run(&inbound, halves, holder, &mut matched);
+    ex.matcher
+        .run(&inbound, halves, settled, holder, &mut matched);
     ex.skipped += skipped;
     // Matched sends all came from `inbound` nodes, this round or before.
     let links: Vec<_> = matched

@@ -15,6 +15,13 @@
 //! node) wait, so the last of several identical messages, which finds one
 //! candidate left, is not called certain either.
 //!
+//! A round during a session pairs only the receives stored before a
+//! settling time: an identical send from another process of the node, one
+//! that would make the match uncertain, was sent before the receive, so
+//! once its node has stored it too it is among the sends a round gets.
+//! Younger receives wait for a later round; the round after the session
+//! stopped pairs them all.
+//!
 //! A round indexes the sends handed over (as decoded, in place), after
 //! those still waiting from earlier rounds: each key's sends
 //! form a chain of indices in arrival order (`table` holds its ends,
@@ -35,6 +42,8 @@ const END: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReceiveHalf {
     pub id: u64,
+    /// Its timestamp.
+    pub at: i64,
     /// The receiver's `etf_key`.
     pub receiver: u64,
     /// The sender's node (its `node_key`), and its pid's `etf_key` when the
@@ -129,14 +138,16 @@ pub struct Matcher {
 
 impl Matcher {
     /// One round: pairs the receives still waiting, then `receives` (this
-    /// node's new ones, in id order), with the sends still waiting and
-    /// those `inbound` nodes (by `node_key`) handed over, in their id
-    /// order; `holder` gives the `etf_key` of the process holding a
-    /// registered name (by its `name_key`) here. The pairs go to `out`.
+    /// node's new ones, in id order), those stored before `settled`, with
+    /// the sends still waiting and those `inbound` nodes (by `node_key`)
+    /// handed over, in their id order; `holder` gives the `etf_key` of the
+    /// process holding a registered name (by its `name_key`) here. The
+    /// pairs go to `out`.
     pub fn run(
         &mut self,
         inbound: &[(u64, &[SendHalf])],
         receives: impl IntoIterator<Item = ReceiveHalf>,
+        settled: i64,
         holder: impl Fn(u64) -> Option<u64>,
         out: &mut Vec<Matched>,
     ) {
@@ -160,7 +171,10 @@ impl Matcher {
             .into_iter()
             .chain(receives.into_iter().map(|half| Waiting { half, round }));
         for r in all {
-            match self.take(&sends, &r.half) {
+            let matched = (r.half.at < settled)
+                .then(|| self.take(&sends, &r.half))
+                .flatten();
+            match matched {
                 Some(m) => out.push(m),
                 None => self.receives.push(r),
             }
@@ -324,6 +338,7 @@ mod tests {
     fn receive(id: u64, receiver: u64, node: u64, fingerprint: u32) -> ReceiveHalf {
         ReceiveHalf {
             id,
+            at: id as i64,
             receiver,
             node,
             sender: 0,
@@ -336,10 +351,20 @@ mod tests {
     }
 
     /// One round's input: each node's sends, and this node's receives.
-    #[derive(Default)]
     struct Round {
         inbound: Vec<(u64, Vec<SendHalf>)>,
         receives: Vec<ReceiveHalf>,
+        settled: i64,
+    }
+
+    impl Default for Round {
+        fn default() -> Self {
+            Round {
+                inbound: Vec::new(),
+                receives: Vec::new(),
+                settled: i64::MAX,
+            }
+        }
     }
 
     impl Round {
@@ -353,6 +378,11 @@ mod tests {
             self
         }
 
+        fn settled(mut self, before: i64) -> Self {
+            self.settled = before;
+            self
+        }
+
         fn run(
             self,
             m: &mut Matcher,
@@ -362,7 +392,7 @@ mod tests {
                 .map(|(node, sends)| (*node, sends.as_slice()))
                 .collect();
             let mut out = Vec::new();
-            m.run(&inbound, self.receives, holder, &mut out);
+            m.run(&inbound, self.receives, self.settled, holder, &mut out);
             out.iter()
                 .map(|x| (x.receive, x.node, x.send, x.confidence))
                 .collect()
@@ -443,6 +473,25 @@ mod tests {
         assert_eq!(round().sends(A, &other).run(&mut m, |_| Some(8)), []);
         assert_eq!(m.stats().waiting_receives, 1);
         assert_eq!(m.stats().waiting_sends, 2);
+    }
+
+    #[test]
+    fn during_a_session_only_receives_stored_before_the_settling_time_are_paired() {
+        let mut m = Matcher::default();
+        // Receive 2 is recent: the identical send from process 2 may still
+        // be on its way into node A's store.
+        let matched = round()
+            .sends(A, &[send(10, 1, To::Pid(9), 7)])
+            .receives([receive(1, 9, A, 6), receive(2, 9, A, 7)])
+            .settled(2)
+            .run(&mut m, no_names);
+        assert_eq!(matched, []);
+        assert_eq!(m.stats().waiting_receives, 2);
+        let matched = round()
+            .sends(A, &[send(11, 2, To::Pid(9), 7)])
+            .run(&mut m, no_names);
+        assert_eq!(matched, [(2, A, 10, 0.5)]);
+        assert_eq!(m.stats().waiting_receives, 1);
     }
 
     #[test]

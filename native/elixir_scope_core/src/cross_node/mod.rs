@@ -79,6 +79,8 @@ pub struct OutHalf {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InHalf {
     pub id: u64,
+    /// The receive's timestamp.
+    pub at: i64,
     /// The receiver's pid word.
     pub receiver: u64,
     pub from: Origin,
@@ -106,6 +108,7 @@ impl LocalNode {
             })),
             EventKind::MessageReceive => Some(Half::In(InHalf {
                 id: e.id,
+                at: e.timestamp,
                 receiver: e.pid,
                 from: self.remote_origin(peer)?,
                 fingerprint: e.fingerprint,
@@ -424,6 +427,7 @@ mod tests {
         let mut c = Collected::default();
         let half = |id| InHalf {
             id,
+            at: 0,
             receiver: 1,
             from: Origin::Node(2),
             fingerprint: 3,
