@@ -29,11 +29,16 @@ defmodule ElixirScope.Cluster do
   @type node_result(t) :: {:ok, t} | {:partial, t, [node()]}
 
   @rpc_timeout 15_000
+  @link_every 1_000
 
   @doc """
   Starts a trace session on several nodes. Takes the options of
   `ElixirScope.trace/1` plus `nodes:` (a list of nodes, or `:connected`
-  for `[node() | Node.list()]`, the default). The limits apply per node.
+  for `[node() | Node.list()]`, the default) and `link_every:` (ms, default
+  1000: each node runs a `link/1` round for its receives that often while
+  the session runs, so links appear during the session and what waits
+  stays small; `false` links only at `stop_trace/2` or on `link/1`). The
+  limits apply per node.
 
   `pids:` may be `:new`, `:existing` or `:all` (on every node) or pids on
   any of the nodes: each node then traces the pids that live on it, and a
@@ -50,8 +55,10 @@ defmodule ElixirScope.Cluster do
   @spec trace(keyword()) :: {:ok, Session.t()} | {:error, term()}
   def trace(opts) when is_list(opts) do
     {nodes, opts} = Keyword.pop(opts, :nodes, :connected)
+    {every, opts} = Keyword.pop(opts, :link_every, @link_every)
 
     with {:ok, nodes} <- resolve_nodes(nodes),
+         :ok <- check_link_every(every),
          {:ok, _} <- ElixirScope.Tracer.Options.parse(Keyword.put(opts, :pids, self())),
          {:ok, per_node} <- split_pids(nodes, Keyword.get(opts, :pids)),
          :ok <- all_running(Map.keys(per_node)) do
@@ -66,7 +73,9 @@ defmodule ElixirScope.Cluster do
         Enum.reduce_while(nodes, {:ok, []}, fn node, {:ok, done} ->
           node_opts = Keyword.put(opts, :pids, Map.fetch!(per_node, node))
 
-          case rpc(node, Local, :start_trace, [id, node_opts]) do
+          link = if every, do: {nodes, every}
+
+          case rpc(node, Local, :start_trace, [id, node_opts, link]) do
             {:ok, :ok} -> {:cont, {:ok, [node | done]}}
             {:ok, {:error, reason}} -> {:halt, {:error, {node, reason}, done}}
             {:error, reason} -> {:halt, {:error, {node, reason}, done}}
@@ -92,6 +101,9 @@ defmodule ElixirScope.Cluster do
   end
 
   def trace(opts), do: {:error, {:invalid_options, opts}}
+
+  defp check_link_every(every) when every == false or (is_integer(every) and every > 0), do: :ok
+  defp check_link_every(every), do: {:error, {:invalid_option, :link_every, every}}
 
   @doc """
   Stops the session on every node and flushes its pipeline there, so

@@ -251,6 +251,34 @@ defmodule ElixirScope.ClusterTest do
     assert %{waiting_receives: 1, dropped: 0} = waiting.(c)
   end
 
+  test "link rounds run on each node while the session runs", %{b: b} do
+    server = remote_counter(b)
+    client = Traced.runner()
+
+    {:ok, s} =
+      Cluster.trace(
+        nodes: [node(), b],
+        pids: [client, server],
+        calls: [Traced.Counter],
+        messages: true,
+        link_every: 100
+      )
+
+    for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
+
+    # Once the receives are older than a second, a round links them: the
+    # 3 calls received on B and their replies here, before the session ends.
+    linked = fn ->
+      {:ok, events} = Cluster.query([type: :message_receive], session: s)
+      length(for {_, e} <- events, {:receives, {_, _}} <- e.links, do: e)
+    end
+
+    ElixirScope.TestEvents.eventually(fn -> linked.() == 6 end, 500)
+    assert Cluster.trace_info(s) |> Map.values() |> Enum.all?(& &1.running)
+    {:ok, _} = Cluster.stop_trace(s)
+    assert linked.() == 6
+  end
+
   test "bad options, unknown nodes and nodes without elixir_scope give clear errors", %{b: b} do
     {_peer, bare} = ClusterNodes.start_peer(:bare, app: false)
     opts = [pids: :new, calls: [Traced.Client]]
@@ -259,6 +287,10 @@ defmodule ElixirScope.ClusterTest do
     nope = :"nope_#{System.unique_integer([:positive])}@127.0.0.1"
     assert Cluster.trace([nodes: [nope]] ++ opts) == {:error, {:nodedown, nope}}
     assert Cluster.trace([nodes: "b"] ++ opts) == {:error, {:invalid_option, :nodes, "b"}}
+
+    assert Cluster.trace([nodes: [b], link_every: 0] ++ opts) ==
+             {:error, {:invalid_option, :link_every, 0}}
+
     assert Cluster.trace([nodes: [b], bogus: 1] ++ opts) == {:error, {:unknown_option, :bogus}}
     assert Cluster.trace(nodes: [b], calls: [Traced.Client]) == {:error, {:missing_option, :pids}}
 

@@ -24,12 +24,18 @@ defmodule ElixirScope.Cluster.Local do
   @doc "The BEAM's monotonic time (ns) here, for clock offset estimates."
   def now, do: System.monotonic_time(:nanosecond)
 
-  @doc "Starts this node's session of cluster session `id`."
-  def start_trace(id, opts), do: GenServer.call(__MODULE__, {:start, id, opts})
+  @doc """
+  Starts this node's session of cluster session `id`; with `link` as
+  `{nodes, every_ms}`, runs a link round (`link/3`) among `nodes` every
+  `every_ms` while the session runs.
+  """
+  def start_trace(id, opts, link \\ nil),
+    do: GenServer.call(__MODULE__, {:start, id, opts, link})
 
   @doc """
-  Stops this node's session of `id` and flushes its pipeline: `{:ok,
-  summary}` or `{:error, :unknown_session}`.
+  Stops this node's session of `id` and flushes its pipeline, once its
+  link round in progress (if any) is done: `{:ok, summary}` or `{:error,
+  :unknown_session}`.
   """
   def stop_trace(id), do: GenServer.call(__MODULE__, {:stop, id})
 
@@ -135,41 +141,98 @@ defmodule ElixirScope.Cluster.Local do
   @impl true
   def init(:ok) do
     :ets.new(__MODULE__, [:named_table, :protected, read_concurrency: true])
-    {:ok, %{}}
+    # owners: owner pid => monitor; rounds: session id => its link rounds.
+    {:ok, %{owners: %{}, rounds: %{}}}
   end
 
   @impl true
-  def handle_call({:start, id, opts}, _from, monitors) do
+  def handle_call({:start, id, opts, link}, _from, state) do
     owner = Keyword.fetch!(opts, :owner)
-    # Messages to and from other nodes are set aside for `link/2` from now on.
-    Native.cross_node_set_local(store(Keyword.take(opts, [:pipeline])), node())
+    # Messages to and from other nodes are set aside for `link/3` from now on.
+    store_opts = Keyword.take(opts, [:pipeline])
+    Native.cross_node_set_local(store(store_opts), node())
 
     case Tracer.start(opts) do
       {:ok, session} ->
         :ets.insert(__MODULE__, {id, session, owner})
-        {:reply, :ok, Map.put_new_lazy(monitors, owner, fn -> Process.monitor(owner) end)}
+        owners = Map.put_new_lazy(state.owners, owner, fn -> Process.monitor(owner) end)
+
+        {:reply, :ok,
+         %{state | owners: owners, rounds: schedule(state.rounds, id, link, store_opts)}}
 
       {:error, _} = error ->
-        {:reply, error, monitors}
+        {:reply, error, state}
     end
   end
 
-  def handle_call({:stop, id}, _from, monitors) do
+  def handle_call({:stop, id}, from, state) do
     case :ets.lookup(__MODULE__, id) do
       [{^id, session, _}] ->
         stopped = Tracer.stop(session)
         # What the session captured is stored before the caller queries.
         _ = ElixirScope.flush(5_000, pipeline: session.options.pipeline)
-        {:reply, stopped, monitors}
+
+        case Map.get(state.rounds, id) do
+          %{task: task, stopping: nil} = r when is_pid(task) ->
+            # The caller links next: answer once this round is done.
+            {:noreply, put_in(state.rounds[id], %{r | stopping: {from, stopped}})}
+
+          %{task: task} when is_pid(task) ->
+            {:reply, stopped, state}
+
+          _ ->
+            {:reply, stopped, %{state | rounds: Map.delete(state.rounds, id)}}
+        end
 
       [] ->
-        {:reply, {:error, :unknown_session}, monitors}
+        {:reply, {:error, :unknown_session}, state}
     end
   end
 
   @impl true
-  def handle_info({:DOWN, _, :process, owner, _}, monitors) do
-    :ets.match_delete(__MODULE__, {:_, :_, owner})
-    {:noreply, Map.delete(monitors, owner)}
+  def handle_info({:round, id}, state) do
+    case Map.get(state.rounds, id) do
+      %{stopping: nil} = r ->
+        if running?(id) do
+          Process.send_after(self(), {:round, id}, r.every)
+          {:noreply, put_in(state.rounds[id], start_round(id, r))}
+        else
+          {:noreply, %{state | rounds: Map.delete(state.rounds, id)}}
+        end
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:DOWN, _, :process, pid, _}, state) do
+    case Enum.find(state.rounds, fn {_, r} -> r.task == pid end) do
+      {id, %{stopping: {from, stopped}}} ->
+        GenServer.reply(from, stopped)
+        {:noreply, %{state | rounds: Map.delete(state.rounds, id)}}
+
+      {id, r} ->
+        {:noreply, put_in(state.rounds[id], %{r | task: nil})}
+
+      nil ->
+        :ets.match_delete(__MODULE__, {:_, :_, pid})
+        {:noreply, %{state | owners: Map.delete(state.owners, pid)}}
+    end
+  end
+
+  defp schedule(rounds, _id, nil, _store_opts), do: rounds
+
+  defp schedule(rounds, id, {nodes, every}, store_opts) do
+    Process.send_after(self(), {:round, id}, every)
+    Map.put(rounds, id, %{nodes: nodes, every: every, opts: store_opts, task: nil, stopping: nil})
+  end
+
+  # One round at a time: a round still running when the next is due
+  # lets it pass.
+  defp start_round(_id, %{task: task} = r) when is_pid(task), do: r
+
+  defp start_round(id, r) do
+    {task, _} = spawn_monitor(fn -> link(id, r.nodes, r.opts) end)
+    %{r | task: task}
   end
 end
