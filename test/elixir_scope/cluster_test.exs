@@ -20,16 +20,18 @@ defmodule ElixirScope.ClusterTest do
     server
   end
 
-  defp bank_session(b) do
+  defp bank_session(b, extra \\ []) do
     server = remote_counter(b)
     client = Traced.runner()
 
     {:ok, s} =
       Cluster.trace(
-        nodes: [node(), b],
-        pids: [client, server],
-        calls: [Traced.Counter, {Traced.Client, :bump, 1}],
-        messages: true
+        [
+          nodes: [node(), b],
+          pids: [client, server],
+          calls: [Traced.Counter, {Traced.Client, :bump, 1}],
+          messages: true
+        ] ++ extra
       )
 
     {s, client, server}
@@ -252,18 +254,7 @@ defmodule ElixirScope.ClusterTest do
   end
 
   test "link rounds run on each node while the session runs", %{b: b} do
-    server = remote_counter(b)
-    client = Traced.runner()
-
-    {:ok, s} =
-      Cluster.trace(
-        nodes: [node(), b],
-        pids: [client, server],
-        calls: [Traced.Counter],
-        messages: true,
-        link_every: 100
-      )
-
+    {s, client, server} = bank_session(b, link_every: 100)
     for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
 
     # Once the receives are older than a second, a round links them: the

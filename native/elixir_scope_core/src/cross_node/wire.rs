@@ -19,29 +19,26 @@ use crate::hash::{WordHasher, WordMap};
 use crate::payload::{tag, varint};
 
 /// Key of an atom, from its external term format.
-pub fn name_key(name: &[u8]) -> u64 {
-    let mut h = WordHasher::default();
-    h.write_u8(tag::ATOM);
-    h.write(name);
-    h.write_usize(name.len());
-    h.finish()
+pub fn name_key(etf: &[u8]) -> u64 {
+    key(tag::ATOM, etf)
 }
 
 /// Key of a pid or reference, from its external term format bytes.
 pub fn etf_key(etf: &[u8]) -> u64 {
-    let mut h = WordHasher::default();
-    h.write_u8(tag::EXTERNAL);
-    h.write(etf);
-    h.write_usize(etf.len());
-    h.finish()
+    key(tag::EXTERNAL, etf)
 }
 
 /// Key of a node, from its name as it appears in external term format.
 pub fn node_key(name: &[u8]) -> u64 {
+    key(tag::TUPLE, name)
+}
+
+/// A hash of `bytes`, apart from the other kinds of keys by `kind`.
+fn key(kind: u8, bytes: &[u8]) -> u64 {
     let mut h = WordHasher::default();
-    h.write_u8(tag::TUPLE);
-    h.write(name);
-    h.write_usize(name.len());
+    h.write_u8(kind);
+    h.write(bytes);
+    h.write_usize(bytes.len());
     h.finish()
 }
 

@@ -560,7 +560,12 @@ impl<'a> StructEncoder<'a> {
     }
 
     fn event_struct(&self, e: &EventView) -> Term<'a> {
-        let [id, kind, pid, ts, wall, module, function, arity, data, peer] = self.event_fields(e);
+        self.build_event(self.event_fields(e))
+    }
+
+    /// `%ElixirScope.Event{}` of the fields in `event_fields`'s order.
+    fn build_event(&self, fields: [ErlNifTerm; 10]) -> Term<'a> {
+        let [id, kind, pid, ts, wall, module, function, arity, data, peer] = fields;
         self.event.build([
             self.event_module,
             id,
@@ -573,6 +578,23 @@ impl<'a> StructEncoder<'a> {
             arity,
             data,
             peer,
+        ])
+    }
+
+    /// `%ElixirScope.CorrelatedEvent{}` of an event struct and the fields
+    /// in `correlation_fields`'s order.
+    fn build_correlated(&self, event: Term<'a>, fields: [ErlNifTerm; 7]) -> Term<'a> {
+        let [cid, parent, root, links, ctype, at, confidence] = fields;
+        self.correlated.build([
+            self.correlated_module,
+            event.as_c_arg(),
+            cid,
+            parent,
+            root,
+            links,
+            ctype,
+            at,
+            confidence,
         ])
     }
 
@@ -620,18 +642,7 @@ impl<'a> StructEncoder<'a> {
 
     /// `%ElixirScope.CorrelatedEvent{}`.
     pub fn stored(&self, c: &EventView) -> Term<'a> {
-        let [cid, parent, root, links, ctype, at, confidence] = self.correlation_fields(c);
-        self.correlated.build([
-            self.correlated_module,
-            self.event_struct(c).as_c_arg(),
-            cid,
-            parent,
-            root,
-            links,
-            ctype,
-            at,
-            confidence,
-        ])
+        self.build_correlated(self.event_struct(c), self.correlation_fields(c))
     }
 
     /// The event as one flat tuple, `ElixirScope.Cluster.Local.compact/1`'s
@@ -655,35 +666,12 @@ impl<'a> StructEncoder<'a> {
     /// `None` when `t` is not such a tuple.
     pub fn expand(&self, t: Term<'a>, offset: i64) -> Option<Term<'a>> {
         let fields: &[ErlNifTerm; 17] = tuple_slice(t)?.try_into().ok()?;
-        let [id, kind, pid, ts, wall, module, function, arity, data, peer, rest @ ..] = *fields;
+        let mut event: [ErlNifTerm; 10] = fields[..10].try_into().ok()?;
         // SAFETY: an element of a live tuple of `env`.
-        let ts: i64 = unsafe { Term::new(self.env, ts) }.decode().ok()?;
-        let ts = ts.checked_sub(offset)?.encode(self.env).as_c_arg();
-        let event = self.event.build([
-            self.event_module,
-            id,
-            kind,
-            pid,
-            ts,
-            wall,
-            module,
-            function,
-            arity,
-            data,
-            peer,
-        ]);
-        let [cid, parent, root, links, ctype, at, confidence] = rest;
-        Some(self.correlated.build([
-            self.correlated_module,
-            event.as_c_arg(),
-            cid,
-            parent,
-            root,
-            links,
-            ctype,
-            at,
-            confidence,
-        ]))
+        let ts: i64 = unsafe { Term::new(self.env, event[3]) }.decode().ok()?;
+        event[3] = ts.checked_sub(offset)?.encode(self.env).as_c_arg();
+        let correlation = fields[10..].try_into().ok()?;
+        Some(self.build_correlated(self.build_event(event), correlation))
     }
 
     /// A list of `%CorrelatedEvent{}`.
