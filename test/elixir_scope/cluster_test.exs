@@ -253,6 +253,34 @@ defmodule ElixirScope.ClusterTest do
     assert %{waiting_receives: 1, dropped: 0} = waiting.(c)
   end
 
+  test "messages ingested from Elixir link across nodes too (fingerprinted when exchanged)",
+       %{b: b} do
+    receiver = remote_counter(b)
+    sender = Traced.runner()
+
+    {:ok, s} =
+      Cluster.trace(
+        nodes: [node(), b],
+        pids: [sender, receiver],
+        messages: true,
+        link_every: false
+      )
+
+    event = fn type, pid, peer ->
+      %ElixirScope.Event{type: type, pid: pid, peer: peer, data: {:hello, [1, 2]}}
+    end
+
+    {:ok, _} = ElixirScope.ingest(event.(:message_send, sender, receiver))
+    {:ok, _} = :erpc.call(b, ElixirScope, :ingest, [event.(:message_receive, receiver, node())])
+    {:ok, _} = Cluster.stop_trace(s)
+
+    {:ok, [{^b, received}]} = Cluster.query([pid: receiver, type: :message_receive], session: s)
+    assert [receives: {node, send_id}] = received.links
+    assert node == node() and received.correlation_confidence == 1.0
+    {:ok, [{_, sent}]} = Cluster.query([pid: sender, type: :message_send], session: s)
+    assert sent.event.id == send_id and sent.links == [received_by: {b, received.event.id}]
+  end
+
   test "link rounds run on each node while the session runs", %{b: b} do
     {s, client, server} = bank_session(b, link_every: 100)
     for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
