@@ -377,7 +377,8 @@ impl Correlator {
         s.memory_bytes = (self.contexts.capacity() * (std::mem::size_of::<(u64, Context)>() + 1)
             + frames * std::mem::size_of::<function::Frame>()
             + self.messages.memory_bytes()
-            + self.processes.memory_bytes()) as u64;
+            + self.processes.memory_bytes()
+            + self.crossing.memory_bytes()) as u64;
         s
     }
 }

@@ -33,7 +33,7 @@ use crate::hash::WordMap;
 use crate::payload::{tag, varint};
 
 /// Most ids of each kind waiting to be exchanged.
-const MAX_COLLECTED: usize = 1 << 21;
+const MAX_COLLECTED: usize = 1 << 20;
 
 /// This node: its name's atom word and the name's bytes (as they appear in
 /// the external term format of its pids and references).
@@ -267,6 +267,12 @@ pub struct Collected {
 }
 
 impl Collected {
+    /// Bytes the halves take (their vectors' capacity).
+    pub fn memory_bytes(&self) -> usize {
+        self.sends.capacity() * std::mem::size_of::<OutHalf>()
+            + self.receives.capacity() * std::mem::size_of::<InHalf>()
+    }
+
     pub fn push(&mut self, half: Half) {
         match half {
             Half::Out(h) => bounded_push(&mut self.sends, h, &mut self.dropped),
