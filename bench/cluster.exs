@@ -175,11 +175,18 @@ link_cpu_ns =
 per_event = fn ns -> Float.round(ns / max(events, 1), 1) end
 share = fn ns -> Float.round(100 * ns / max(drain_ns, 1), 1) end
 
+ambiguous =
+  Enum.sum(
+    for n <- [node(), b],
+        do: :erpc.call(n, ElixirScope.EventCorrelator, :metrics, []).cross_node.ambiguous
+  )
+
 IO.puts(
   "message-heavy: #{rounds} GenServer calls to #{b}: #{events} message events traced " <>
     "(dropped #{dropped}) in #{div(run_us, 1000)} ms\n" <>
     "  drain (both nodes' workers, busy time): #{per_event.(drain_ns)} ns per event\n" <>
-    "  Cluster.link: #{counts.linked} linked, #{counts.unlinked} unlinked in " <>
+    "  Cluster.link: #{counts.linked} linked (#{ambiguous} below confidence 1.0), " <>
+    "#{counts.unlinked} unlinked in " <>
     "#{Float.round(link_us / 1000, 1)} ms = #{per_event.(link_us * 1000)} ns per event " <>
     "-> #{share.(link_us * 1000)}% of the drain (target <= 10%)\n" <>
     "  Cluster.link CPU (both nodes' schedulers busy): #{per_event.(link_cpu_ns)} ns per event " <>
