@@ -281,6 +281,20 @@ defmodule ElixirScope.ClusterTest do
     assert sent.event.id == send_id and sent.links == [received_by: {b, received.event.id}]
   end
 
+  test "a second session on a node that traces is refused, and the first still links",
+       %{b: b} do
+    {s, client, server} = bank_session(b)
+    a = node()
+
+    assert {:error, {^a, {:session_active, _}}} =
+             Cluster.trace(nodes: [node(), b], pids: :new, messages: true)
+
+    for _ <- 1..2, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
+    {:ok, _} = Cluster.stop_trace(s)
+    {:ok, events} = Cluster.query([type: :message_receive], session: s)
+    assert length(for {_, e} <- events, {:receives, {_, _}} <- e.links, do: e) == 4
+  end
+
   test "link rounds run on each node while the session runs", %{b: b} do
     {s, client, server} = bank_session(b, link_every: 100)
     for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)

@@ -141,27 +141,37 @@ defmodule ElixirScope.Cluster.Local do
   @impl true
   def init(:ok) do
     :ets.new(__MODULE__, [:named_table, :protected, read_concurrency: true])
-    # owners: owner pid => monitor; rounds: session id => its link rounds.
-    {:ok, %{owners: %{}, rounds: %{}}}
+    # owners: owner pid => monitor; rounds: session id => its link rounds;
+    # naming: the session that named this node in its store, and the store.
+    {:ok, %{owners: %{}, rounds: %{}, naming: nil}}
   end
 
   @impl true
   def handle_call({:start, id, opts, link}, _from, state) do
     owner = Keyword.fetch!(opts, :owner)
-    # Messages to and from other nodes are set aside for `link/3` from now on.
     store_opts = Keyword.take(opts, [:pipeline])
-    Native.cross_node_set_local(store(store_opts), node())
 
-    case Tracer.start(opts) do
-      {:ok, session} ->
-        :ets.insert(__MODULE__, {id, session, owner})
-        owners = Map.put_new_lazy(state.owners, owner, fn -> Process.monitor(owner) end)
+    case Process.whereis(ElixirScope.Tracer.Server) do
+      # One session at a time: leave the running one's exchange alone.
+      server when is_pid(server) ->
+        {:reply, {:error, {:session_active, server}}, state}
 
-        {:reply, :ok,
-         %{state | owners: owners, rounds: schedule(state.rounds, id, link, store_opts)}}
+      nil ->
+        # Messages to and from other nodes are set aside for `link/3` from
+        # now on (the tracer takes their fingerprints from its start).
+        Native.cross_node_set_local(store(store_opts), node())
 
-      {:error, _} = error ->
-        {:reply, error, state}
+        case Tracer.start(opts) do
+          {:ok, session} ->
+            :ets.insert(__MODULE__, {id, session, owner})
+            owners = Map.put_new_lazy(state.owners, owner, fn -> Process.monitor(owner) end)
+            rounds = schedule(state.rounds, id, link, store_opts)
+            {:reply, :ok, %{state | owners: owners, rounds: rounds, naming: {id, store_opts}}}
+
+          {:error, _} = error ->
+            Native.cross_node_forget_local(store(store_opts))
+            {:reply, error, state}
+        end
     end
   end
 
@@ -169,8 +179,10 @@ defmodule ElixirScope.Cluster.Local do
     case :ets.lookup(__MODULE__, id) do
       [{^id, session, _}] ->
         stopped = Tracer.stop(session)
-        # What the session captured is stored before the caller queries.
+        # What the session captured is stored before the caller queries;
+        # what crosses nodes from now on is not the session's.
         _ = ElixirScope.flush(5_000, pipeline: session.options.pipeline)
+        state = forget_local(state, id)
 
         case Map.get(state.rounds, id) do
           %{task: task, stopping: nil} = r when is_pid(task) ->
@@ -215,10 +227,25 @@ defmodule ElixirScope.Cluster.Local do
         {:noreply, put_in(state.rounds[id], %{r | task: nil})}
 
       nil ->
+        # The owner went down: its sessions stop (the tracer sees to it)
+        # and are forgotten here.
+        state =
+          :ets.match_object(__MODULE__, {:_, :_, pid})
+          |> Enum.reduce(state, fn {id, _, _}, state -> forget_local(state, id) end)
+
         :ets.match_delete(__MODULE__, {:_, :_, pid})
         {:noreply, %{state | owners: Map.delete(state.owners, pid)}}
     end
   end
+
+  # Stops setting messages aside if session `id` is the one that named
+  # this node (a later session may have since).
+  defp forget_local(%{naming: {id, store_opts}} = state, id) do
+    Native.cross_node_forget_local(store(store_opts))
+    %{state | naming: nil}
+  end
+
+  defp forget_local(state, _id), do: state
 
   defp schedule(rounds, _id, nil, _store_opts), do: rounds
 

@@ -192,10 +192,18 @@ fn cross_node_set_local(env: Env, store: ResourceArc<StoreRes>, node: Atom) -> A
     ex.reset(crossing.sends.len() + crossing.receives.len());
     crossing.sends.clear();
     crossing.receives.clear();
-    correlator.set_local_node(LocalNode {
+    correlator.set_local_node(Some(LocalNode {
         atom: word(node.as_c_arg()),
         name,
-    });
+    }));
+    atoms::ok()
+}
+
+/// The cluster session stopped: no more messages are set aside (those set
+/// aside stay for its last round).
+#[rustler::nif]
+fn cross_node_forget_local(store: ResourceArc<StoreRes>) -> Atom {
+    store.0.correlator().set_local_node(None);
     atoms::ok()
 }
 

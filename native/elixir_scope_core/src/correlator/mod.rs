@@ -201,9 +201,10 @@ impl Correlator {
     }
 
     /// Names this node: from now on, messages crossing nodes are set aside
-    /// in [`Correlator::crossing`] instead of waiting here.
-    pub fn set_local_node(&mut self, node: LocalNode) {
-        self.local_node = Some(node);
+    /// in [`Correlator::crossing`] instead of waiting here (`None`: no
+    /// more; what was set aside stays for the exchange).
+    pub fn set_local_node(&mut self, node: Option<LocalNode>) {
+        self.local_node = node;
     }
 
     pub fn local_node(&self) -> Option<&LocalNode> {

@@ -171,10 +171,10 @@ fn messages_crossing_nodes_are_set_aside_once_the_node_is_named() {
     sink.feed(&mut cor, &msg(1, 10, K::MessageSend, 30, b"x"));
     assert_eq!(sink.feed(&mut cor, &from_node_b(2)).correlation_id, 1);
 
-    cor.set_local_node(crate::cross_node::LocalNode {
+    cor.set_local_node(Some(crate::cross_node::LocalNode {
         atom: 0x4b,
         name: b"a@h".to_vec(),
-    });
+    }));
     sink.feed(&mut cor, &msg(3, 10, K::MessageSend, 30, b"x"));
     let r = sink.feed(&mut cor, &from_node_b(4));
     assert_eq!(
@@ -191,6 +191,12 @@ fn messages_crossing_nodes_are_set_aside_once_the_node_is_named() {
         [4]
     );
     assert_eq!(cor.stats().cross_node_receives, 1);
+
+    // Once the session ended, messages from other nodes wait here again.
+    cor.set_local_node(None);
+    sink.feed(&mut cor, &from_node_b(6));
+    assert_eq!(cor.stats().cross_node_receives, 1);
+    assert_eq!(cor.crossing().receives.len(), 1);
 }
 
 #[test]
