@@ -32,7 +32,7 @@ use crate::event::{Event, EventKind};
 use crate::hash::WordMap;
 use crate::payload::{tag, varint};
 
-/// Most ids of each kind waiting to be exchanged.
+/// Most halves of each kind waiting to be exchanged.
 const MAX_COLLECTED: usize = 1 << 20;
 
 /// This node: its name's atom word and the name's bytes (as they appear in
