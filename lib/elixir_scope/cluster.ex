@@ -288,26 +288,17 @@ defmodule ElixirScope.Cluster do
       filter = if since, do: Keyword.put_new(filter, :from, since), else: filter
 
       answers =
-        fan_out(nodes, timeout, fn node ->
+        gather(nodes, timeout, opts, fn node ->
           {off, _} = Map.fetch!(offsets, node)
-          node_filter = shift_window(filter, off) ++ limit_opt(limit)
-          {Local, :select, [node_filter, opts, node != node()]}
+          {shift_window(filter, off) ++ limit_opt(limit), off}
         end)
 
       results =
         answers
-        |> Enum.map(fn
-          {node, {:ok, events}} when node == node() ->
-            Enum.map(events, &{node, &1})
-
-          {node, {:ok, events}} ->
-            {off, _} = Map.fetch!(offsets, node)
-            ElixirScope.Native.expand_compact(events, node, off)
-
-          {_, {:error, _}} ->
-            []
+        |> Enum.flat_map(fn
+          {_, {:ok, events}} when events != [] -> [events]
+          _ -> []
         end)
-        |> Enum.reject(&(&1 == []))
         |> Enum.reduce([], fn
           events, [] ->
             events
@@ -323,6 +314,63 @@ defmodule ElixirScope.Cluster do
 
       answer(results, answers)
     end
+  end
+
+  # Runs a query on every node at once: this node's part in the caller,
+  # while the others stream theirs as compact tuples in chunks, each made
+  # structs (on this node's clock) as it arrives while the next is read
+  # there. `[{node, {:ok, [{node, event}]} | {:error, reason}}]`.
+  defp gather(nodes, timeout, opts, filter_of) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+
+    streams =
+      for node <- nodes, node != node() do
+        {filter, off} = filter_of.(node)
+        # Sent to an alias: once it is gone, late chunks are dropped.
+        ref = :erlang.alias()
+        args = [ref, ref, filter, opts]
+        {pid, monitor} = :erlang.spawn_monitor(node, Local, :stream_select, args)
+        {node, off, {pid, ref, monitor}}
+      end
+
+    here =
+      if node() in nodes do
+        {filter, _} = filter_of.(node())
+        [{node(), {:ok, for(e <- Local.select(filter, opts, false), do: {node(), e})}}]
+      else
+        []
+      end
+
+    remote =
+      for {node, off, stream} <- streams, do: {node, collect(stream, node, off, deadline, [])}
+
+    here ++ remote
+  end
+
+  defp collect({pid, ref, monitor} = stream, node, off, deadline, chunks) do
+    receive do
+      {^ref, {:chunk, tuples}} ->
+        chunk = ElixirScope.Native.expand_compact(tuples, node, off)
+        collect(stream, node, off, deadline, [chunk | chunks])
+
+      {^ref, :done} ->
+        end_stream(stream)
+        {:ok, chunks |> Enum.reverse() |> Enum.concat()}
+
+      {:DOWN, ^monitor, :process, _, reason} ->
+        end_stream(stream)
+        {:error, reason}
+    after
+      max(deadline - System.monotonic_time(:millisecond), 0) ->
+        Process.exit(pid, :kill)
+        end_stream(stream)
+        {:error, :timeout}
+    end
+  end
+
+  defp end_stream({_pid, ref, monitor}) do
+    :erlang.unalias(ref)
+    Process.demonitor(monitor, [:flush])
   end
 
   # A process's events are stored on its node only: a `pid:` filter asks that node.

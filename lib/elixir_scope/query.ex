@@ -59,13 +59,19 @@ defmodule ElixirScope.Query do
   def stream(filter, opts \\ []), do: stream_with(filter, opts, &Native.cursor_next/2)
 
   @doc false
-  # As `stream/2`, each event as `ElixirScope.Cluster.Local.compact/1`'s
-  # flat tuple, built natively (for `ElixirScope.Cluster`); no `match:`.
-  def compact_stream(filter, opts) do
+  # As `stream/2`, in chunks (lists, of up to `chunk_size:` events) of
+  # `ElixirScope.Cluster.Local.compact/1`'s flat tuples, built natively
+  # (for `ElixirScope.Cluster`); no `match:`.
+  def compact_chunks(filter, opts) do
     if Keyword.has_key?(filter, :match),
-      do: raise(ArgumentError, "compact_stream takes no :match")
+      do: raise(ArgumentError, "compact_chunks takes no :match")
 
-    stream_with(filter, opts, &Native.cursor_next_compact/2)
+    stream_with(filter, opts, fn cursor, n ->
+      case Native.cursor_next_compact(cursor, n) do
+        [] -> []
+        events -> [events]
+      end
+    end)
   end
 
   defp stream_with(filter, opts, next) do

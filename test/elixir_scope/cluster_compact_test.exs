@@ -12,7 +12,9 @@ defmodule ElixirScope.Cluster.CompactTest do
     assert length(structs) == 40
     assert Enum.any?(structs, &(&1.links != []))
 
-    compact = ElixirScope.Query.compact_stream([], pipeline: p) |> Enum.to_list()
+    compact = ElixirScope.Query.compact_chunks([], pipeline: p) |> Enum.concat()
+    chunks = ElixirScope.Query.compact_chunks([], pipeline: p, chunk_size: 15) |> Enum.to_list()
+    assert Enum.map(chunks, &length/1) == [15, 15, 10] and Enum.concat(chunks) == compact
     assert compact == Enum.map(structs, &Local.compact/1)
     expanded = ElixirScope.Native.expand_compact(compact, :a@h, 0)
     assert expanded == Enum.map(structs, &{:a@h, &1})

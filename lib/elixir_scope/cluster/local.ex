@@ -121,7 +121,27 @@ defmodule ElixirScope.Cluster.Local do
   def select(filter, opts, true) do
     if Keyword.has_key?(filter, :match),
       do: filter |> ElixirScope.Query.select(opts) |> Enum.map(&compact/1),
-      else: filter |> ElixirScope.Query.compact_stream(opts) |> Enum.to_list()
+      else: filter |> ElixirScope.Query.compact_chunks(opts) |> Enum.concat()
+  end
+
+  @stream_chunk 1_000
+
+  @doc """
+  `select/3`'s compact tuples sent to `to` (a pid or an alias) as they
+  are read, so the caller makes structs of one chunk while the next is
+  read here: `{ref, {:chunk, tuples}}`s (of #{@stream_chunk} events unless
+  `chunk_size:` says otherwise), then `{ref, :done}`.
+  """
+  def stream_select(to, ref, filter, opts) do
+    if Keyword.has_key?(filter, :match) do
+      send(to, {ref, {:chunk, select(filter, opts, true)}})
+    else
+      filter
+      |> ElixirScope.Query.compact_chunks(Keyword.put_new(opts, :chunk_size, @stream_chunk))
+      |> Enum.each(&send(to, {ref, {:chunk, &1}}))
+    end
+
+    send(to, {ref, :done})
   end
 
   @doc """
