@@ -218,10 +218,13 @@ defmodule ElixirScope.Cluster do
     end
   end
 
-  @doc "The session's counters on each node now (`{:error, reason}` where unreachable)."
-  @spec trace_info(Session.t()) :: %{node() => map() | {:error, term()}}
-  def trace_info(%Session{} = s) do
-    per_node(s.nodes, fn node -> rpc(node, Local, :trace_info, [s.id]) end)
+  @doc """
+  The session's counters on each node now (`{:error, reason}` where
+  unreachable, or where no answer came within `timeout` ms, default 15000).
+  """
+  @spec trace_info(Session.t(), timeout()) :: %{node() => map() | {:error, term()}}
+  def trace_info(%Session{} = s, timeout \\ @rpc_timeout) do
+    per_node(s.nodes, fn node -> rpc(node, Local, :trace_info, [s.id], timeout) end)
   end
 
   defp per_node(nodes, call) do
@@ -560,8 +563,8 @@ defmodule ElixirScope.Cluster do
   end
 
   # `{:ok, result}` or `{:error, reason}`, never an exception.
-  defp rpc(node, m, f, a) do
-    {:ok, :erpc.call(node, m, f, a, @rpc_timeout)}
+  defp rpc(node, m, f, a, timeout \\ @rpc_timeout) do
+    {:ok, :erpc.call(node, m, f, a, timeout)}
   catch
     :error, {:erpc, reason} -> {:error, reason}
     :error, {:exception, reason, stack} -> {:error, {:exception, reason, stack}}

@@ -23,7 +23,8 @@ defmodule ElixirScope.Cluster.Session do
 
   defimpl Inspect do
     def inspect(s, _opts) do
-      infos = ElixirScope.Cluster.trace_info(s)
+      # Inspect answers within a second, whatever a node does.
+      infos = ElixirScope.Cluster.trace_info(s, 1_000)
 
       {events, dropped, down} =
         Enum.reduce(infos, {0, 0, []}, fn
