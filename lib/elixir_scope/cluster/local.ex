@@ -10,6 +10,12 @@ defmodule ElixirScope.Cluster.Local do
   # readable (its counters) until its cluster owner goes down (its process
   # or its node): the tracer then stops it (owner_down) if it still runs,
   # and it is forgotten here.
+  #
+  # While a session runs, this process starts its link rounds (`link/3`,
+  # one at a time, in a process of their own) and names this node in the
+  # session's store, so messages crossing nodes are set aside; a stop
+  # answers once the round in progress is done, so the caller's final
+  # round sees every half.
   use GenServer
 
   alias ElixirScope.{CorrelatedEvent, Native, Tracer}
@@ -84,7 +90,7 @@ defmodule ElixirScope.Cluster.Local do
     match?({:ok, %{running: true}}, trace_info(id))
   end
 
-  @doc "Links this node's sends to their receives on `node` (link backs from its `link/2`)."
+  @doc "Links this node's sends to their receives on `node` (link backs from its `link/3`)."
   def link_back(node, backs, opts),
     do: Native.cross_node_link_back(store(opts), node, backs)
 
