@@ -337,11 +337,20 @@ defmodule ElixirScope.Cluster do
       end
 
     here =
-      if node() in nodes do
-        {filter, _} = filter_of.(node())
-        [{node(), {:ok, for(e <- Local.select(filter, opts, false), do: {node(), e})}}]
-      else
-        []
+      try do
+        if node() in nodes do
+          {filter, _} = filter_of.(node())
+          [{node(), {:ok, for(e <- Local.select(filter, opts, false), do: {node(), e})}}]
+        else
+          []
+        end
+      rescue
+        # A bad filter raises here as it does on the others: stop them.
+        e ->
+          for {_, _, {pid, _, _} = stream} <- streams,
+              do: Process.exit(pid, :kill) && end_stream(stream)
+
+          reraise e, __STACKTRACE__
       end
 
     remote =

@@ -333,5 +333,11 @@ defmodule ElixirScope.ClusterTest do
              {:error, {:pid_not_on_nodes, remote}}
 
     assert_raise ArgumentError, ~r/session:/, fn -> Cluster.query([], session: :nope) end
+    # A bad filter raises here; the other node's stream is stopped, and
+    # nothing of it reaches this process later.
+    assert_raise ArgumentError, fn -> Cluster.query([bogus: 1], nodes: [node(), b]) end
+    Process.sleep(100)
+    refute_received {:DOWN, _, :process, _, _}
+    refute_received {_, :done}
   end
 end
