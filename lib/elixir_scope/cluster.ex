@@ -340,7 +340,7 @@ defmodule ElixirScope.Cluster do
       try do
         if node() in nodes do
           {filter, _} = filter_of.(node())
-          [{node(), {:ok, for(e <- Local.select(filter, opts, false), do: {node(), e})}}]
+          [{node(), {:ok, for(e <- ElixirScope.Query.select(filter, opts), do: {node(), e})}}]
         else
           []
         end

@@ -25,10 +25,29 @@ defmodule ElixirScope.Cluster.CompactTest do
     assert_raise ArgumentError, fn -> ElixirScope.Native.expand_compact([{1, 2}], :a@h, 0) end
     assert_raise ArgumentError, fn -> ElixirScope.Native.expand_compact([:x], :a@h, 0) end
 
-    assert Local.select([type: :function_call], [pipeline: p], true) ==
-             Enum.map(
-               ElixirScope.Query.select([type: :function_call], pipeline: p),
-               &Local.compact/1
-             )
+    # What a node streams to a cluster query: the compact form of what it
+    # selects, in chunks (a match: filter runs in Elixir, in one chunk).
+    calls = ElixirScope.Query.select([type: :function_call], pipeline: p)
+    streamed = streamed([type: :function_call], pipeline: p, chunk_size: 7)
+    assert Enum.concat(streamed) == Enum.map(calls, &Local.compact/1)
+    assert length(streamed) == ceil(length(calls) / 7)
+    odd = &(rem(&1.event.id, 2) == 1)
+    matched = ElixirScope.Query.select([match: odd], pipeline: p)
+    assert streamed([match: odd], pipeline: p) == [Enum.map(matched, &Local.compact/1)]
+  end
+
+  defp streamed(filter, opts) do
+    ref = make_ref()
+    ElixirScope.Cluster.Local.stream_select(self(), ref, filter, opts)
+    receive_chunks(ref, [])
+  end
+
+  defp receive_chunks(ref, chunks) do
+    receive do
+      {^ref, {:chunk, tuples}} -> receive_chunks(ref, [tuples | chunks])
+      {^ref, :done} -> Enum.reverse(chunks)
+    after
+      1_000 -> flunk("no :done")
+    end
   end
 end

@@ -115,32 +115,22 @@ defmodule ElixirScope.Cluster.Local do
 
   defp store(opts), do: ElixirScope.Storage.DataAccess.store(opts)
 
-  @doc """
-  `Query.select/2` here (for `Cluster.query/2`); with `compact: true` as
-  flat tuples (see `compact/1`), built natively: they cross the
-  distribution several times faster than structs (maps repeat their keys
-  in the external format).
-  """
-  def select(filter, opts, compact)
-  def select(filter, opts, false), do: ElixirScope.Query.select(filter, opts)
-
-  def select(filter, opts, true) do
-    if Keyword.has_key?(filter, :match),
-      do: filter |> ElixirScope.Query.select(opts) |> Enum.map(&compact/1),
-      else: filter |> ElixirScope.Query.compact_chunks(opts) |> Enum.concat()
-  end
-
   @stream_chunk 1_000
 
   @doc """
-  `select/3`'s compact tuples sent to `to` (a pid or an alias) as they
-  are read, so the caller makes structs of one chunk while the next is
-  read here: `{ref, {:chunk, tuples}}`s (of #{@stream_chunk} events unless
-  `chunk_size:` says otherwise), then `{ref, :done}`.
+  `Query.select/2` here for `Cluster.query/2`, sent to `to` (a pid or an
+  alias) as flat tuples (see `compact/1`) as they are read, so the caller
+  makes structs of one chunk while the next is read here: `{ref, {:chunk,
+  tuples}}`s (of #{@stream_chunk} events unless `chunk_size:` says
+  otherwise), then `{ref, :done}`. The tuples are built natively and cross
+  the distribution several times faster than structs (maps repeat their
+  keys in the external format); a `match:` filter runs in Elixir, so its
+  events come as one chunk.
   """
   def stream_select(to, ref, filter, opts) do
     if Keyword.has_key?(filter, :match) do
-      send(to, {ref, {:chunk, select(filter, opts, true)}})
+      events = filter |> ElixirScope.Query.select(opts) |> Enum.map(&compact/1)
+      send(to, {ref, {:chunk, events}})
     else
       filter
       |> ElixirScope.Query.compact_chunks(Keyword.put_new(opts, :chunk_size, @stream_chunk))
@@ -151,7 +141,7 @@ defmodule ElixirScope.Cluster.Local do
   end
 
   @doc """
-  A `%CorrelatedEvent{}` as the flat tuple `select/3` sends (for a
+  A `%CorrelatedEvent{}` as the flat tuple `stream_select/4` sends (for a
   `match:` filter, which runs in Elixir); `Native.expand_compact/3` makes
   the structs again.
   """

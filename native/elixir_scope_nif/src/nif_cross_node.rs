@@ -275,26 +275,28 @@ fn cross_node_link<'a>(
     ex.matcher
         .run(&inbound, halves, settled, holder, &mut matched);
     ex.skipped += skipped;
-    // Matched sends all came from `inbound` nodes, this round or before.
-    let links: Vec<_> = matched
-        .iter()
-        .filter_map(|m| Some((ex.nodes.get(&m.node).copied()?, m)))
-        .collect();
-    let patches: Vec<_> = (links.iter())
-        .map(|&(node, m)| {
-            let kind = LinkKind::RemoteReceives;
-            (m.receive, kind, node, m.send, Some(m.confidence))
-        })
-        .collect();
-    store.0.link_remote_all(&patches);
+    // Each match is patched here and goes back to its send's node (its
+    // sends all came from `inbound` nodes, this round or before).
+    let mut patches = Vec::with_capacity(matched.len());
     let mut backs: WordMap<u64, Vec<LinkBack>> = WordMap::default();
-    for &(node, m) in &links {
+    for m in &matched {
+        let Some(&node) = ex.nodes.get(&m.node) else {
+            continue;
+        };
+        patches.push((
+            m.receive,
+            LinkKind::RemoteReceives,
+            node,
+            m.send,
+            Some(m.confidence),
+        ));
         let back = LinkBack {
             send: m.send,
             receive: m.receive,
         };
         backs.entry(node).or_default().push(back);
     }
+    store.0.link_remote_all(&patches);
     let backs: Vec<_> = backs
         .into_iter()
         .map(|(node, backs)| {
