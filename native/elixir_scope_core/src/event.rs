@@ -5,7 +5,7 @@
 //! [`crate::payload::tag`]); `0` means "none" for module and function, and an
 //! id of `0` means "not assigned yet" (the store assigns one on write).
 
-use crate::links::Links;
+use crate::links::{Links, LinksView};
 use crate::payload::Payload;
 
 /// What happened. The names are the Elixir atoms of `ElixirScope.Event.type`.
@@ -225,7 +225,7 @@ pub struct EventView<'a> {
     pub correlation_id: u64,
     pub parent_id: u64,
     pub root_id: u64,
-    pub links: &'a Links,
+    pub links: LinksView<'a>,
     pub correlation_type: Option<EventKind>,
     pub correlated_at: i64,
     pub confidence: f32,
@@ -253,7 +253,7 @@ impl EventView<'_> {
                 correlation_id: self.correlation_id,
                 parent_id: self.parent_id,
                 root_id: self.root_id,
-                links: self.links.clone(),
+                links: self.links.to_links(),
                 correlation_type: self.correlation_type,
                 correlated_at: self.correlated_at,
                 confidence: self.confidence,
@@ -280,7 +280,7 @@ impl StoredEvent {
             correlation_id: c.correlation_id,
             parent_id: c.parent_id,
             root_id: c.root_id,
-            links: &c.links,
+            links: LinksView::from(&c.links),
             correlation_type: c.correlation_type,
             correlated_at: c.correlated_at,
             confidence: c.confidence,

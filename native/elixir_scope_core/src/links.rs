@@ -20,12 +20,15 @@ const TARGET_BITS: u32 = 56;
 pub const MAX_TARGET: u64 = (1 << TARGET_BITS) - 1;
 
 impl Packed {
-    fn new(link: Link) -> Packed {
+    /// No link (an invalid kind).
+    pub const NONE: Packed = Packed(u64::MAX);
+
+    pub fn new(link: Link) -> Packed {
         debug_assert!(link.target < 1 << TARGET_BITS);
         Packed((link.kind as u64) << TARGET_BITS | link.target)
     }
 
-    fn get(self) -> Link {
+    pub fn get(self) -> Link {
         Link {
             kind: LinkKind::from_u8((self.0 >> TARGET_BITS) as u8),
             target: self.0 & ((1 << TARGET_BITS) - 1),
@@ -91,6 +94,36 @@ impl Links {
             }
             _ => 0,
         }
+    }
+}
+
+/// An event's links as read in place: those its record holds, and the one
+/// the store keeps beside it (the link of a message crossing nodes to its
+/// other half).
+#[derive(Clone, Copy, Debug)]
+pub struct LinksView<'a> {
+    pub held: &'a Links,
+    pub beside: Option<Link>,
+}
+
+impl<'a> LinksView<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = Link> + 'a {
+        self.held.iter().chain(self.beside)
+    }
+
+    /// The caller's own copy.
+    pub fn to_links(&self) -> Links {
+        let mut links = self.held.clone();
+        if let Some(link) = self.beside {
+            links.push(link);
+        }
+        links
+    }
+}
+
+impl<'a> From<&'a Links> for LinksView<'a> {
+    fn from(held: &'a Links) -> Self {
+        LinksView { held, beside: None }
     }
 }
 

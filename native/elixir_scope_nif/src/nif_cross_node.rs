@@ -13,9 +13,9 @@
 
 use rustler::{Atom, Binary, Encoder, Env, NifResult, OwnedBinary, ResourceArc, Term};
 
-use elixir_scope_core::cross_node::matcher::ReceiveHalf;
+use elixir_scope_core::cross_node::matcher::{Matched, ReceiveHalf};
 use elixir_scope_core::cross_node::wire::{
-    etf_key, name_key, node_key, LinkBack, SendBatch, SendHalf, To,
+    etf_key, name_key, node_key, LinkBack, LinkBackBatch, SendBatch, SendHalf, To,
 };
 use elixir_scope_core::cross_node::{Destination, Exchange, InHalf, LocalNode, Origin, OutHalf};
 use elixir_scope_core::event::LinkKind;
@@ -160,9 +160,10 @@ fn fingerprints(
 
 /// Moves the sends the workers set aside into the outbox of their node.
 fn absorb_sends(keys: &mut Keys, store: &SharedStore, ex: &mut Exchange) {
-    let sends = std::mem::take(&mut store.correlator().crossing().sends);
+    let sends = &mut ex.scratch.sends;
+    store.correlator().crossing().take_sends(sends);
     let fingerprint = fingerprints(keys.env, store, sends.iter().map(|h| (h.id, h.fingerprint)));
-    for h in &sends {
+    for h in sends.iter() {
         let Some(fp) = fingerprint(h.id, h.fingerprint) else {
             ex.skipped += 1;
             continue;
@@ -244,73 +245,89 @@ fn cross_node_link<'a>(
         .collect();
     let mut ex = store.0.exchange();
     absorb_sends(&mut keys, &store.0, &mut ex);
-    let mut sends = Vec::with_capacity(inbound.len());
+    let Exchange {
+        nodes,
+        matcher,
+        skipped,
+        scratch,
+        ..
+    } = &mut *ex;
+    let holder = |n| holders.get(&n).copied();
     for (node, bytes) in &inbound {
         let atom = word(node.as_c_arg());
         let node = keys.node(atom);
-        ex.nodes.insert(node, atom);
-        let mut halves = Vec::new();
-        SendBatch::decode(bytes.as_slice(), &mut halves).ok_or(rustler::Error::BadArg)?;
-        sends.push((node, halves));
+        nodes.insert(node, atom);
+        let mut halves = SendBatch::decode(bytes.as_slice());
+        matcher.add_sends(node, &mut halves, holder);
+        if !halves.is_whole() {
+            matcher.forget_added();
+            return Err(rustler::Error::BadArg);
+        }
     }
-    let inbound: Vec<(u64, &[SendHalf])> = sends.iter().map(|(n, h)| (*n, h.as_slice())).collect();
-    let receives = std::mem::take(&mut store.0.correlator().crossing().receives);
+    let receives = &mut scratch.receives;
+    store.0.correlator().crossing().take_receives(receives);
     let fingerprint = fingerprints(
         env,
         &store.0,
         receives.iter().map(|h| (h.id, h.fingerprint)),
     );
-    let mut skipped = 0;
+    let mut unread = 0;
     let halves = receives
         .iter()
         .filter_map(|h| match fingerprint(h.id, h.fingerprint) {
             Some(fp) => Some(keys.receive_half(h, fp)),
             None => {
-                skipped += 1;
+                unread += 1;
                 None
             }
         });
-    let mut matched = Vec::with_capacity(receives.len());
-    let holder = |n| holders.get(&n).copied();
-    ex.matcher
-        .run(&inbound, halves, settled, holder, &mut matched);
-    ex.skipped += skipped;
-    // Each match is patched here and goes back to its send's node (its
+    let matched = &mut scratch.matched;
+    matched.clear();
+    matcher.run(halves, settled, matched);
+    *skipped += unread;
+    // Each match is linked here and goes back to its send's node (its
     // sends all came from `inbound` nodes, this round or before).
-    let mut patches = Vec::with_capacity(matched.len());
-    let mut backs: WordMap<u64, Vec<LinkBack>> = WordMap::default();
-    for m in &matched {
-        let Some(&node) = ex.nodes.get(&m.node) else {
-            continue;
-        };
-        patches.push((
+    let node_atom = |m: &Matched| nodes.get(&m.node).copied();
+    let links = matched.iter().filter_map(|m| {
+        let confidence = Some(m.confidence);
+        Some((
             m.receive,
             LinkKind::RemoteReceives,
-            node,
+            node_atom(m)?,
             m.send,
-            Some(m.confidence),
-        ));
-        let back = LinkBack {
+            confidence,
+        ))
+    });
+    store.0.link_remote_all(links);
+    let mut backs: Vec<(u64, LinkBackBatch)> = Vec::new();
+    for m in matched.iter() {
+        let Some(node) = node_atom(m) else { continue };
+        let batch = match backs.iter().position(|(n, _)| *n == node) {
+            Some(i) => &mut backs[i].1,
+            None => {
+                backs.push((node, LinkBackBatch::default()));
+                &mut backs.last_mut().expect("just pushed").1
+            }
+        };
+        batch.push(LinkBack {
             send: m.send,
             receive: m.receive,
-        };
-        backs.entry(node).or_default().push(back);
+        });
     }
-    store.0.link_remote_all(&patches);
     let backs: Vec<_> = backs
-        .into_iter()
-        .map(|(node, backs)| {
+        .iter()
+        .map(|(node, batch)| {
             // SAFETY: node atom words are immediates.
-            let node = unsafe { Term::new(env, from_word(node)) };
-            (node, binary(env, &LinkBack::encode(backs)))
+            let node = unsafe { Term::new(env, from_word(*node)) };
+            (node, binary(env, &batch.encode()))
         })
         .collect();
-    let s = ex.matcher.stats();
+    let s = matcher.stats();
     let stats = crate::atom_map!(env, {
         "linked" => s.linked,
         "ambiguous" => s.ambiguous,
         "dropped" => s.dropped,
-        "skipped" => ex.skipped,
+        "skipped" => *skipped,
         "waiting_sends" => s.waiting_sends,
         "waiting_receives" => s.waiting_receives,
     });
@@ -325,10 +342,13 @@ fn cross_node_link_back(
     node: Atom,
     backs: Binary,
 ) -> NifResult<usize> {
-    let backs = LinkBack::decode(backs.as_slice()).ok_or(rustler::Error::BadArg)?;
     let node = word(node.as_c_arg());
-    let patches: Vec<_> = (backs.iter())
-        .map(|b| (b.send, LinkKind::RemoteReceivedBy, node, b.receive, None))
-        .collect();
-    Ok(store.0.link_remote_all(&patches))
+    let mut backs = LinkBack::decode(backs.as_slice());
+    let links = (&mut backs).map(|b| (b.send, LinkKind::RemoteReceivedBy, node, b.receive, None));
+    let applied = store.0.link_remote_all(links);
+    // What came before a malformed part is linked (it is well-formed).
+    match backs.is_whole() {
+        true => Ok(applied),
+        false => Err(rustler::Error::BadArg),
+    }
 }

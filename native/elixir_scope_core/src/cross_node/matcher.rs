@@ -22,21 +22,22 @@
 //! Younger receives wait for a later round; the round after the session
 //! stopped pairs them all.
 //!
-//! A round indexes the sends handed over (as decoded, in place), after
-//! those still waiting from earlier rounds: each key's sends
-//! form a chain of indices in arrival order (`table` holds its ends,
-//! `next` the links), and a receive unlinks the send it takes. What is
-//! left waits for later rounds (a send whose receive was not stored yet,
+//! The sends handed over are added after those still waiting from earlier
+//! rounds, in one vector the matcher keeps (its capacity serves every
+//! round). A round indexes them by fingerprint ([`Buckets`], in arrival
+//! order within a bucket) and marks the sends receives take; the vector is
+//! then compacted in place to the sends left. What is left waits for later
+//! rounds (a send whose receive was not stored yet,
 //! a receive whose send was not handed over yet). Bound: at most
 //! `MAX_WAITING` of each wait; past it, those that have already waited a
 //! whole round (their other half was most likely not traced) are dropped
 //! and counted.
 
+use super::buckets::Buckets;
 use super::wire::{SendHalf, To};
 use crate::hash::WordMap;
 
 const MAX_WAITING: usize = 1 << 20;
-const END: u32 = u32::MAX;
 
 /// A receive from another node, with keys as [`super::wire`] builds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,184 +79,138 @@ struct Waiting<T> {
     round: u64,
 }
 
-/// A send of the round: (its node, the send with any name resolved).
+/// A send: (its node, the send with any name resolved).
 type Send = (u64, SendHalf);
-
-/// The sends of one round, indexed: those still waiting, then each node's
-/// sends in the order given.
-struct Sends<'r> {
-    waiting: &'r [Waiting<Send>],
-    inbound: &'r [(u64, &'r [SendHalf])],
-    /// The first index of each inbound node's sends.
-    starts: Vec<usize>,
-    holder: &'r dyn Fn(u64) -> Option<u64>,
-}
-
-impl Sends<'_> {
-    fn len(&self) -> usize {
-        self.waiting.len() + self.inbound.iter().map(|(_, r)| r.len()).sum::<usize>()
-    }
-
-    fn get(&self, i: usize) -> Send {
-        if let Some(w) = self.waiting.get(i) {
-            return w.half;
-        }
-        let source = self.starts.partition_point(|&s| s <= i) - 1;
-        let (node, halves) = self.inbound[source];
-        let half = halves[i - self.starts[source]];
-        let to = match half.to {
-            To::Name(name) => (self.holder)(name).map_or(To::Node, To::Pid),
-            to => to,
-        };
-        (node, SendHalf { to, ..half })
-    }
-
-    fn round_of(&self, i: usize, round: u64) -> u64 {
-        self.waiting.get(i).map_or(round, |w| w.round)
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Chain {
-    head: u32,
-    tail: u32,
-}
 
 #[derive(Default)]
 pub struct Matcher {
+    /// The sends waiting from earlier rounds, then those added since.
     sends: Vec<Waiting<Send>>,
+    /// How many of `sends` waited from earlier rounds.
+    waited: usize,
     receives: Vec<Waiting<ReceiveHalf>>,
+    /// The receives that waited into a round, emptied (for its capacity).
+    spare_receives: Vec<Waiting<ReceiveHalf>>,
     /// The lowest confidence a blind match under a key got, while the key
     /// has sends waiting.
     ambiguity: WordMap<(u64, u64), f32>,
     round: u64,
     stats: MatcherStats,
-    // A round's index of its sends (kept for their capacity).
-    table: WordMap<(u64, u64), Chain>,
-    next: Vec<u32>,
+    // A round's index of its sends, and those taken (kept for their
+    // capacity).
+    buckets: Buckets,
     taken: Vec<bool>,
 }
 
 impl Matcher {
+    /// Adds the sends `node` (its `node_key`) handed over, in its id
+    /// order, to those the next round pairs; `holder` gives the `etf_key`
+    /// of the process holding a registered name (by its `name_key`) here:
+    /// a send to a name counts as one to that process (to the node when
+    /// no process holds it).
+    pub fn add_sends(
+        &mut self,
+        node: u64,
+        sends: impl IntoIterator<Item = SendHalf>,
+        holder: impl Fn(u64) -> Option<u64>,
+    ) {
+        let round = self.round;
+        self.sends.extend(sends.into_iter().map(|half| {
+            let to = match half.to {
+                To::Name(name) => holder(name).map_or(To::Node, To::Pid),
+                to => to,
+            };
+            Waiting {
+                half: (node, SendHalf { to, ..half }),
+                round,
+            }
+        }));
+    }
+
+    /// Forgets the sends added since the last round (a batch of them
+    /// turned out malformed).
+    pub fn forget_added(&mut self) {
+        self.sends.truncate(self.waited);
+    }
+
     /// One round: pairs the receives still waiting, then `receives` (this
     /// node's new ones, in id order), those stored before `settled`, with
-    /// the sends still waiting and those `inbound` nodes (by `node_key`)
-    /// handed over, in their id order; `holder` gives the `etf_key` of the
-    /// process holding a registered name (by its `name_key`) here. The
-    /// pairs go to `out`.
+    /// the sends waiting and added. The pairs go to `out`.
     pub fn run(
         &mut self,
-        inbound: &[(u64, &[SendHalf])],
         receives: impl IntoIterator<Item = ReceiveHalf>,
         settled: i64,
-        holder: impl Fn(u64) -> Option<u64>,
         out: &mut Vec<Matched>,
     ) {
-        let waiting_sends = std::mem::take(&mut self.sends);
-        let mut starts = Vec::with_capacity(inbound.len());
-        let mut at = waiting_sends.len();
-        for (_, r) in inbound {
-            starts.push(at);
-            at += r.len();
-        }
-        let sends = Sends {
-            waiting: &waiting_sends,
-            inbound,
-            starts,
-            holder: &holder,
-        };
-        self.index(&sends);
+        self.index();
         let round = self.round;
-        let waiting = std::mem::take(&mut self.receives);
-        let all = waiting
-            .into_iter()
-            .chain(receives.into_iter().map(|half| Waiting { half, round }));
+        let mut waiting = std::mem::take(&mut self.spare_receives);
+        std::mem::swap(&mut waiting, &mut self.receives);
+        let all =
+            (waiting.drain(..)).chain(receives.into_iter().map(|half| Waiting { half, round }));
         for r in all {
-            let matched = (r.half.at < settled)
-                .then(|| self.take(&sends, &r.half))
-                .flatten();
+            let matched = (r.half.at < settled).then(|| self.take(&r.half)).flatten();
             match matched {
                 Some(m) => out.push(m),
                 None => self.receives.push(r),
             }
         }
-        self.sends = (0..sends.len())
-            .filter(|&i| !self.taken[i])
-            .map(|i| Waiting {
-                half: sends.get(i),
-                round: sends.round_of(i, round),
-            })
-            .collect();
-        // Keys whose chain is not empty are those with sends still waiting.
-        let table = &self.table;
-        self.ambiguity
-            .retain(|key, _| table.get(key).is_some_and(|c| c.head != END));
+        self.spare_receives = waiting;
+        if !self.ambiguity.is_empty() {
+            let mut ambiguity = std::mem::take(&mut self.ambiguity);
+            ambiguity.retain(|&key, _| self.waits(key));
+            self.ambiguity = ambiguity;
+        }
+        let taken = &self.taken;
+        let mut i = 0;
+        self.sends.retain(|_| {
+            i += 1;
+            !taken[i - 1]
+        });
         self.bound();
+        self.waited = self.sends.len();
         self.round += 1;
     }
 
-    /// Chains each key's sends in order.
-    fn index(&mut self, sends: &Sends) {
-        let n = sends.len();
-        self.table.clear();
-        self.table.reserve(n);
-        self.next.clear();
-        self.next.resize(n, END);
+    /// Indexes the sends by fingerprint; none taken yet.
+    fn index(&mut self) {
+        let fingerprints = self.sends.iter().map(|w| w.half.1.fingerprint);
+        self.buckets.build(fingerprints);
         self.taken.clear();
-        self.taken.resize(n, false);
-        for i in 0..n {
-            let (node, s) = sends.get(i);
-            let i = i as u32;
-            self.table
-                .entry((s.fingerprint.into(), node))
-                .and_modify(|c| {
-                    self.next[c.tail as usize] = i;
-                    c.tail = i;
-                })
-                .or_insert(Chain { head: i, tail: i });
-        }
+        self.taken.resize(self.sends.len(), false);
     }
 
-    fn take(&mut self, sends: &Sends, r: &ReceiveHalf) -> Option<Matched> {
+    /// Whether a send of `key` (fingerprint, node) is left.
+    fn waits(&self, (fingerprint, node): (u64, u64)) -> bool {
+        (self.buckets.get(fingerprint as u32))
+            .any(|i| !self.taken[i] && self.sends[i].half.0 == node)
+    }
+
+    fn take(&mut self, r: &ReceiveHalf) -> Option<Matched> {
         let key = (r.fingerprint.into(), r.node);
-        let Matcher {
-            table, next, taken, ..
-        } = self;
-        let chain = table.get_mut(&key).filter(|c| c.head != END)?;
         let sent_by = |s: &SendHalf| r.sender == 0 || s.sender == r.sender;
         for to in [To::Pid(r.receiver), To::Node] {
-            // The first candidate (and the one before it), and how many
-            // processes sent the candidates.
-            let (mut first, mut before, mut prev) = (END, END, END);
-            let (mut sender, mut others) = (0, Vec::new());
-            let mut i = chain.head;
-            while i != END {
-                let (_, s) = sends.get(i as usize);
-                if s.to == to && sent_by(&s) {
-                    if first == END {
-                        (first, before, sender) = (i, prev, s.sender);
-                    } else if s.sender != sender && !others.contains(&s.sender) {
-                        others.push(s.sender);
-                    }
+            // The first candidate, and how many processes sent them.
+            let (mut first, mut sender, mut others) = (None, 0, Vec::new());
+            for i in self.buckets.get(r.fingerprint) {
+                if self.taken[i] {
+                    continue;
                 }
-                prev = i;
-                i = next[i as usize];
+                let (node, s) = &self.sends[i].half;
+                let candidate = *node == r.node && s.to == to && sent_by(s);
+                if !candidate {
+                    continue;
+                }
+                if first.is_none() {
+                    (first, sender) = (Some(i), s.sender);
+                } else if s.sender != sender && !others.contains(&s.sender) {
+                    others.push(s.sender);
+                }
             }
-            if first == END {
-                continue;
-            }
-            // Unlinks the send from the chain (left in the table when empty).
-            taken[first as usize] = true;
-            let after = next[first as usize];
-            match before {
-                END => chain.head = after,
-                _ => next[before as usize] = after,
-            }
-            if chain.tail == first {
-                chain.tail = before;
-            }
-            let emptied = chain.head == END;
-            let (_, send) = sends.get(first as usize);
+            let Some(first) = first else { continue };
+            self.taken[first] = true;
+            let emptied = !self.waits(key);
+            let send = self.sends[first].half.1;
             let confidence = self.confidence(key, 1 + others.len(), r.sender != 0, emptied);
             return Some(Matched {
                 receive: r.id,
@@ -306,6 +261,7 @@ impl Matcher {
     pub fn clear(&mut self) {
         self.stats.dropped += (self.sends.len() + self.receives.len()) as u64;
         self.sends.clear();
+        self.waited = 0;
         self.receives.clear();
         self.ambiguity.clear();
     }
@@ -388,11 +344,11 @@ mod tests {
             m: &mut Matcher,
             holder: impl Fn(u64) -> Option<u64>,
         ) -> Vec<(u64, u64, u64, f32)> {
-            let inbound: Vec<_> = (self.inbound.iter())
-                .map(|(node, sends)| (*node, sends.as_slice()))
-                .collect();
+            for (node, sends) in self.inbound {
+                m.add_sends(node, sends, &holder);
+            }
             let mut out = Vec::new();
-            m.run(&inbound, self.receives, self.settled, holder, &mut out);
+            m.run(self.receives, self.settled, &mut out);
             out.iter()
                 .map(|x| (x.receive, x.node, x.send, x.confidence))
                 .collect()

@@ -25,6 +25,7 @@
 //! Invariant: [`Collected`] holds at most `MAX_COLLECTED` halves per kind;
 //! beyond, the oldest go and are counted (they stay stored, unlinked).
 
+mod buckets;
 pub mod matcher;
 pub mod wire;
 
@@ -242,6 +243,19 @@ pub struct Exchange {
     /// Crossing halves skipped: no longer stored when read, malformed, or
     /// left over from an earlier session.
     pub skipped: u64,
+    pub scratch: Scratch,
+}
+
+/// Buffers every round reuses, keeping their capacity: fresh pages cost a
+/// round more than its pairing does, so in steady state a round asks the
+/// allocator for next to nothing.
+#[derive(Default)]
+pub struct Scratch {
+    /// Swapped with the correlator's halves as a round takes them (see
+    /// [`Collected::take_sends`]), so the workers fill capacity already there.
+    pub sends: Vec<OutHalf>,
+    pub receives: Vec<InHalf>,
+    pub matched: Vec<matcher::Matched>,
 }
 
 impl Exchange {
@@ -273,12 +287,28 @@ impl Collected {
             + self.receives.capacity() * std::mem::size_of::<InHalf>()
     }
 
+    /// Hands the sends set aside over into `into` (emptied first); the
+    /// correlator goes on filling its old capacity.
+    pub fn take_sends(&mut self, into: &mut Vec<OutHalf>) {
+        swap_out(&mut self.sends, into);
+    }
+
+    /// [`Collected::take_sends`] for the receives.
+    pub fn take_receives(&mut self, into: &mut Vec<InHalf>) {
+        swap_out(&mut self.receives, into);
+    }
+
     pub fn push(&mut self, half: Half) {
         match half {
             Half::Out(h) => bounded_push(&mut self.sends, h, &mut self.dropped),
             Half::In(h) => bounded_push(&mut self.receives, h, &mut self.dropped),
         }
     }
+}
+
+fn swap_out<T>(held: &mut Vec<T>, into: &mut Vec<T>) {
+    into.clear();
+    std::mem::swap(held, into);
 }
 
 fn bounded_push<T>(halves: &mut Vec<T>, half: T, dropped: &mut u64) {

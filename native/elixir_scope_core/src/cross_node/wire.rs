@@ -67,7 +67,7 @@ pub struct SendHalf {
 
 /// A receive's link back to its send: the send's node patches `send` with
 /// `{:received_by, {receiving node, receive}}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkBack {
     pub send: u64,
     pub receive: u64,
@@ -146,86 +146,175 @@ impl SendBatch {
         out
     }
 
-    /// The sends of a batch's bytes, appended to `out`; `None` when the
-    /// bytes are not a well-formed batch.
-    pub fn decode(bytes: &[u8], out: &mut Vec<SendHalf>) -> Option<()> {
+    /// The sends of a batch's bytes, read as they are iterated (see
+    /// [`SendHalves::is_whole`]).
+    pub fn decode(bytes: &[u8]) -> SendHalves<'_> {
         let mut r = Reader { bytes, at: 0 };
-        let count = r.varint()?;
-        let senders: Vec<u64> = (0..r.varint()?).map(|_| r.u64()).collect::<Option<_>>()?;
-        let targets: Vec<To> = (0..r.varint()?)
-            .map(|_| match (r.u8()?, r.u64()?) {
-                (1, k) => Some(To::Pid(k)),
-                (2, k) => Some(To::Name(k)),
-                _ => None,
-            })
-            .collect::<Option<_>>()?;
-        out.reserve(usize::try_from(count).ok()?.min(bytes.len()));
-        let mut id = 0u64;
-        for _ in 0..count {
-            id = id.wrapping_add(varint::unzigzag(r.varint()?) as u64);
-            let sender = *senders.get(usize::try_from(r.varint()?).ok()?)?;
-            let to = match r.varint()? {
-                0 => To::Node,
-                i => *targets.get(usize::try_from(i - 1).ok()?)?,
-            };
-            let fingerprint = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
-            out.push(SendHalf {
-                id,
-                sender,
-                to,
-                fingerprint,
-            });
+        let mut header = || {
+            let count = r.varint()?;
+            let senders: Vec<u64> = (0..r.varint()?).map(|_| r.u64()).collect::<Option<_>>()?;
+            let targets: Vec<To> = (0..r.varint()?)
+                .map(|_| match (r.u8()?, r.u64()?) {
+                    (1, k) => Some(To::Pid(k)),
+                    (2, k) => Some(To::Name(k)),
+                    _ => None,
+                })
+                .collect::<Option<_>>()?;
+            Some((count, senders, targets))
+        };
+        let (left, senders, targets, malformed) = match header() {
+            Some((count, senders, targets)) => (count, senders, targets, false),
+            None => (0, Vec::new(), Vec::new(), true),
+        };
+        SendHalves {
+            r,
+            left,
+            senders,
+            targets,
+            id: 0,
+            malformed,
         }
-        (r.at == bytes.len()).then_some(())
+    }
+}
+
+/// The sends of a [`SendBatch`]'s bytes, read one at a time.
+pub struct SendHalves<'a> {
+    r: Reader<'a>,
+    left: u64,
+    senders: Vec<u64>,
+    targets: Vec<To>,
+    id: u64,
+    malformed: bool,
+}
+
+impl SendHalves<'_> {
+    /// Whether all of the bytes were read and well-formed: a malformed
+    /// batch ends the iteration where it goes wrong.
+    pub fn is_whole(&self) -> bool {
+        !self.malformed && self.left == 0 && self.r.at == self.r.bytes.len()
+    }
+
+    fn read(&mut self) -> Option<SendHalf> {
+        let r = &mut self.r;
+        let id = self.id.wrapping_add(varint::unzigzag(r.varint()?) as u64);
+        let sender = *self.senders.get(usize::try_from(r.varint()?).ok()?)?;
+        let to = match r.varint()? {
+            0 => To::Node,
+            i => *self.targets.get(usize::try_from(i - 1).ok()?)?,
+        };
+        let fingerprint = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+        self.id = id;
+        Some(SendHalf {
+            id,
+            sender,
+            to,
+            fingerprint,
+        })
+    }
+}
+
+impl Iterator for SendHalves<'_> {
+    type Item = SendHalf;
+
+    fn next(&mut self) -> Option<SendHalf> {
+        if self.left == 0 || self.malformed {
+            return None;
+        }
+        let half = self.read();
+        match half {
+            Some(_) => self.left -= 1,
+            None => self.malformed = true,
+        }
+        half
+    }
+}
+
+/// Link backs for one node, encoded as they are pushed: their count, then
+/// the zigzag differences of each pair's ids to the previous pair's (2 to
+/// 4 bytes a pair).
+#[derive(Default)]
+pub struct LinkBackBatch {
+    count: u64,
+    last: LinkBack,
+    body: Vec<u8>,
+}
+
+impl LinkBackBatch {
+    pub fn push(&mut self, b: LinkBack) {
+        self.count += 1;
+        let (send, receive) = (
+            b.send.wrapping_sub(self.last.send),
+            b.receive.wrapping_sub(self.last.receive),
+        );
+        varint::push(&mut self.body, varint::zigzag(send as i64));
+        varint::push(&mut self.body, varint::zigzag(receive as i64));
+        self.last = b;
+    }
+
+    /// The batch's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 10);
+        varint::push(&mut out, self.count);
+        out.extend_from_slice(&self.body);
+        out
     }
 }
 
 impl LinkBack {
-    /// Encodes `backs` as their count and the zigzag differences of each
-    /// pair's ids to the previous pair's (2 to 4 bytes a pair).
-    pub fn encode(backs: impl IntoIterator<Item = LinkBack>) -> Vec<u8> {
-        let mut body = Vec::new();
-        let (mut count, mut last) = (
-            0u64,
-            LinkBack {
-                send: 0,
-                receive: 0,
-            },
-        );
-        for b in backs {
-            count += 1;
-            varint::push(
-                &mut body,
-                varint::zigzag(b.send.wrapping_sub(last.send) as i64),
-            );
-            varint::push(
-                &mut body,
-                varint::zigzag(b.receive.wrapping_sub(last.receive) as i64),
-            );
-            last = b;
-        }
-        let mut out = Vec::with_capacity(body.len() + 10);
-        varint::push(&mut out, count);
-        out.extend_from_slice(&body);
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Vec<LinkBack>> {
+    /// The link backs of a [`LinkBackBatch`]'s bytes, read as they are
+    /// iterated (see [`LinkBacks::is_whole`]).
+    pub fn decode(bytes: &[u8]) -> LinkBacks<'_> {
         let mut r = Reader { bytes, at: 0 };
-        let count = usize::try_from(r.varint()?).ok()?;
-        let mut out = Vec::with_capacity(count.min(bytes.len()));
-        let mut last = LinkBack {
-            send: 0,
-            receive: 0,
+        let (left, malformed) = match r.varint() {
+            Some(count) => (count, false),
+            None => (0, true),
         };
-        for _ in 0..count {
-            last.send = last.send.wrapping_add(varint::unzigzag(r.varint()?) as u64);
-            last.receive = last
-                .receive
-                .wrapping_add(varint::unzigzag(r.varint()?) as u64);
-            out.push(last);
+        LinkBacks {
+            r,
+            left,
+            last: LinkBack::default(),
+            malformed,
         }
-        (r.at == bytes.len()).then_some(out)
+    }
+}
+
+/// Link backs read from their bytes, one at a time (a round's are not
+/// copied into a vector first).
+pub struct LinkBacks<'a> {
+    r: Reader<'a>,
+    left: u64,
+    last: LinkBack,
+    malformed: bool,
+}
+
+impl LinkBacks<'_> {
+    /// Whether all of the bytes were read and well-formed: a malformed
+    /// batch ends the iteration where it goes wrong.
+    pub fn is_whole(&self) -> bool {
+        !self.malformed && self.left == 0 && self.r.at == self.r.bytes.len()
+    }
+}
+
+impl Iterator for LinkBacks<'_> {
+    type Item = LinkBack;
+
+    fn next(&mut self) -> Option<LinkBack> {
+        if self.left == 0 || self.malformed {
+            return None;
+        }
+        let (Some(send), Some(receive)) = (self.r.varint(), self.r.varint()) else {
+            self.malformed = true;
+            return None;
+        };
+        self.left -= 1;
+        self.last = LinkBack {
+            send: self.last.send.wrapping_add(varint::unzigzag(send) as u64),
+            receive: self
+                .last
+                .receive
+                .wrapping_add(varint::unzigzag(receive) as u64),
+        };
+        Some(self.last)
     }
 }
 
@@ -290,24 +379,29 @@ mod tests {
         assert!(batch.is_empty());
         sends.iter().for_each(|s| batch.push(s));
         let bytes = batch.encode();
-        let mut read = Vec::new();
-        SendBatch::decode(&bytes, &mut read).unwrap();
-        assert_eq!(read, sends);
+        let mut read = SendBatch::decode(&bytes);
+        assert_eq!(read.by_ref().collect::<Vec<_>>(), sends);
+        assert!(read.is_whole());
         // Two senders and two destinations, each written once.
         assert!(
             bytes.len() < 1 + 2 * 8 + 1 + 2 * 9 + 1 + 4 * 8,
             "{} bytes",
             bytes.len()
         );
+        let whole = |bytes: &[u8]| {
+            let mut read = SendBatch::decode(bytes);
+            read.by_ref().count();
+            read.is_whole()
+        };
         for cut in 0..bytes.len() {
-            assert!(SendBatch::decode(&bytes[..cut], &mut Vec::new()).is_none());
+            assert!(!whole(&bytes[..cut]));
         }
         let mut bad = bytes.clone();
         bad[1 + 1 + 2 * 8 + 1] = 7;
-        assert!(
-            SendBatch::decode(&bad, &mut Vec::new()).is_none(),
-            "unknown destination kind"
-        );
+        assert!(!whole(&bad), "unknown destination kind");
+        let mut bad = bytes.clone();
+        bad[bytes.len() - 5] = 9;
+        assert!(!whole(&bad), "a destination index past the table");
 
         let backs = [
             LinkBack {
@@ -319,9 +413,23 @@ mod tests {
                 receive: 1 << 40,
             },
         ];
-        let bytes = LinkBack::encode(backs);
-        assert_eq!(LinkBack::decode(&bytes).unwrap(), backs);
-        assert!(LinkBack::decode(&bytes[..bytes.len() - 1]).is_none());
-        assert_eq!(LinkBack::decode(&LinkBack::encode([])).unwrap(), []);
+        let mut batch = LinkBackBatch::default();
+        backs.iter().for_each(|&b| batch.push(b));
+        let bytes = batch.encode();
+        let mut read = LinkBack::decode(&bytes);
+        assert_eq!(read.by_ref().collect::<Vec<_>>(), backs);
+        assert!(read.is_whole());
+        for cut in 0..bytes.len() {
+            let mut read = LinkBack::decode(&bytes[..cut]);
+            assert!(read.by_ref().count() < backs.len() && !read.is_whole());
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        let mut read = LinkBack::decode(&trailing);
+        assert_eq!(read.by_ref().count(), backs.len());
+        assert!(!read.is_whole(), "bytes left over");
+        let empty = LinkBackBatch::default().encode();
+        let mut read = LinkBack::decode(&empty);
+        assert!(read.next().is_none() && read.is_whole());
     }
 }

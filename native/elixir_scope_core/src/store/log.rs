@@ -10,6 +10,12 @@
 //! whole chunks, keeping one as a spare so a full store recycles its
 //! memory instead of asking the allocator.
 //!
+//! A chunk may also keep one link beside each record ([`SideLink`], the
+//! link of a message crossing nodes to its other half, found long after
+//! the record was written): setting it writes a dense column, in position
+//! order for a batch, and never touches the record, long out of cache by
+//! then. The column is allocated with the first link set in the chunk.
+//!
 //! Invariants: `chunks[i]` holds positions `(first_chunk + i) * CHUNK ..`,
 //! its records in position order; `first_chunk * CHUNK <= front <= end`;
 //! positions below `front` are gone; a chunk is released once `front`
@@ -18,14 +24,33 @@
 use std::collections::VecDeque;
 
 use super::record::Record;
+use crate::links::{LinksView, Packed};
 use crate::payload::varint;
 
 /// Records per chunk (a power of two).
 pub const CHUNK: usize = 1024;
 
+/// A link kept beside the record at its position, for the record whose
+/// id's low 32 bits are `id_lo`; `confidence` replaces the record's unless
+/// NaN.
+#[derive(Clone, Copy)]
+pub struct SideLink {
+    pub link: Packed,
+    pub id_lo: u32,
+    pub confidence: f32,
+}
+
+const NO_SIDE_LINK: SideLink = SideLink {
+    link: Packed::NONE,
+    id_lo: 0,
+    confidence: f32::NAN,
+};
+
 pub struct Chunk {
     records: Vec<Record>,
     arena: Vec<u8>,
+    /// Empty, or one slot per record position of the chunk.
+    side: Vec<SideLink>,
     pub min_ts: i64,
     pub max_ts: i64,
 }
@@ -37,6 +62,7 @@ impl Chunk {
         Chunk {
             records: Vec::with_capacity(CHUNK),
             arena: Vec::with_capacity(arena),
+            side: Vec::new(),
             min_ts: i64::MAX,
             max_ts: i64::MIN,
         }
@@ -45,6 +71,7 @@ impl Chunk {
     fn clear(&mut self) {
         self.records.clear();
         self.arena.clear();
+        self.side.clear();
         self.min_ts = i64::MAX;
         self.max_ts = i64::MIN;
     }
@@ -61,16 +88,42 @@ impl Chunk {
         bytes[pos..].split_at(data_len)
     }
 
+    fn side_link(&self, at: usize) -> Option<SideLink> {
+        let side = *self.side.get(at)?;
+        (side.link != Packed::NONE && side.id_lo == self.records[at].id as u32).then_some(side)
+    }
+
     fn memory_bytes(&self) -> usize {
-        self.records.capacity() * std::mem::size_of::<Record>() + self.arena.capacity()
+        self.records.capacity() * std::mem::size_of::<Record>()
+            + self.arena.capacity()
+            + self.side.capacity() * std::mem::size_of::<SideLink>()
     }
 }
 
-/// A record with its payload bytes.
+/// A record with its payload bytes and the link beside it.
 pub struct Entry<'a> {
     pub record: &'a Record,
     pub data: &'a [u8],
     pub peer: &'a [u8],
+    pub side: Option<SideLink>,
+}
+
+impl<'a> Entry<'a> {
+    /// The record's links and the one beside it.
+    pub fn links(&self) -> LinksView<'a> {
+        LinksView {
+            held: &self.record.links,
+            beside: self.side.map(|s| s.link.get()),
+        }
+    }
+
+    /// The confidence set beside the record, else the record's.
+    pub fn confidence(&self) -> f32 {
+        self.side
+            .map(|s| s.confidence)
+            .filter(|c| !c.is_nan())
+            .unwrap_or(self.record.confidence)
+    }
 }
 
 #[derive(Default)]
@@ -143,7 +196,26 @@ impl Log {
             record: &chunk.records[at],
             data,
             peer,
+            side: chunk.side_link(at),
         })
+    }
+
+    /// Keeps `link` beside the record at `pos` (replacing one there), for
+    /// the record with id `id`; false when `pos` is not held.
+    pub fn set_side_link(&mut self, pos: u64, id: u64, link: Packed, confidence: f32) -> bool {
+        let Some((c, at)) = self.locate(pos) else {
+            return false;
+        };
+        let side = &mut self.chunks[c].side;
+        if side.is_empty() {
+            side.resize(CHUNK, NO_SIDE_LINK);
+        }
+        side[at] = SideLink {
+            link,
+            id_lo: id as u32,
+            confidence,
+        };
+        true
     }
 
     /// Asks the CPU to bring the record at `pos` into cache (a hint only).
@@ -279,5 +351,40 @@ mod tests {
         assert!(log.is_empty());
         assert_eq!(log.push(record(99, 0), &[1], &[]), log.end() - 1);
         assert_eq!(log.get(log.end() - 1).unwrap().data, &[1]);
+    }
+
+    #[test]
+    fn side_links_stay_with_their_record_and_go_with_its_chunk() {
+        use crate::event::{Link, LinkKind};
+        let mut log = Log::default();
+        for i in 0..2 * CHUNK as u64 {
+            log.push(record(i + 1, 0), &[], &[]);
+        }
+        let link = Packed::new(Link {
+            kind: LinkKind::RemoteReceives,
+            target: 9,
+        });
+        let before = log.memory_bytes();
+        assert!(log.get(3).unwrap().side.is_none());
+        assert!(log.set_side_link(3, 4, link, 0.5));
+        assert!(log.memory_bytes() > before, "the chunk's column is counted");
+        let side = log.get(3).unwrap().side.unwrap();
+        assert!(side.link == link && side.confidence == 0.5);
+        assert!(log.get(4).unwrap().side.is_none(), "other slots are empty");
+        assert!(
+            log.set_side_link(5, 99, link, f32::NAN),
+            "a slot for another id is kept"
+        );
+        assert!(log.get(5).unwrap().side.is_none(), "but never read");
+        assert!(!log.set_side_link(2 * CHUNK as u64, 1, link, 1.0));
+        for _ in 0..CHUNK {
+            log.pop_front(|_| {});
+        }
+        assert!(!log.set_side_link(3, 4, link, 1.0), "gone with its chunk");
+        // The recycled chunk starts without links.
+        for i in 0..CHUNK as u64 {
+            log.push(record(3 + i, 0), &[], &[]);
+        }
+        assert!(log.get(2 * CHUNK as u64).unwrap().side.is_none());
     }
 }

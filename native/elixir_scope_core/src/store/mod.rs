@@ -39,6 +39,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::correlator::{step_back, Change, Correlator, CorrelatorConfig, Patch};
 use crate::cross_node::Exchange;
 use crate::event::{Correlation, Event, EventKind, EventView, Link, LinkKind, StoredEvent};
+use crate::links::Packed;
 
 pub use call_stat::{CallStat, StatKey};
 pub use directory::Directory;
@@ -373,29 +374,17 @@ impl Store {
         true
     }
 
-    /// Adds `link` to the stored event `id`, setting its confidence if
-    /// given (a [`Store::patch`] that moves no correlation id); false when
-    /// the event is not in the store.
-    pub fn add_link(&mut self, id: u64, link: Link, confidence: Option<f32>) -> bool {
-        let Some(pos) = self.position(id) else {
+    /// Keeps `link` beside the stored event `id` (see [`log`]), with the
+    /// confidence if given; false when the event is not held. The record
+    /// is not visited: it is long out of cache when a remote link comes.
+    fn set_side_link(&mut self, id: u64, link: Link, confidence: Option<f32>) -> bool {
+        let Some(pos32) = self.directory.get(id) else {
             return false;
         };
-        let r = self.log.record_mut(pos).expect("position just resolved");
-        let heap_before = r.links.heap_bytes();
-        r.links.push(link);
-        if let Some(confidence) = confidence {
-            r.confidence = confidence;
-        }
-        r.flags |= flag::PATCHED;
-        self.links_heap = self.links_heap + r.links.heap_bytes() - heap_before;
-        true
-    }
-
-    /// Fetches the record of event `id` into the cache ahead of its use.
-    fn prefetch(&self, id: u64) {
-        if let Some(pos) = self.directory.get(id) {
-            self.log.prefetch(directory::widen(pos, self.log.front()));
-        }
+        let pos = directory::widen(pos32, self.log.front());
+        let confidence = confidence.unwrap_or(f32::NAN);
+        self.log
+            .set_side_link(pos, id, Packed::new(link), confidence)
     }
 
     /// A stored event read in place.
@@ -421,10 +410,10 @@ impl Store {
             correlation_id: r.correlation_id,
             parent_id: r.parent_id,
             root_id: r.root_id,
-            links: &r.links,
+            links: e.links(),
             correlation_type: r.has(flag::CORRELATED).then_some(r.kind),
             correlated_at: r.correlated_at,
-            confidence: r.confidence,
+            confidence: e.confidence(),
         }
     }
 
@@ -456,7 +445,8 @@ impl Store {
     /// [`trace`]), at `now` with the correlation TTL `ttl_ns`.
     pub fn trace(&self, id: u64, now: i64, ttl_ns: i64) -> Option<EventTrace> {
         let pos = self.position(id)?;
-        let r = self.log.record(pos)?;
+        let e = self.log.get(pos)?;
+        let r = e.record;
         let batch = self.history.find(pos);
         let partner = Some(r.partner)
             .filter(|&p| p != NONE)
@@ -472,8 +462,8 @@ impl Store {
             attempts: trace::attempts(r, partner, now, ttl_ns),
             correlation_id: r.correlation_id,
             partner,
-            confidence: r.confidence,
-            links: r.links.iter().collect(),
+            confidence: e.confidence(),
+            links: e.links().iter().collect(),
         })
     }
 
@@ -904,21 +894,18 @@ impl SharedStore {
     /// `RemoteReceives` or `RemoteReceivedBy`), setting the confidence if
     /// given. Returns how many took: not those whose `id` is no longer
     /// stored or whose target cannot be packed (see [`crate::remote`]).
-    pub fn link_remote_all(&self, links: &[(u64, LinkKind, u64, u64, Option<f32>)]) -> usize {
-        // Records a few links ahead are fetched while this one is patched:
-        // they are long out of cache, and their ids mostly ascend.
-        const AHEAD: usize = 8;
+    pub fn link_remote_all(
+        &self,
+        links: impl IntoIterator<Item = (u64, LinkKind, u64, u64, Option<f32>)>,
+    ) -> usize {
         let mut store = self.store.write();
         let mut applied = 0;
         let mut targets = crate::remote::Targets::default();
-        for (i, &(id, kind, node, remote_id, confidence)) in links.iter().enumerate() {
-            if let Some(&(ahead, ..)) = links.get(i + AHEAD) {
-                store.prefetch(ahead);
-            }
+        for (id, kind, node, remote_id, confidence) in links {
             let Some(target) = targets.target(node, remote_id) else {
                 continue;
             };
-            applied += usize::from(store.add_link(id, Link { kind, target }, confidence));
+            applied += usize::from(store.set_side_link(id, Link { kind, target }, confidence));
         }
         applied
     }
@@ -1205,6 +1192,53 @@ mod tests {
         assert_eq!(ids(&store.recent(100)), vec![8, 7, 6, 5, 4]);
         let s = store.stats();
         assert_eq!((s.retained, s.removed, s.stored), (5, 3, 8));
+    }
+
+    #[test]
+    fn remote_links_are_kept_beside_their_events_and_read_with_them() {
+        let shared = SharedStore::new(StoreConfig { max_events: 4 });
+        let mut events: Vec<Event> = (1..=3).map(|ts| event(1, ts)).collect();
+        for (i, e) in events.iter_mut().enumerate() {
+            e.id = i as u64 + 1;
+        }
+        shared.write(events.into_iter(), 0);
+        let node = 0x77b;
+        let applied = shared.link_remote_all([
+            (1, LinkKind::RemoteReceivedBy, node, 5, None),
+            (2, LinkKind::RemoteReceives, node, 4, Some(0.5)),
+            (99, LinkKind::RemoteReceives, node, 4, Some(1.0)),
+        ]);
+        assert_eq!(applied, 2, "event 99 is not stored");
+        let remote = |kind, id| Link {
+            kind,
+            target: crate::remote::target(node, id).unwrap(),
+        };
+        let s = shared.read();
+        let (one, two) = (s.get(1).unwrap(), s.get(2).unwrap());
+        let sent = remote(LinkKind::RemoteReceivedBy, 5);
+        assert!(one.correlation.links.contains(&sent));
+        assert_eq!(
+            one.correlation.confidence,
+            s.get(3).unwrap().correlation.confidence
+        );
+        assert!(two
+            .correlation
+            .links
+            .contains(&remote(LinkKind::RemoteReceives, 4)));
+        assert_eq!(two.correlation.confidence, 0.5);
+        assert!(s.trace(1, 0, 1).unwrap().links.contains(&sent));
+        drop(s);
+        // Evicted with its event.
+        let mut more: Vec<Event> = (4..=9).map(|ts| event(1, ts)).collect();
+        for (i, e) in more.iter_mut().enumerate() {
+            e.id = i as u64 + 4;
+        }
+        shared.write(more.into_iter(), 0);
+        assert!(shared.read().get(1).is_none());
+        assert_eq!(
+            shared.link_remote_all([(1, LinkKind::RemoteReceives, node, 4, None)]),
+            0
+        );
     }
 
     #[test]
