@@ -30,21 +30,35 @@ use crate::resources::StoreRes;
 /// per call.
 struct Keys<'a> {
     env: Env<'a>,
-    pids: WordMap<u64, u64>,
-    /// The last pid looked up, and its key (0 is no pid word).
-    last_pid: (u64, u64),
-    names: WordMap<u64, u64>,
-    nodes: WordMap<u64, u64>,
+    pids: Memo,
+    names: Memo,
+    nodes: Memo,
+}
+
+/// Keys by word, and the last one looked up (runs of halves mostly share
+/// their process and node; 0 is no term word).
+#[derive(Default)]
+struct Memo {
+    keys: WordMap<u64, u64>,
+    last: (u64, u64),
+}
+
+impl Memo {
+    fn get(&mut self, w: u64, key: impl FnOnce() -> u64) -> u64 {
+        if self.last.0 != w {
+            self.last = (w, *self.keys.entry(w).or_insert_with(key));
+        }
+        self.last.1
+    }
 }
 
 impl<'a> Keys<'a> {
     fn new(env: Env<'a>) -> Self {
         Keys {
             env,
-            pids: WordMap::default(),
-            last_pid: (0, 0),
-            names: WordMap::default(),
-            nodes: WordMap::default(),
+            pids: Memo::default(),
+            names: Memo::default(),
+            nodes: Memo::default(),
         }
     }
 
@@ -55,35 +69,20 @@ impl<'a> Keys<'a> {
 
     /// The `etf_key` of a local pid word.
     fn pid(&mut self, w: u64) -> u64 {
-        // Runs of halves mostly share their process.
-        if self.last_pid.0 == w {
-            return self.last_pid.1;
-        }
         let env = self.env;
-        let k = *self
-            .pids
-            .entry(w)
-            .or_insert_with(|| etf_key(Self::external(env, w).as_slice()));
-        self.last_pid = (w, k);
-        k
+        (self.pids).get(w, || etf_key(Self::external(env, w).as_slice()))
     }
 
     /// The `name_key` of an atom word.
     fn name(&mut self, w: u64) -> u64 {
         let env = self.env;
-        *self
-            .names
-            .entry(w)
-            .or_insert_with(|| name_key(Self::external(env, w).as_slice()))
+        (self.names).get(w, || name_key(Self::external(env, w).as_slice()))
     }
 
     /// The `node_key` of a node's atom word.
     fn node(&mut self, w: u64) -> u64 {
         let env = self.env;
-        *self
-            .nodes
-            .entry(w)
-            .or_insert_with(|| node_key(atom_text(Self::external(env, w).as_slice())))
+        (self.nodes).get(w, || node_key(atom_text(Self::external(env, w).as_slice())))
     }
 
     /// A send's destination node (its `node_key`) and record.
@@ -141,16 +140,20 @@ fn stored_fingerprints(env: Env, store: &SharedStore, ids: &[u64]) -> WordMap<u6
     out
 }
 
-/// Each half's fingerprint, as taken or from its stored message.
+/// Each half's fingerprint, as taken or from its stored message (`bare`:
+/// some halves may have none).
 fn fingerprints(
     env: Env,
     store: &SharedStore,
     halves: impl Iterator<Item = (u64, u32)>,
+    bare: bool,
 ) -> impl Fn(u64, u32) -> Option<u32> {
-    let missing: Vec<u64> = halves
-        .filter(|&(_, fp)| fp == 0)
-        .map(|(id, _)| id)
-        .collect();
+    let missing: Vec<u64> = match bare {
+        true => (halves.filter(|&(_, fp)| fp == 0))
+            .map(|(id, _)| id)
+            .collect(),
+        false => Vec::new(),
+    };
     let stored = stored_fingerprints(env, store, &missing);
     move |id, taken| match taken {
         0 => stored.get(&id).copied(),
@@ -161,8 +164,9 @@ fn fingerprints(
 /// Moves the sends the workers set aside into the outbox of their node.
 fn absorb_sends(keys: &mut Keys, store: &SharedStore, ex: &mut Exchange) {
     let sends = &mut ex.scratch.sends;
-    store.correlator().crossing().take_sends(sends);
-    let fingerprint = fingerprints(keys.env, store, sends.iter().map(|h| (h.id, h.fingerprint)));
+    let bare = store.correlator().crossing().take_sends(sends);
+    let halves = sends.iter().map(|h| (h.id, h.fingerprint));
+    let fingerprint = fingerprints(keys.env, store, halves, bare);
     for h in sends.iter() {
         let Some(fp) = fingerprint(h.id, h.fingerprint) else {
             ex.skipped += 1;
@@ -216,8 +220,14 @@ fn cross_node_take_sends<'a>(env: Env<'a>, store: ResourceArc<StoreRes>, to: Ato
     let mut ex = store.0.exchange();
     absorb_sends(&mut keys, &store.0, &mut ex);
     let to = keys.node(word(to.as_c_arg()));
-    let batch = ex.outbox.remove(&to).unwrap_or_default();
-    binary(env, &batch.encode())
+    match ex.outbox.get_mut(&to) {
+        Some(batch) => {
+            let bytes = binary(env, &batch.encode());
+            batch.clear();
+            bytes
+        }
+        None => binary(env, &SendBatch::default().encode()),
+    }
 }
 
 /// Pairs this node's receives from other nodes stored before `settled`
@@ -265,12 +275,9 @@ fn cross_node_link<'a>(
         }
     }
     let receives = &mut scratch.receives;
-    store.0.correlator().crossing().take_receives(receives);
-    let fingerprint = fingerprints(
-        env,
-        &store.0,
-        receives.iter().map(|h| (h.id, h.fingerprint)),
-    );
+    let bare = store.0.correlator().crossing().take_receives(receives);
+    let halves = receives.iter().map(|h| (h.id, h.fingerprint));
+    let fingerprint = fingerprints(env, &store.0, halves, bare);
     let mut unread = 0;
     let halves = receives
         .iter()
@@ -287,7 +294,14 @@ fn cross_node_link<'a>(
     *skipped += unread;
     // Each match is linked here and goes back to its send's node (its
     // sends all came from `inbound` nodes, this round or before).
-    let node_atom = |m: &Matched| nodes.get(&m.node).copied();
+    // (Matches come in runs from one node.)
+    let mut last = (0, None);
+    let mut node_atom = |m: &Matched| {
+        if last.0 != m.node {
+            last = (m.node, nodes.get(&m.node).copied());
+        }
+        last.1
+    };
     let links = matched.iter().filter_map(|m| {
         let confidence = Some(m.confidence);
         Some((

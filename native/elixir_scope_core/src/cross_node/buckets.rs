@@ -49,6 +49,30 @@ impl Buckets {
         }
     }
 
+    /// Marks in `shared` (one flag per index) the indices whose
+    /// fingerprint another index has too; in a crowded bucket (many
+    /// sends of one message) all of them.
+    pub fn mark_shared(&self, shared: &mut Vec<bool>) {
+        const CROWDED: usize = 16;
+        shared.clear();
+        shared.resize(self.order.len(), false);
+        let mut start = 0;
+        for &end in &self.ends {
+            let bucket = &self.order[start..end as usize];
+            start = end as usize;
+            if bucket.len() < 2 {
+                continue;
+            }
+            for (k, &(fp, i)) in bucket.iter().enumerate() {
+                shared[i as usize] = bucket.len() > CROWDED
+                    || bucket
+                        .iter()
+                        .enumerate()
+                        .any(|(j, &(other, _))| j != k && other == fp);
+            }
+        }
+    }
+
     /// The indices with fingerprint `fingerprint`, in increasing order.
     pub fn get(&self, fingerprint: u32) -> impl Iterator<Item = usize> + '_ {
         let b = (fingerprint & self.mask) as usize;
@@ -82,9 +106,24 @@ mod tests {
             [],
             "no i < 1000 is 299 mod 300, 6 mod 7"
         );
-        b.build([5, 9, 5, 5].into_iter());
+        let mut shared = Vec::new();
+        b.mark_shared(&mut shared);
+        assert!(
+            shared.iter().all(|&s| s),
+            "every fingerprint comes 3 or 4 times"
+        );
+        b.build([5, 9, 5, 5, 21].into_iter());
         assert_eq!(get(&b, 5), [0, 2, 3]);
         assert_eq!(get(&b, 9), [1]);
         assert_eq!(get(&b, 6), []);
+        b.mark_shared(&mut shared);
+        assert_eq!(
+            shared,
+            [true, false, true, true, false],
+            "21 shares 5's bucket only"
+        );
+        b.build((0..40).map(|i| 1 + (i << 8)));
+        b.mark_shared(&mut shared);
+        assert!(shared.iter().all(|&s| s), "a crowded bucket is all shared");
     }
 }

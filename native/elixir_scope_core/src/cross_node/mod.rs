@@ -266,7 +266,7 @@ impl Exchange {
     pub fn reset(&mut self, collected: usize) {
         let records: u64 = self.outbox.values().map(wire::SendBatch::len).sum();
         self.skipped += records + collected as u64;
-        self.outbox.clear();
+        self.outbox.values_mut().for_each(wire::SendBatch::clear);
         self.matcher.clear();
     }
 }
@@ -278,6 +278,10 @@ pub struct Collected {
     pub receives: Vec<InHalf>,
     /// Halves that went past `MAX_COLLECTED` (left unlinked).
     pub dropped: u64,
+    /// Whether a send (a receive) set aside since the last take came
+    /// without a fingerprint (one ingested from Elixir).
+    sends_bare: bool,
+    receives_bare: bool,
 }
 
 impl Collected {
@@ -288,20 +292,29 @@ impl Collected {
     }
 
     /// Hands the sends set aside over into `into` (emptied first); the
-    /// correlator goes on filling its old capacity.
-    pub fn take_sends(&mut self, into: &mut Vec<OutHalf>) {
+    /// correlator goes on filling its old capacity. True when one of them
+    /// may lack its fingerprint.
+    pub fn take_sends(&mut self, into: &mut Vec<OutHalf>) -> bool {
         swap_out(&mut self.sends, into);
+        std::mem::take(&mut self.sends_bare)
     }
 
     /// [`Collected::take_sends`] for the receives.
-    pub fn take_receives(&mut self, into: &mut Vec<InHalf>) {
+    pub fn take_receives(&mut self, into: &mut Vec<InHalf>) -> bool {
         swap_out(&mut self.receives, into);
+        std::mem::take(&mut self.receives_bare)
     }
 
     pub fn push(&mut self, half: Half) {
         match half {
-            Half::Out(h) => bounded_push(&mut self.sends, h, &mut self.dropped),
-            Half::In(h) => bounded_push(&mut self.receives, h, &mut self.dropped),
+            Half::Out(h) => {
+                self.sends_bare |= h.fingerprint == 0;
+                bounded_push(&mut self.sends, h, &mut self.dropped)
+            }
+            Half::In(h) => {
+                self.receives_bare |= h.fingerprint == 0;
+                bounded_push(&mut self.receives, h, &mut self.dropped)
+            }
         }
     }
 }

@@ -77,45 +77,84 @@ pub struct LinkBack {
 /// and destinations' keys once each, then per send the id's difference to
 /// the last one (zigzag), the sender's index, 0 for the node or 1 + the
 /// destination's index, and the fingerprint (4 bytes). About 7 bytes a
-/// send where its fields would take 33.
+/// send where its fields would take 33. A batch is cleared once encoded
+/// and keeps its buffers for the next round's sends.
 #[derive(Default)]
 pub struct SendBatch {
     count: u64,
-    senders: Vec<u64>,
-    sender_index: WordMap<u64, u64>,
-    targets: Vec<(u8, u64)>,
-    target_index: WordMap<(u8, u64), u64>,
+    senders: Keyed<u64>,
+    targets: Keyed<(u8, u64)>,
     last_id: u64,
     body: Vec<u8>,
 }
 
+/// Keys numbered in order of first use; runs of one key (a process
+/// sending to one other) skip the map.
+struct Keyed<K> {
+    keys: Vec<K>,
+    index: WordMap<K, u64>,
+    last: Option<(K, u64)>,
+}
+
+impl<K> Default for Keyed<K> {
+    fn default() -> Self {
+        Keyed {
+            keys: Vec::new(),
+            index: WordMap::default(),
+            last: None,
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash> Keyed<K> {
+    fn index(&mut self, k: K) -> u64 {
+        if let Some((last, i)) = self.last {
+            if last == k {
+                return i;
+            }
+        }
+        let keys = &mut self.keys;
+        let i = *self.index.entry(k).or_insert_with(|| {
+            keys.push(k);
+            keys.len() as u64 - 1
+        });
+        self.last = Some((k, i));
+        i
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.index.clear();
+        self.last = None;
+    }
+}
+
 impl SendBatch {
     pub fn push(&mut self, s: &SendHalf) {
-        fn index<K: Copy + Eq + std::hash::Hash>(
-            keys: &mut Vec<K>,
-            at: &mut WordMap<K, u64>,
-            k: K,
-        ) -> u64 {
-            *at.entry(k).or_insert_with(|| {
-                keys.push(k);
-                keys.len() as u64 - 1
-            })
-        }
         self.count += 1;
         varint::push(
             &mut self.body,
             varint::zigzag(s.id.wrapping_sub(self.last_id) as i64),
         );
         self.last_id = s.id;
-        let sender = index(&mut self.senders, &mut self.sender_index, s.sender);
+        let sender = self.senders.index(s.sender);
         varint::push(&mut self.body, sender);
         let to = match s.to {
             To::Node => 0,
-            To::Pid(k) => 1 + index(&mut self.targets, &mut self.target_index, (1, k)),
-            To::Name(k) => 1 + index(&mut self.targets, &mut self.target_index, (2, k)),
+            To::Pid(k) => 1 + self.targets.index((1, k)),
+            To::Name(k) => 1 + self.targets.index((2, k)),
         };
         varint::push(&mut self.body, to);
         self.body.extend_from_slice(&s.fingerprint.to_le_bytes());
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.count = 0;
+        self.senders.clear();
+        self.targets.clear();
+        self.last_id = 0;
+        self.body.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -129,16 +168,16 @@ impl SendBatch {
 
     /// The batch's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            self.body.len() + 8 * self.senders.len() + 9 * self.targets.len() + 30,
-        );
+        let (senders, targets) = (&self.senders.keys, &self.targets.keys);
+        let mut out =
+            Vec::with_capacity(self.body.len() + 8 * senders.len() + 9 * targets.len() + 30);
         varint::push(&mut out, self.count);
-        varint::push(&mut out, self.senders.len() as u64);
-        self.senders
+        varint::push(&mut out, senders.len() as u64);
+        senders
             .iter()
             .for_each(|k| out.extend_from_slice(&k.to_le_bytes()));
-        varint::push(&mut out, self.targets.len() as u64);
-        for &(kind, k) in &self.targets {
+        varint::push(&mut out, targets.len() as u64);
+        for &(kind, k) in targets {
             out.push(kind);
             out.extend_from_slice(&k.to_le_bytes());
         }
@@ -215,6 +254,15 @@ impl SendHalves<'_> {
 
 impl Iterator for SendHalves<'_> {
     type Item = SendHalf;
+
+    /// At most the count left, and at least as many as the bytes left can
+    /// hold (a send takes 7 of them at least): what a vector extended with
+    /// the sends reserves, even for a batch whose count lies.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = usize::try_from(self.left).unwrap_or(usize::MAX);
+        let fit = (self.r.bytes.len() - self.r.at) / 7;
+        (left.min(fit), Some(left))
+    }
 
     fn next(&mut self) -> Option<SendHalf> {
         if self.left == 0 || self.malformed {
@@ -382,6 +430,10 @@ mod tests {
         let mut read = SendBatch::decode(&bytes);
         assert_eq!(read.by_ref().collect::<Vec<_>>(), sends);
         assert!(read.is_whole());
+        batch.clear();
+        assert!(batch.is_empty());
+        sends.iter().for_each(|s| batch.push(s));
+        assert_eq!(batch.encode(), bytes, "a cleared batch starts afresh");
         // Two senders and two destinations, each written once.
         assert!(
             bytes.len() < 1 + 2 * 8 + 1 + 2 * 9 + 1 + 4 * 8,
