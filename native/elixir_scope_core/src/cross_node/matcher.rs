@@ -29,12 +29,14 @@
 //! then compacted in place to the sends left.
 //!
 //! A node's receives mostly come in the order their sends were handed
-//! over, so a receive first looks a few sends past the first one its node
-//! handed over this round that is not taken yet (a lane): a send there
-//! with its fingerprint, one no other send of the round shares, is the
-//! only candidate, and taking it is what the index would give. Any other
-//! case (a message sent several times, a send that waited from an earlier
-//! round, one further on, an ambiguity remembered) goes to the index.
+//! over, so a round also lists each node's sends in order (a track), and
+//! a receive first looks at a few sends around the one after its node's
+//! last match: a send there with its fingerprint, one no other send of
+//! the round shares, is the only candidate, and taking it is what the
+//! index would give. Any other case (a message sent several times, a send
+//! further off, an ambiguity remembered) goes to the index. Sends that
+//! never find their receive (to a process not traced) fall behind the
+//! track's cursor and cost the lookups nothing.
 //!
 //! What is left waits for later rounds (a send whose receive was not stored yet,
 //! a receive whose send was not handed over yet). Bound: at most
@@ -91,16 +93,18 @@ struct Waiting<T> {
 /// A send: (its node, the send with any name resolved).
 type Send = (u64, SendHalf);
 
-/// How many sends not taken yet a receive looks at in its node's lane.
-const LANE_WINDOW: usize = 8;
+/// Where a receive looks in its node's track: from this many sends
+/// before the one after the last match, at this many sends not taken.
+const TRACK_BACK: usize = 4;
+const TRACK_WINDOW: usize = 12;
 
-/// The sends one node handed over for a round, `sends[next..end]`, the
-/// sends before `next` taken.
-#[derive(Clone, Copy)]
-struct Lane {
+/// One node's sends in a round: their indices in order, and the position
+/// after the last one taken.
+#[derive(Default)]
+struct Track {
     node: u64,
+    at: Vec<u32>,
     next: usize,
-    end: usize,
 }
 
 #[derive(Default)]
@@ -118,15 +122,15 @@ pub struct Matcher {
     round: u64,
     stats: MatcherStats,
     // A round's index of its sends, those whose fingerprint another send
-    // of the round has, those taken, and the lanes of those added (kept
-    // for their capacity).
+    // of the round has, those taken, and each node's track (kept for their
+    // capacity).
     buckets: Buckets,
     shared: Vec<bool>,
     taken: Vec<bool>,
-    lanes: Vec<Lane>,
-    /// Every receive goes to the index (to test the lanes against it).
+    tracks: Vec<Track>,
+    /// Every receive goes to the index (to test the tracks against it).
     #[cfg(test)]
-    no_lanes: bool,
+    no_tracks: bool,
 }
 
 impl Matcher {
@@ -142,7 +146,6 @@ impl Matcher {
         holder: impl Fn(u64) -> Option<u64>,
     ) {
         let round = self.round;
-        let start = self.sends.len();
         self.sends.extend(sends.into_iter().map(|half| {
             let to = match half.to {
                 To::Name(name) => holder(name).map_or(To::Node, To::Pid),
@@ -153,19 +156,12 @@ impl Matcher {
                 round,
             }
         }));
-        let end = self.sends.len();
-        self.lanes.push(Lane {
-            node,
-            next: start,
-            end,
-        });
     }
 
     /// Forgets the sends added since the last round (a batch of them
     /// turned out malformed).
     pub fn forget_added(&mut self) {
         self.sends.truncate(self.waited);
-        self.lanes.clear();
     }
 
     /// One round: pairs the receives still waiting, then `receives` (this
@@ -202,7 +198,6 @@ impl Matcher {
             i += 1;
             !taken[i - 1]
         });
-        self.lanes.clear();
         self.bound();
         self.waited = self.sends.len();
         self.round += 1;
@@ -215,6 +210,36 @@ impl Matcher {
         self.buckets.mark_shared(&mut self.shared);
         self.taken.clear();
         self.taken.resize(self.sends.len(), false);
+        for t in &mut self.tracks {
+            t.at.clear();
+            t.next = 0;
+        }
+        let mut track = 0;
+        for (i, w) in self.sends.iter().enumerate() {
+            let node = w.half.0;
+            if self.tracks.get(track).is_none_or(|t| t.node != node) {
+                track = match self.tracks.iter().position(|t| t.node == node) {
+                    Some(t) => t,
+                    None => {
+                        self.tracks.push(Track {
+                            node,
+                            ..Track::default()
+                        });
+                        self.tracks.len() - 1
+                    }
+                };
+            }
+            self.tracks[track].at.push(i as u32);
+        }
+    }
+
+    /// Moves the track of `node` past the send `i` just taken.
+    fn passed(&mut self, node: u64, i: usize) {
+        if let Some(t) = self.tracks.iter_mut().find(|t| t.node == node) {
+            if let Ok(p) = t.at.binary_search(&(i as u32)) {
+                t.next = p + 1;
+            }
+        }
     }
 
     /// Whether a send of `key` (fingerprint, node) is left.
@@ -223,25 +248,25 @@ impl Matcher {
             .any(|i| !self.taken[i] && self.sends[i].half.0 == node)
     }
 
-    /// The pair the index would give `r`, found in its node's lane, if
-    /// the lane settles it: `Some(None)` when the lane's send with `r`'s
+    /// The pair the index would give `r`, found on its node's track, if
+    /// the track settles it: `Some(None)` when the track's send with `r`'s
     /// fingerprint, the only one of the round, is not for `r`.
-    fn take_in_lane(&mut self, r: &ReceiveHalf) -> Option<Option<Matched>> {
+    fn take_on_track(&mut self, r: &ReceiveHalf) -> Option<Option<Matched>> {
         #[cfg(test)]
-        if self.no_lanes {
+        if self.no_tracks {
             return None;
         }
         if !self.ambiguity.is_empty() {
             return None;
         }
-        let lane = self.lanes.iter_mut().find(|l| l.node == r.node)?;
-        while lane.next < lane.end && self.taken[lane.next] {
-            lane.next += 1;
-        }
-        let i = (lane.next..lane.end)
-            .filter(|&i| !self.taken[i])
-            .take(LANE_WINDOW)
-            .find(|&i| self.sends[i].half.1.fingerprint == r.fingerprint)?;
+        let t = self.tracks.iter_mut().find(|t| t.node == r.node)?;
+        let from = t.next.saturating_sub(TRACK_BACK);
+        let (taken, sends) = (&self.taken, &self.sends);
+        let (p, i) = (t.at[from..].iter().enumerate())
+            .map(|(p, &i)| (from + p, i as usize))
+            .filter(|&(_, i)| !taken[i])
+            .take(TRACK_WINDOW)
+            .find(|&(_, i)| sends[i].half.1.fingerprint == r.fingerprint)?;
         if self.shared[i] {
             return None;
         }
@@ -250,6 +275,7 @@ impl Matcher {
         if !addressed || (r.sender != 0 && s.sender != r.sender) {
             return Some(None);
         }
+        t.next = p + 1;
         self.taken[i] = true;
         let key = (r.fingerprint.into(), r.node);
         let confidence = self.confidence(key, 1, r.sender != 0, true);
@@ -262,7 +288,7 @@ impl Matcher {
     }
 
     fn take(&mut self, r: &ReceiveHalf) -> Option<Matched> {
-        if let Some(settled) = self.take_in_lane(r) {
+        if let Some(settled) = self.take_on_track(r) {
             return settled;
         }
         let key = (r.fingerprint.into(), r.node);
@@ -287,6 +313,7 @@ impl Matcher {
             }
             let Some(first) = first else { continue };
             self.taken[first] = true;
+            self.passed(r.node, first);
             let emptied = !self.waits(key);
             let send = self.sends[first].half.1;
             let confidence = self.confidence(key, 1 + others.len(), r.sender != 0, emptied);
@@ -566,14 +593,14 @@ mod tests {
 
     /// Random rounds (a few message kinds sent many times, several nodes
     /// and senders, receives out of order, receives of sends never handed
-    /// over, receives not yet settled): the lanes pair exactly as the index
+    /// over, receives not yet settled): the tracks pair exactly as the index
     /// alone does.
     #[test]
-    fn lanes_pair_as_the_index_would() {
+    fn tracks_pair_as_the_index_would() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for case in 0..300 {
             let (mut fast, mut slow) = (Matcher::default(), Matcher::default());
-            slow.no_lanes = true;
+            slow.no_tracks = true;
             let kinds = 1 + rng.below(if case % 2 == 0 { 4 } else { 1000 });
             let mut next_id = 1;
             for n in 0..3 {
