@@ -56,15 +56,15 @@ end
 # (Modules are defined before this VM starts distribution.)
 {:module, cpu_module, cpu_code, _} =
   defmodule ClusterBench.CPU do
-    # The CPU time of this VM's threads (all, or those whose name starts
-    # with `prefix`), in ns: the kernel's accounting per thread (the first
-    # field of its schedstat). (:prim_file, not File: no round trip
-    # through the file server.)
-    def thread_ns(prefix \\ "") do
+    # The CPU time of this VM's threads (all, or those whose name holds
+    # `named`), in ns: the kernel's accounting per thread (the first field
+    # of its schedstat). (:prim_file, not File: no round trip through the
+    # file server.)
+    def thread_ns(named \\ "") do
       {:ok, tasks} = :prim_file.list_dir(~c"/proc/self/task")
 
       for task <- tasks,
-          prefix == "" or String.starts_with?(read(task, ~c"comm"), prefix),
+          named == "" or String.contains?(read(task, ~c"comm"), named),
           reduce: 0 do
         sum ->
           sum +
@@ -86,9 +86,57 @@ end
 defmodule ClusterBench.Chatty do
   @busy "ElixirScope.Native.pipeline_stats(ElixirScope.Capture.PipelineManager.pipeline()).busy_ns"
 
-  # One session of `rounds` calls from a process here to an Agent on `b`,
-  # then its link round, timed; prints the figures under `label`.
-  def run(b, rounds, label) do
+  # A session of `rounds` calls from a process here to an Agent on `b`,
+  # linked in one round after it (`link_every: false`), which is timed;
+  # prints the figures under `label` and returns the CPU per event the
+  # rounds' NIFs took on dirty schedulers.
+  def one_round(b, rounds, label) do
+    session = start(b, rounds, false)
+    ambiguous_before = ambiguous(b)
+    # Reading the counters costs CPU too: two reads back to back show how
+    # much (the least of three tries), which is taken off.
+    reading_ns = Enum.min(for _ <- 1..3, do: -cpu_ns(b) + cpu_ns(b))
+    cpu_before = cpu_ns(b)
+    {link_us, {:ok, counts}} = :timer.tc(fn -> Cluster.link(session.cluster) end)
+    link_cpu_ns = cpu_ns(b) - cpu_before - reading_ns
+    %{events: events, drain_ns: drain_ns} = session = stop(b, session)
+    per_event = fn ns -> Float.round(ns / max(events, 1), 1) end
+    share = fn ns, of -> Float.round(100 * ns / max(of, 1), 1) end
+
+    IO.puts(
+      "message-heavy, #{label}: #{header(session, rounds)}\n" <>
+        "  Cluster.link: #{counts.linked} linked (#{ambiguous(b) - ambiguous_before} below " <>
+        "confidence 1.0), #{counts.unlinked} unlinked in " <>
+        "#{Float.round(link_us / 1000, 1)} ms = #{per_event.(link_us * 1000)} ns per event " <>
+        "-> #{share.(link_us * 1000, drain_ns)}% of the drain's busy time (target <= 10%)\n" <>
+        "  Cluster.link CPU, both nodes' threads: #{per_event.(link_cpu_ns)} ns per event " <>
+        "-> #{share.(link_cpu_ns, drain_ns)}% of the drain's busy time, " <>
+        "#{share.(link_cpu_ns, session.workers_ns)}% of its threads' CPU " <>
+        "(reading the counters took #{div(reading_ns, 1000)} us, taken off)"
+    )
+
+    session.dirty_ns / events
+  end
+
+  # The same with the default rounds, every second during the session and
+  # one at its stop: their CPU is mixed with the traced processes' on the
+  # schedulers, but their NIFs alone run on dirty ones.
+  def default_rounds(b, rounds, one_round_dirty) do
+    session = start(b, rounds, 1000)
+    linked_before = linked(b)
+    {:ok, _} = Cluster.stop_trace(session.cluster)
+    %{events: events} = session = stop(b, session)
+    dirty = session.dirty_ns / events
+
+    IO.puts(
+      "message-heavy, default rounds (every second, and at stop): #{header(session, rounds)}\n" <>
+        "  #{linked(b) - linked_before} linked; the rounds' NIFs took " <>
+        "#{Float.round(dirty, 1)} ns per event on dirty schedulers " <>
+        "(one round after a session: #{Float.round(one_round_dirty, 1)} ns)"
+    )
+  end
+
+  defp start(b, rounds, link_every) do
     {:ok, agent} = :erpc.call(b, Agent, :start, [:erlang, :abs, [0]])
     me = self()
 
@@ -99,55 +147,49 @@ defmodule ClusterBench.Chatty do
         send(me, :done)
       end)
 
-    # Linked in one round after the session (link_every: false) so the
-    # bench can time it: each half is exchanged once whichever round takes
-    # it, so the work per event is the one the default rounds (every
-    # second) share.
-    {:ok, chatty} =
+    {:ok, cluster} =
       Cluster.trace(
         nodes: [node(), b],
         pids: [caller, agent],
         messages: true,
         max_events: 4 * rounds + 100,
-        link_every: false
+        link_every: link_every
       )
 
     # The drain cost: the time the two nodes' workers spend on the
     # session's events (correlate, index, store), from their busy
     # counters; and their threads' CPU, waking up and parking included.
-    {busy_before, workers_before} = {busy(b), cpu_ns(b, "elixir_scope_wo")}
+    before = {busy(b), cpu_ns(b, "elixir_scope_wo"), cpu_ns(b, "dirty_cpu")}
     {run_us, _} = :timer.tc(fn -> send(caller, :go) && receive(do: (:done -> :ok)) end)
-    {:ok, per_node} = Cluster.stop_trace(chatty, link: false)
-    drain_ns = busy(b) - busy_before
-    workers_ns = cpu_ns(b, "elixir_scope_wo") - workers_before
-    events = per_node |> Map.values() |> Enum.map(& &1.events) |> Enum.sum()
-    dropped = per_node |> Map.values() |> Enum.map(& &1.dropped) |> Enum.sum()
-    ambiguous_before = ambiguous(b)
-    # Reading the counters costs CPU too: two reads back to back show how
-    # much, which is taken off.
-    reading_ns = -cpu_ns(b) + cpu_ns(b)
-    cpu_before = cpu_ns(b)
-    {link_us, {:ok, counts}} = :timer.tc(fn -> Cluster.link(chatty) end)
-    link_cpu_ns = cpu_ns(b) - cpu_before - reading_ns
-    Process.exit(agent, :kill)
+    {:ok, per_node} = Cluster.stop_trace(cluster, link: false)
+    {busy_before, workers_before, _} = before
 
-    per_event = fn ns -> Float.round(ns / max(events, 1), 1) end
-    share = fn ns, of -> Float.round(100 * ns / max(of, 1), 1) end
+    %{
+      cluster: cluster,
+      agent: agent,
+      before: before,
+      run_us: run_us,
+      drain_ns: busy(b) - busy_before,
+      workers_ns: cpu_ns(b, "elixir_scope_wo") - workers_before,
+      events: per_node |> Map.values() |> Enum.map(& &1.events) |> Enum.sum(),
+      dropped: per_node |> Map.values() |> Enum.map(& &1.dropped) |> Enum.sum()
+    }
+  end
 
-    IO.puts(
-      "message-heavy, #{label}: #{rounds} GenServer calls to #{b}: #{events} message events " <>
-        "traced (dropped #{dropped}) in #{div(run_us, 1000)} ms\n" <>
-        "  drain, both nodes' workers: busy #{per_event.(drain_ns)} ns per event " <>
-        "(their threads' CPU, waking up and parking included: #{per_event.(workers_ns)} ns)\n" <>
-        "  Cluster.link: #{counts.linked} linked (#{ambiguous(b) - ambiguous_before} below " <>
-        "confidence 1.0), #{counts.unlinked} unlinked in " <>
-        "#{Float.round(link_us / 1000, 1)} ms = #{per_event.(link_us * 1000)} ns per event " <>
-        "-> #{share.(link_us * 1000, drain_ns)}% of the drain's busy time (target <= 10%)\n" <>
-        "  Cluster.link CPU, both nodes' threads: #{per_event.(link_cpu_ns)} ns per event " <>
-        "-> #{share.(link_cpu_ns, drain_ns)}% of the drain's busy time, " <>
-        "#{share.(link_cpu_ns, workers_ns)}% of its threads' CPU " <>
-        "(reading the counters took #{div(reading_ns, 1000)} us, taken off)"
-    )
+  # After the session's last round: the dirty schedulers' CPU since it
+  # started.
+  defp stop(b, session) do
+    Process.exit(session.agent, :kill)
+    Map.put(session, :dirty_ns, cpu_ns(b, "dirty_cpu") - elem(session.before, 2))
+  end
+
+  defp header(s, rounds) do
+    per_event = fn ns -> Float.round(ns / max(s.events, 1), 1) end
+
+    "#{rounds} GenServer calls: #{s.events} message events traced (dropped #{s.dropped}) " <>
+      "in #{div(s.run_us, 1000)} ms\n" <>
+      "  drain, both nodes' workers: busy #{per_event.(s.drain_ns)} ns per event " <>
+      "(their threads' CPU, waking up and parking included: #{per_event.(s.workers_ns)} ns)"
   end
 
   defp busy(b) do
@@ -156,19 +198,20 @@ defmodule ClusterBench.Chatty do
     )
   end
 
-  defp ambiguous(b) do
+  defp ambiguous(b), do: cross_node(b, :ambiguous)
+  defp linked(b), do: cross_node(b, :linked)
+
+  defp cross_node(b, key) do
     Enum.sum(
       for n <- [node(), b],
-          do: :erpc.call(n, ElixirScope.EventCorrelator, :metrics, []).cross_node.ambiguous
+          do: :erpc.call(n, ElixirScope.EventCorrelator, :metrics, []).cross_node[key]
     )
   end
 
   # Both nodes' threads' CPU time (the exchange runs on their schedulers,
   # dirty ones for its NIFs, and in their distribution).
-  defp cpu_ns(b, prefix \\ "") do
-    Enum.sum(
-      for node <- [node(), b], do: :erpc.call(node, ClusterBench.CPU, :thread_ns, [prefix])
-    )
+  defp cpu_ns(b, named \\ "") do
+    Enum.sum(for node <- [node(), b], do: :erpc.call(node, ClusterBench.CPU, :thread_ns, [named]))
   end
 end
 
@@ -236,5 +279,6 @@ IO.puts(
 rounds = String.to_integer(System.get_env("BENCH_CLUSTER_ROUNDS", "50000"))
 # A node's first round takes fresh memory for its buffers (page faults);
 # later rounds, as every periodic round after a node's first, reuse them.
-ClusterBench.Chatty.run(b, rounds, "first session (the round's buffers are new)")
-ClusterBench.Chatty.run(b, rounds, "second session (the round reuses its buffers)")
+ClusterBench.Chatty.one_round(b, rounds, "a first round (its buffers are new)")
+dirty = ClusterBench.Chatty.one_round(b, rounds, "a later round (it reuses its buffers)")
+ClusterBench.Chatty.default_rounds(b, rounds, dirty)

@@ -27,7 +27,7 @@ defmodule ElixirScope.Native do
   def expand_compact(_compact, _node, _offset), do: nif()
   def cross_node_set_local(_store, _node), do: nif()
   def cross_node_forget_local(_store), do: nif()
-  def cross_node_take_sends(_store, _to), do: nif()
+  def cross_node_take_sends(_store, _to, _before), do: nif()
   def cross_node_link(_store, _inbound, _names, _settled), do: nif()
   def cross_node_link_back(_store, _node, _records), do: nif()
   def store_query(_store, _filter, _limit, _order), do: nif()

@@ -54,31 +54,41 @@ defmodule ElixirScope.Cluster.Local do
   end
 
   @doc """
-  Hands over the messages to node `to` stored here since the last call
-  (an encoded `SendBatch`, see `elixir_scope_core::cross_node::wire`).
+  Hands over the messages to node `to` sent here and not handed over yet
+  (an encoded `SendBatch`, see `elixir_scope_core::cross_node::wire`):
+  with `settle`, only those sent more than a second ago.
   """
-  def take_sends(to, opts), do: Native.cross_node_take_sends(store(opts), to)
+  def take_sends(to, settle, opts),
+    do: Native.cross_node_take_sends(store(opts), to, cutoff(settle))
 
   # How long a send may take to reach its node's store: while a session
-  # runs, a round pairs only receives older than this (see
+  # runs, a round takes only the halves older than this (see
   # `elixir_scope_core::cross_node::matcher`).
   @settle_ns 1_000_000_000
-  # Pairs every receive (no monotonic time reaches it).
+  # Takes every half (no monotonic time reaches it).
   @all 0x7FFF_FFFF_FFFF_FFFF
+
+  defp cutoff(true), do: now() - @settle_ns
+  defp cutoff(false), do: @all
 
   @doc """
   One exchange round on this node for cluster session `id`: takes the
   sends for it from the other `nodes`, pairs them with its receives from
-  them (while the session runs here, those stored more than a second
-  ago), links both sides. Returns `%{linked: n, waiting: m, missing:
-  nodes}`: receives linked now, receives still waiting for their send,
-  nodes that did not answer.
+  them, links both sides. While the session runs here, the round takes
+  only halves more than a second old: its receives, and the sends each
+  other node sent more than a second before it was asked, which is after
+  this node fixed its own cutoff, so every send that came before a
+  receive taken (and reached its store within a second) is among them.
+  Returns `%{linked: n, waiting: m, missing: nodes}`: receives linked
+  now, receives still waiting for their send (or to be taken), nodes that
+  did not answer.
   """
   def link(id, nodes, opts) do
     others = List.delete(nodes, node())
-    taken = multicall(others, :take_sends, fn _ -> [node(), opts] end)
+    settle = running?(id)
+    settled = cutoff(settle)
+    taken = multicall(others, :take_sends, fn _ -> [node(), settle, opts] end)
     inbound = for {node, {:ok, batch}} <- taken, do: {node, batch}
-    settled = if running?(id), do: now() - @settle_ns, else: @all
     {backs, linked, stats} = Native.cross_node_link(store(opts), inbound, registered(), settled)
     backs = Map.new(backs)
     backed = multicall(Map.keys(backs), :link_back, &[node(), Map.fetch!(backs, &1), opts])

@@ -161,10 +161,11 @@ fn fingerprints(
     }
 }
 
-/// Moves the sends the workers set aside into the outbox of their node.
-fn absorb_sends(keys: &mut Keys, store: &SharedStore, ex: &mut Exchange) {
+/// Moves the sends the workers set aside with a timestamp before `before`
+/// into the outbox of their node.
+fn absorb_sends(keys: &mut Keys, store: &SharedStore, ex: &mut Exchange, before: i64) {
     let sends = &mut ex.scratch.sends;
-    let bare = store.correlator().crossing().take_sends(sends);
+    let bare = store.correlator().crossing().take_sends(before, sends);
     let halves = sends.iter().map(|h| (h.id, h.fingerprint));
     let fingerprint = fingerprints(keys.env, store, halves, bare);
     for h in sends.iter() {
@@ -212,13 +213,18 @@ fn cross_node_forget_local(store: ResourceArc<StoreRes>) -> Atom {
     atoms::ok()
 }
 
-/// The sends to node `to` stored here since the last call, as a
-/// `SendBatch`.
+/// The sends to node `to` sent here before `before` (monotonic ns) and
+/// not taken yet, as a `SendBatch`.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn cross_node_take_sends<'a>(env: Env<'a>, store: ResourceArc<StoreRes>, to: Atom) -> Binary<'a> {
+fn cross_node_take_sends<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreRes>,
+    to: Atom,
+    before: i64,
+) -> Binary<'a> {
     let mut keys = Keys::new(env);
     let mut ex = store.0.exchange();
-    absorb_sends(&mut keys, &store.0, &mut ex);
+    absorb_sends(&mut keys, &store.0, &mut ex, before);
     let to = keys.node(word(to.as_c_arg()));
     match ex.outbox.get_mut(&to) {
         Some(batch) => {
@@ -230,13 +236,15 @@ fn cross_node_take_sends<'a>(env: Env<'a>, store: ResourceArc<StoreRes>, to: Ato
     }
 }
 
-/// Pairs this node's receives from other nodes stored before `settled`
-/// (monotonic ns) with the sends taken from them (`[{node, send batch}]`)
-/// and links the receives; `names` are this node's registered names and
-/// their pids. Returns `{[{node, link backs}],
-/// linked, stats}`: the encoded `LinkBack`s each sending node applies with
-/// `cross_node_link_back/3`, how many receives were linked now, and the
-/// matcher's counters.
+/// Pairs this node's receives from other nodes with a timestamp before
+/// `settled` (monotonic ns; younger ones stay set aside) with the sends
+/// taken from them (`[{node, send batch}]`) and links the receives;
+/// `names` are this node's registered names and their pids (this node's
+/// own sends before `settled` go to the outbox). Returns `{[{node, link
+/// backs}], linked, stats}`: the encoded `LinkBack`s each sending node
+/// applies with `cross_node_link_back/3`, how many receives were linked
+/// now, and the matcher's counters (the receives waiting include those
+/// still set aside).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn cross_node_link<'a>(
     env: Env<'a>,
@@ -254,7 +262,7 @@ fn cross_node_link<'a>(
         })
         .collect();
     let mut ex = store.0.exchange();
-    absorb_sends(&mut keys, &store.0, &mut ex);
+    absorb_sends(&mut keys, &store.0, &mut ex, settled);
     let Exchange {
         nodes,
         matcher,
@@ -275,7 +283,11 @@ fn cross_node_link<'a>(
         }
     }
     let receives = &mut scratch.receives;
-    let bare = store.0.correlator().crossing().take_receives(receives);
+    let (bare, held) = {
+        let mut correlator = store.0.correlator();
+        let crossing = correlator.crossing();
+        (crossing.take_receives(settled, receives), crossing.held().1)
+    };
     let halves = receives.iter().map(|h| (h.id, h.fingerprint));
     let fingerprint = fingerprints(env, &store.0, halves, bare);
     let mut unread = 0;
@@ -343,7 +355,7 @@ fn cross_node_link<'a>(
         "dropped" => s.dropped,
         "skipped" => *skipped,
         "waiting_sends" => s.waiting_sends,
-        "waiting_receives" => s.waiting_receives,
+        "waiting_receives" => s.waiting_receives + held as u64,
     });
     Ok((backs, matched.len(), stats).encode(env))
 }

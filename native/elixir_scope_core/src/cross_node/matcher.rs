@@ -20,7 +20,9 @@
 //! that would make the match uncertain, was sent before the receive, so
 //! once its node has stored it too it is among the sends a round gets.
 //! Younger receives wait for a later round; the round after the session
-//! stopped pairs them all.
+//! stopped pairs them all. (The cluster layer takes from each node only
+//! the halves older than the settling time, fixed on the receiving node
+//! before it asks the others for their sends: so few halves wait here.)
 //!
 //! The sends handed over are added after those still waiting from earlier
 //! rounds, in one vector the matcher keeps (its capacity serves every

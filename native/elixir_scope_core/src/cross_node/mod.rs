@@ -20,7 +20,10 @@
 //! hands its sends to each destination node as records with keys that mean
 //! the same on every node ([`wire`]), each receiving node pairs them with
 //! its own receives ([`matcher`]), links its receives and hands each
-//! sending node back its send-side links.
+//! sending node back its send-side links. During a session a round takes
+//! only the halves older than a cutoff (a second before the round, see
+//! the matcher); younger ones stay set aside, in order, for a later round,
+//! so a half is read, exchanged and indexed once.
 //!
 //! Invariant: [`Collected`] holds at most `MAX_COLLECTED` halves per kind;
 //! beyond, the oldest go and are counted (they stay stored, unlinked).
@@ -69,6 +72,8 @@ pub enum Origin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutHalf {
     pub id: u64,
+    /// The send's timestamp.
+    pub at: i64,
     /// The sender's pid word.
     pub sender: u64,
     pub to: Destination,
@@ -103,6 +108,7 @@ impl LocalNode {
         match e.kind {
             EventKind::MessageSend => Some(Half::Out(OutHalf {
                 id: e.id,
+                at: e.timestamp,
                 sender: e.pid,
                 to: self.remote_destination(peer)?,
                 fingerprint: e.fingerprint,
@@ -291,18 +297,29 @@ impl Collected {
             + self.receives.capacity() * std::mem::size_of::<InHalf>()
     }
 
-    /// Hands the sends set aside over into `into` (emptied first); the
-    /// correlator goes on filling its old capacity. True when one of them
-    /// may lack its fingerprint.
-    pub fn take_sends(&mut self, into: &mut Vec<OutHalf>) -> bool {
-        swap_out(&mut self.sends, into);
-        std::mem::take(&mut self.sends_bare)
+    /// Hands the sends set aside with a timestamp before `before` over
+    /// into `into` (emptied first), in order; the younger ones stay. True
+    /// when one of those handed over may lack its fingerprint.
+    pub fn take_sends(&mut self, before: i64, into: &mut Vec<OutHalf>) -> bool {
+        take_before(&mut self.sends, &mut self.sends_bare, before, into, |h| {
+            h.at
+        })
     }
 
     /// [`Collected::take_sends`] for the receives.
-    pub fn take_receives(&mut self, into: &mut Vec<InHalf>) -> bool {
-        swap_out(&mut self.receives, into);
-        std::mem::take(&mut self.receives_bare)
+    pub fn take_receives(&mut self, before: i64, into: &mut Vec<InHalf>) -> bool {
+        take_before(
+            &mut self.receives,
+            &mut self.receives_bare,
+            before,
+            into,
+            |h| h.at,
+        )
+    }
+
+    /// Halves set aside and not taken yet.
+    pub fn held(&self) -> (usize, usize) {
+        (self.sends.len(), self.receives.len())
     }
 
     pub fn push(&mut self, half: Half) {
@@ -319,9 +336,36 @@ impl Collected {
     }
 }
 
-fn swap_out<T>(held: &mut Vec<T>, into: &mut Vec<T>) {
+/// Moves the halves of `held` older than `before` into `into` (emptied
+/// first), both in order; when all go, the vectors are swapped (the
+/// correlator goes on filling `into`'s old capacity). `bare` stays set
+/// while halves stay (it may be one of them that lacks a fingerprint).
+fn take_before<T: Copy>(
+    held: &mut Vec<T>,
+    bare: &mut bool,
+    before: i64,
+    into: &mut Vec<T>,
+    at: impl Fn(&T) -> i64,
+) -> bool {
     into.clear();
-    std::mem::swap(held, into);
+    let was_bare = *bare;
+    if held.iter().all(|h| at(h) < before) {
+        std::mem::swap(held, into);
+        *bare = false;
+        return was_bare;
+    }
+    let mut kept = 0;
+    for i in 0..held.len() {
+        let h = held[i];
+        if at(&h) < before {
+            into.push(h);
+        } else {
+            held[kept] = h;
+            kept += 1;
+        }
+    }
+    held.truncate(kept);
+    was_bare
 }
 
 fn bounded_push<T>(halves: &mut Vec<T>, half: T, dropped: &mut u64) {
@@ -445,6 +489,7 @@ mod tests {
         (e.id, e.fingerprint) = (7, 99);
         let expected = OutHalf {
             id: 7,
+            at: e.timestamp,
             sender: 0x103,
             to: Destination::Alias { node: b },
             fingerprint: 99,
@@ -469,6 +514,36 @@ mod tests {
             etf_node(&[etf::VERSION, etf::NEW_PID, etf::SMALL_ATOM_UTF8, 9, b'x']),
             None
         );
+    }
+
+    #[test]
+    fn halves_are_taken_once_older_than_the_cutoff_in_order() {
+        let mut c = Collected::default();
+        let half = |id, at, fingerprint| InHalf {
+            id,
+            at,
+            receiver: 1,
+            from: Origin::Node(2),
+            fingerprint,
+        };
+        for (id, at) in [(1, 10), (2, 30), (3, 20), (4, 40)] {
+            c.push(Half::In(half(id, at, if id == 4 { 0 } else { 5 })));
+        }
+        let mut taken = Vec::new();
+        let ids = |v: &[InHalf]| v.iter().map(|h| h.id).collect::<Vec<_>>();
+        assert!(
+            c.take_receives(25, &mut taken),
+            "4 came without a fingerprint"
+        );
+        assert_eq!(ids(&taken), [1, 3]);
+        assert_eq!(ids(&c.receives), [2, 4]);
+        assert!(c.take_receives(35, &mut taken), "4 may still be it");
+        assert_eq!(ids(&taken), [2]);
+        assert!(c.take_receives(i64::MAX, &mut taken));
+        assert_eq!((ids(&taken), c.held()), (vec![4], (0, 0)));
+        c.push(Half::In(half(5, 50, 5)));
+        assert!(!c.take_receives(i64::MAX, &mut taken));
+        assert_eq!(ids(&taken), [5]);
     }
 
     #[test]
