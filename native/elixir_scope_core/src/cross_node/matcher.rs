@@ -26,7 +26,7 @@
 //!
 //! The sends handed over are added after those still waiting from earlier
 //! rounds, in one vector the matcher keeps (its capacity serves every
-//! round). A round indexes them by fingerprint ([`Buckets`], in arrival
+//! round). A round indexes them by fingerprint (see `buckets`, in arrival
 //! order within a bucket) and marks the sends receives take; the vector is
 //! then compacted in place to the sends left.
 //!
