@@ -297,9 +297,10 @@ impl Collected {
             + self.receives.capacity() * std::mem::size_of::<InHalf>()
     }
 
-    /// Hands the sends set aside with a timestamp before `before` over
-    /// into `into` (emptied first), in order; the younger ones stay. True
-    /// when one of those handed over may lack its fingerprint.
+    /// Hands the sends set aside over into `into` (emptied first), in
+    /// order, up to the last one with a timestamp before `before`; the
+    /// younger ones after it stay. True when one of those handed over may
+    /// lack its fingerprint.
     pub fn take_sends(&mut self, before: i64, into: &mut Vec<OutHalf>) -> bool {
         take_before(&mut self.sends, &mut self.sends_bare, before, into, |h| {
             h.at
@@ -336,10 +337,13 @@ impl Collected {
     }
 }
 
-/// Moves the halves of `held` older than `before` into `into` (emptied
-/// first), both in order; when all go, the vectors are swapped (the
-/// correlator goes on filling `into`'s old capacity). `bare` stays set
-/// while halves stay (it may be one of them that lacks a fingerprint).
+/// Moves the halves of `held` up to the last one older than `before`
+/// into `into` (emptied first), both in order: halves come about in time
+/// order, so what stays is the young tail (a young half among the older
+/// ones goes along, to wait where it goes). The vectors are swapped and
+/// the tail copied back: the correlator goes on filling `into`'s old
+/// capacity. `bare` stays set while halves stay (it may be one of them
+/// that lacks a fingerprint).
 fn take_before<T: Copy>(
     held: &mut Vec<T>,
     bare: &mut bool,
@@ -347,24 +351,16 @@ fn take_before<T: Copy>(
     into: &mut Vec<T>,
     at: impl Fn(&T) -> i64,
 ) -> bool {
-    into.clear();
     let was_bare = *bare;
-    if held.iter().all(|h| at(h) < before) {
-        std::mem::swap(held, into);
-        *bare = false;
-        return was_bare;
-    }
-    let mut kept = 0;
-    for i in 0..held.len() {
-        let h = held[i];
-        if at(&h) < before {
-            into.push(h);
-        } else {
-            held[kept] = h;
-            kept += 1;
-        }
-    }
-    held.truncate(kept);
+    let going = held
+        .iter()
+        .rposition(|h| at(h) < before)
+        .map_or(0, |i| i + 1);
+    into.clear();
+    std::mem::swap(held, into);
+    held.extend_from_slice(&into[going..]);
+    into.truncate(going);
+    *bare = was_bare && !held.is_empty();
     was_bare
 }
 
@@ -517,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn halves_are_taken_once_older_than_the_cutoff_in_order() {
+    fn halves_are_taken_up_to_the_last_one_older_than_the_cutoff() {
         let mut c = Collected::default();
         let half = |id, at, fingerprint| InHalf {
             id,
@@ -526,7 +522,7 @@ mod tests {
             from: Origin::Node(2),
             fingerprint,
         };
-        for (id, at) in [(1, 10), (2, 30), (3, 20), (4, 40)] {
+        for (id, at) in [(1, 10), (2, 30), (3, 20), (4, 40), (5, 50)] {
             c.push(Half::In(half(id, at, if id == 4 { 0 } else { 5 })));
         }
         let mut taken = Vec::new();
@@ -535,15 +531,16 @@ mod tests {
             c.take_receives(25, &mut taken),
             "4 came without a fingerprint"
         );
-        assert_eq!(ids(&taken), [1, 3]);
-        assert_eq!(ids(&c.receives), [2, 4]);
+        assert_eq!(ids(&taken), [1, 2, 3], "2 is younger, but goes along");
+        assert_eq!(ids(&c.receives), [4, 5]);
         assert!(c.take_receives(35, &mut taken), "4 may still be it");
-        assert_eq!(ids(&taken), [2]);
-        assert!(c.take_receives(i64::MAX, &mut taken));
-        assert_eq!((ids(&taken), c.held()), (vec![4], (0, 0)));
-        c.push(Half::In(half(5, 50, 5)));
+        assert_eq!(ids(&taken), []);
+        assert!(c.take_receives(45, &mut taken));
+        assert_eq!((ids(&taken), c.held()), (vec![4], (0, 1)));
+        assert!(c.take_receives(i64::MAX, &mut taken), "set while 5 stayed");
+        assert_eq!((ids(&taken), c.held()), (vec![5], (0, 0)));
+        c.push(Half::In(half(6, 60, 5)));
         assert!(!c.take_receives(i64::MAX, &mut taken));
-        assert_eq!(ids(&taken), [5]);
     }
 
     #[test]
