@@ -275,10 +275,13 @@ fn cross_node_link<'a>(
         let atom = word(node.as_c_arg());
         let node = keys.node(atom);
         nodes.insert(node, atom);
+        let mark = matcher.sends_held();
         let mut halves = SendBatch::decode(bytes.as_slice());
         matcher.add_sends(node, &mut halves, holder);
         if !halves.is_whole() {
-            matcher.forget_added();
+            // The batches before it stay for the next round; what this
+            // one held is lost, and counted.
+            *skipped += matcher.forget_sends_from(mark);
             return Err(rustler::Error::BadArg);
         }
     }

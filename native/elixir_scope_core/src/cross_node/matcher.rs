@@ -160,10 +160,19 @@ impl Matcher {
         }));
     }
 
-    /// Forgets the sends added since the last round (a batch of them
-    /// turned out malformed).
-    pub fn forget_added(&mut self) {
-        self.sends.truncate(self.waited);
+    /// How many sends are held (waiting and added): a mark for
+    /// [`Matcher::forget_sends_from`].
+    pub fn sends_held(&self) -> usize {
+        self.sends.len()
+    }
+
+    /// Forgets the sends added after `mark` (a batch that turned out
+    /// malformed); returns how many.
+    pub fn forget_sends_from(&mut self, mark: usize) -> u64 {
+        let mark = mark.max(self.waited).min(self.sends.len());
+        let forgotten = self.sends.len() - mark;
+        self.sends.truncate(mark);
+        forgotten as u64
     }
 
     /// One round: pairs the receives still waiting, then `receives` (this
