@@ -89,11 +89,11 @@ defmodule ElixirScope.Cluster.Local do
     settled = cutoff(settle)
     taken = multicall(others, :take_sends, fn _ -> [node(), settle, opts] end)
     inbound = for {node, {:ok, batch}} <- taken, do: {node, batch}
-    {backs, linked, stats} = Native.cross_node_link(store(opts), inbound, registered(), settled)
+    {backs, linked, waiting} = Native.cross_node_link(store(opts), inbound, registered(), settled)
     backs = Map.new(backs)
     backed = multicall(Map.keys(backs), :link_back, &[node(), Map.fetch!(backs, &1), opts])
     missing = for {node, {:error, _}} <- taken ++ backed, uniq: true, do: node
-    %{linked: linked, waiting: stats.waiting_receives, missing: missing}
+    %{linked: linked, waiting: waiting, missing: missing}
   end
 
   defp running?(id) do

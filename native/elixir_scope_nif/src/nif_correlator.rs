@@ -99,9 +99,11 @@ fn correlator_stats(env: Env, store: ResourceArc<StoreRes>) -> Term {
         let ex = store.0.exchange();
         (ex.matcher.stats(), ex.skipped)
     };
-    let (s, set_aside_dropped, (_, held_receives)) = {
+    let (s, set_aside_dropped, waiting_receives) = {
         let mut c = store.0.correlator();
-        (c.stats(), c.crossing().dropped, c.crossing().held())
+        let s = c.stats();
+        let crossing = c.crossing();
+        (s, crossing.dropped, crossing.waiting_receives(&m))
     };
     let cross_node = crate::atom_map!(env, {
         "sends" => s.cross_node_sends,
@@ -109,7 +111,7 @@ fn correlator_stats(env: Env, store: ResourceArc<StoreRes>) -> Term {
         "linked" => m.linked,
         "ambiguous" => m.ambiguous,
         "waiting_sends" => m.waiting_sends,
-        "waiting_receives" => m.waiting_receives + held_receives as u64,
+        "waiting_receives" => waiting_receives,
         "dropped" => set_aside_dropped + m.dropped + skipped,
     });
     crate::atom_map!(env, {

@@ -241,10 +241,10 @@ fn cross_node_take_sends<'a>(
 /// taken from them (`[{node, send batch}]`) and links the receives;
 /// `names` are this node's registered names and their pids (this node's
 /// own sends before `settled` go to the outbox). Returns `{[{node, link
-/// backs}], linked, stats}`: the encoded `LinkBack`s each sending node
+/// backs}], linked, waiting}`: the encoded `LinkBack`s each sending node
 /// applies with `cross_node_link_back/3`, how many receives were linked
-/// now, and the matcher's counters (the receives waiting include those
-/// still set aside).
+/// now, and how many wait (see `Collected::waiting_receives`; the rest
+/// of the exchange's counters are in `correlator_stats`).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn cross_node_link<'a>(
     env: Env<'a>,
@@ -286,11 +286,7 @@ fn cross_node_link<'a>(
         }
     }
     let receives = &mut scratch.receives;
-    let (bare, held) = {
-        let mut correlator = store.0.correlator();
-        let crossing = correlator.crossing();
-        (crossing.take_receives(settled, receives), crossing.held().1)
-    };
+    let bare = (store.0.correlator().crossing()).take_receives(settled, receives);
     let halves = receives.iter().map(|h| (h.id, h.fingerprint));
     let fingerprint = fingerprints(env, &store.0, halves, bare);
     let mut unread = 0;
@@ -351,16 +347,8 @@ fn cross_node_link<'a>(
             (node, binary(env, &batch.encode()))
         })
         .collect();
-    let s = matcher.stats();
-    let stats = crate::atom_map!(env, {
-        "linked" => s.linked,
-        "ambiguous" => s.ambiguous,
-        "dropped" => s.dropped,
-        "skipped" => *skipped,
-        "waiting_sends" => s.waiting_sends,
-        "waiting_receives" => s.waiting_receives + held as u64,
-    });
-    Ok((backs, matched.len(), stats).encode(env))
+    let waiting = (store.0.correlator().crossing()).waiting_receives(&matcher.stats());
+    Ok((backs, matched.len(), waiting).encode(env))
 }
 
 /// Links this node's sends to their receives on `node` (encoded

@@ -318,9 +318,11 @@ impl Collected {
         )
     }
 
-    /// Halves set aside and not taken yet.
-    pub fn held(&self) -> (usize, usize) {
-        (self.sends.len(), self.receives.len())
+    /// This node's receives from other nodes not linked yet: waiting in
+    /// the matcher for their send, or still set aside here (younger than
+    /// the last round's cutoff).
+    pub fn waiting_receives(&self, matcher: &matcher::MatcherStats) -> u64 {
+        matcher.waiting_receives + self.receives.len() as u64
     }
 
     pub fn push(&mut self, half: Half) {
@@ -536,9 +538,9 @@ mod tests {
         assert!(c.take_receives(35, &mut taken), "4 may still be it");
         assert_eq!(ids(&taken), []);
         assert!(c.take_receives(45, &mut taken));
-        assert_eq!((ids(&taken), c.held()), (vec![4], (0, 1)));
+        assert_eq!((ids(&taken), ids(&c.receives)), (vec![4], vec![5]));
         assert!(c.take_receives(i64::MAX, &mut taken), "set while 5 stayed");
-        assert_eq!((ids(&taken), c.held()), (vec![5], (0, 0)));
+        assert_eq!((ids(&taken), c.receives.len()), (vec![5], 0));
         c.push(Half::In(half(6, 60, 5)));
         assert!(!c.take_receives(i64::MAX, &mut taken));
     }
