@@ -5,8 +5,8 @@
 //! probes into megabytes of entries cost more than the pairing itself. A
 //! stable counting sort of the send indices by the low bits of their
 //! fingerprint (a hash already, `phash2`) costs two sequential passes, and
-//! its two arrays, a bucket's end and the (fingerprint, index) pairs in
-//! order, stay small enough for the cache. A lookup compares fingerprints
+//! its arrays, a bucket's start and end and the (fingerprint, index) pairs
+//! in order, stay small enough for the cache. A lookup compares fingerprints
 //! in the bucket, so a send is only visited when its fingerprint is the
 //! one looked up.
 //!
@@ -19,56 +19,53 @@
 pub struct Buckets {
     /// The end of each bucket in `order`.
     ends: Vec<u32>,
+    /// While building: the start of each bucket, then `order`'s length.
+    starts: Vec<u32>,
     order: Vec<(u32, u32)>,
     mask: u32,
 }
 
 impl Buckets {
-    /// Indexes `fingerprints` (of indices `0..`).
-    pub fn build(&mut self, fingerprints: impl Iterator<Item = u32> + Clone) {
-        let n = fingerprints.clone().count();
+    /// Indexes `fingerprints` (of indices `0..`), and marks in `shared`
+    /// (one flag per index) the indices whose fingerprint another index
+    /// has too; in a crowded bucket (many sends of one message) all of
+    /// them. An index is compared, as it is placed, with those placed in
+    /// its bucket before it: buckets hold one index on average.
+    pub fn build(&mut self, fingerprints: &[u32], shared: &mut Vec<bool>) {
+        const CROWDED: u32 = 16;
+        let n = fingerprints.len();
         let buckets = n.next_power_of_two().max(16);
         self.mask = (buckets - 1) as u32;
         self.ends.clear();
         self.ends.resize(buckets, 0);
         // Counts per bucket, then each bucket's start, which placing the
         // indices moves on to the bucket's end.
-        for fp in fingerprints.clone() {
+        for &fp in fingerprints {
             self.ends[(fp & self.mask) as usize] += 1;
         }
         let mut start = 0;
         for e in &mut self.ends {
             (*e, start) = (start, start + *e);
         }
+        self.starts.clone_from(&self.ends);
+        self.starts.push(n as u32);
         self.order.clear();
         self.order.resize(n, (0, 0));
-        for (i, fp) in fingerprints.enumerate() {
-            let at = &mut self.ends[(fp & self.mask) as usize];
-            self.order[*at as usize] = (fp, i as u32);
-            *at += 1;
-        }
-    }
-
-    /// Marks in `shared` (one flag per index) the indices whose
-    /// fingerprint another index has too; in a crowded bucket (many
-    /// sends of one message) all of them.
-    pub fn mark_shared(&self, shared: &mut Vec<bool>) {
-        const CROWDED: usize = 16;
         shared.clear();
-        shared.resize(self.order.len(), false);
-        let mut start = 0;
-        for &end in &self.ends {
-            let bucket = &self.order[start..end as usize];
-            start = end as usize;
-            if bucket.len() < 2 {
+        shared.resize(n, false);
+        for (i, &fp) in fingerprints.iter().enumerate() {
+            let b = (fp & self.mask) as usize;
+            let (start, at) = (self.starts[b], self.ends[b]);
+            self.order[at as usize] = (fp, i as u32);
+            self.ends[b] += 1;
+            if self.starts[b + 1] - start > CROWDED {
+                shared[i] = true;
                 continue;
             }
-            for (k, &(fp, i)) in bucket.iter().enumerate() {
-                shared[i as usize] = bucket.len() > CROWDED
-                    || bucket
-                        .iter()
-                        .enumerate()
-                        .any(|(j, &(other, _))| j != k && other == fp);
+            for &(other, j) in &self.order[start as usize..at as usize] {
+                if other == fp {
+                    (shared[i], shared[j as usize]) = (true, true);
+                }
             }
         }
     }
@@ -91,12 +88,13 @@ mod tests {
     #[test]
     fn each_index_is_in_its_fingerprints_bucket_in_order() {
         let mut b = Buckets::default();
+        let mut shared = Vec::new();
         let get = |b: &Buckets, fp| b.get(fp).collect::<Vec<_>>();
-        b.build([].into_iter());
+        b.build(&[], &mut shared);
         assert_eq!(get(&b, 7), []);
         // 300 fingerprints in 7 buckets (their low bits).
         let fps: Vec<u32> = (0..1000u32).map(|i| ((i % 300) << 16) | (i % 7)).collect();
-        b.build(fps.iter().copied());
+        b.build(&fps, &mut shared);
         for &fp in &fps {
             let expected: Vec<usize> = (0..fps.len()).filter(|&j| fps[j] == fp).collect();
             assert_eq!(get(&b, fp), expected);
@@ -106,24 +104,21 @@ mod tests {
             [],
             "no i < 1000 is 299 mod 300, 6 mod 7"
         );
-        let mut shared = Vec::new();
-        b.mark_shared(&mut shared);
         assert!(
             shared.iter().all(|&s| s),
             "every fingerprint comes 3 or 4 times"
         );
-        b.build([5, 9, 5, 5, 21].into_iter());
+        b.build(&[5, 9, 5, 5, 21], &mut shared);
         assert_eq!(get(&b, 5), [0, 2, 3]);
         assert_eq!(get(&b, 9), [1]);
         assert_eq!(get(&b, 6), []);
-        b.mark_shared(&mut shared);
         assert_eq!(
             shared,
             [true, false, true, true, false],
             "21 shares 5's bucket only"
         );
-        b.build((0..40).map(|i| 1 + (i << 8)));
-        b.mark_shared(&mut shared);
+        let crowded: Vec<u32> = (0..40).map(|i| 1 + (i << 8)).collect();
+        b.build(&crowded, &mut shared);
         assert!(shared.iter().all(|&s| s), "a crowded bucket is all shared");
     }
 }

@@ -26,16 +26,17 @@
 //!
 //! The sends handed over are added after those still waiting from earlier
 //! rounds, in one vector the matcher keeps (its capacity serves every
-//! round). A round indexes them by fingerprint (see `buckets`, in arrival
-//! order within a bucket) and marks the sends receives take; the vector is
-//! then compacted in place to the sends left.
+//! round); their fingerprints, and each node's sends in order (a track),
+//! are listed beside it as they are added. A round indexes them by
+//! fingerprint (see `buckets`, in arrival order within a bucket) and marks
+//! the sends receives take; the vector is then compacted in place to the
+//! sends left, and the lists made anew for them.
 //!
 //! A node's receives mostly come in the order their sends were handed
-//! over, so a round also lists each node's sends in order (a track), and
-//! a receive first looks at a few sends around the one after its node's
-//! last match: a send there with its fingerprint, one no other send of
-//! the round shares, is the only candidate, and taking it is what the
-//! index would give. Any other case (a message sent several times, a send
+//! over, so a receive first looks at a few sends from the one after its
+//! node's last match on (then a few just before it): a send there with
+//! its fingerprint, one no other send of the round shares, is the only
+//! candidate, and taking it is what the index would give. Any other case (a message sent several times, a send
 //! further off, an ambiguity remembered) goes to the index. Sends that
 //! never find their receive (to a process not traced) fall behind the
 //! track's cursor and cost the lookups nothing.
@@ -45,6 +46,9 @@
 //! `MAX_WAITING` of each wait; past it, those that have already waited a
 //! whole round (their other half was most likely not traced) are dropped
 //! and counted.
+//!
+//! Invariant: `fingerprints[i]` is the fingerprint of `sends[i]`, and the
+//! tracks list every index of `sends` once, under its node, in order.
 
 use super::buckets::Buckets;
 use super::wire::{SendHalf, To};
@@ -123,13 +127,15 @@ pub struct Matcher {
     ambiguity: WordMap<(u64, u64), f32>,
     round: u64,
     stats: MatcherStats,
+    /// The fingerprint of each send, and each node's track (the indices of
+    /// its sends, in order), kept as sends are added.
+    fingerprints: Vec<u32>,
+    tracks: Vec<Track>,
     // A round's index of its sends, those whose fingerprint another send
-    // of the round has, those taken, and each node's track (kept for their
-    // capacity).
+    // of the round has, and those taken (kept for their capacity).
     buckets: Buckets,
     shared: Vec<bool>,
     taken: Vec<bool>,
-    tracks: Vec<Track>,
     /// Every receive goes to the index (to test the tracks against it).
     #[cfg(test)]
     no_tracks: bool,
@@ -148,16 +154,45 @@ impl Matcher {
         holder: impl Fn(u64) -> Option<u64>,
     ) {
         let round = self.round;
-        self.sends.extend(sends.into_iter().map(|half| {
+        let track = self.track(node);
+        for half in sends {
             let to = match half.to {
                 To::Name(name) => holder(name).map_or(To::Node, To::Pid),
                 to => to,
             };
-            Waiting {
+            self.tracks[track].at.push(self.sends.len() as u32);
+            self.fingerprints.push(half.fingerprint);
+            self.sends.push(Waiting {
                 half: (node, SendHalf { to, ..half }),
                 round,
+            });
+        }
+    }
+
+    /// The index of `node`'s track (a new one for a new node).
+    fn track(&mut self, node: u64) -> usize {
+        match self.tracks.iter().position(|t| t.node == node) {
+            Some(t) => t,
+            None => {
+                self.tracks.push(Track {
+                    node,
+                    ..Track::default()
+                });
+                self.tracks.len() - 1
             }
-        }));
+        }
+    }
+
+    /// Lists the sends' fingerprints and tracks anew, after some went.
+    fn relist(&mut self) {
+        self.fingerprints.clear();
+        self.tracks.iter_mut().for_each(|t| t.at.clear());
+        for i in 0..self.sends.len() {
+            let (node, half) = self.sends[i].half;
+            let track = self.track(node);
+            self.tracks[track].at.push(i as u32);
+            self.fingerprints.push(half.fingerprint);
+        }
     }
 
     /// How many sends are held (waiting and added): a mark for
@@ -172,6 +207,7 @@ impl Matcher {
         let mark = mark.max(self.waited).min(self.sends.len());
         let forgotten = self.sends.len() - mark;
         self.sends.truncate(mark);
+        self.relist();
         forgotten as u64
     }
 
@@ -210,38 +246,18 @@ impl Matcher {
             !taken[i - 1]
         });
         self.bound();
+        self.relist();
         self.waited = self.sends.len();
         self.round += 1;
     }
 
-    /// Indexes the sends by fingerprint; none taken yet.
+    /// Indexes the sends by fingerprint; none taken yet, each track
+    /// from its start.
     fn index(&mut self) {
-        let fingerprints = self.sends.iter().map(|w| w.half.1.fingerprint);
-        self.buckets.build(fingerprints);
-        self.buckets.mark_shared(&mut self.shared);
+        self.buckets.build(&self.fingerprints, &mut self.shared);
         self.taken.clear();
         self.taken.resize(self.sends.len(), false);
-        for t in &mut self.tracks {
-            t.at.clear();
-            t.next = 0;
-        }
-        let mut track = 0;
-        for (i, w) in self.sends.iter().enumerate() {
-            let node = w.half.0;
-            if self.tracks.get(track).is_none_or(|t| t.node != node) {
-                track = match self.tracks.iter().position(|t| t.node == node) {
-                    Some(t) => t,
-                    None => {
-                        self.tracks.push(Track {
-                            node,
-                            ..Track::default()
-                        });
-                        self.tracks.len() - 1
-                    }
-                };
-            }
-            self.tracks[track].at.push(i as u32);
-        }
+        self.tracks.iter_mut().for_each(|t| t.next = 0);
     }
 
     /// Moves the track of `node` past the send `i` just taken.
@@ -271,13 +287,13 @@ impl Matcher {
             return None;
         }
         let t = self.tracks.iter_mut().find(|t| t.node == r.node)?;
-        let from = t.next.saturating_sub(TRACK_BACK);
         let (taken, sends) = (&self.taken, &self.sends);
-        let (p, i) = (t.at[from..].iter().enumerate())
-            .map(|(p, &i)| (from + p, i as usize))
-            .filter(|&(_, i)| !taken[i])
-            .take(TRACK_WINDOW)
-            .find(|&(_, i)| sends[i].half.1.fingerprint == r.fingerprint)?;
+        // Ahead first (receives mostly come in order), then just behind.
+        let ahead = (t.next..t.at.len()).filter(|&p| !taken[t.at[p] as usize]);
+        let behind = (t.next.saturating_sub(TRACK_BACK)..t.next).rev();
+        let (p, i) = (ahead.take(TRACK_WINDOW).chain(behind))
+            .map(|p| (p, t.at[p] as usize))
+            .find(|&(_, i)| !taken[i] && sends[i].half.1.fingerprint == r.fingerprint)?;
         if self.shared[i] {
             return None;
         }
@@ -377,6 +393,7 @@ impl Matcher {
     pub fn clear(&mut self) {
         self.stats.dropped += (self.sends.len() + self.receives.len()) as u64;
         self.sends.clear();
+        self.relist();
         self.waited = 0;
         self.receives.clear();
         self.ambiguity.clear();
