@@ -287,13 +287,13 @@ impl Matcher {
             return None;
         }
         let t = self.tracks.iter_mut().find(|t| t.node == r.node)?;
-        let (taken, sends) = (&self.taken, &self.sends);
+        let (taken, fingerprints) = (&self.taken, &self.fingerprints);
         // Ahead first (receives mostly come in order), then just behind.
         let ahead = (t.next..t.at.len()).filter(|&p| !taken[t.at[p] as usize]);
         let behind = (t.next.saturating_sub(TRACK_BACK)..t.next).rev();
         let (p, i) = (ahead.take(TRACK_WINDOW).chain(behind))
             .map(|p| (p, t.at[p] as usize))
-            .find(|&(_, i)| !taken[i] && sends[i].half.1.fingerprint == r.fingerprint)?;
+            .find(|&(_, i)| !taken[i] && fingerprints[i] == r.fingerprint)?;
         if self.shared[i] {
             return None;
         }
