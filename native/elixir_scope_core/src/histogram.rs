@@ -1,7 +1,7 @@
 //! Histogram: a lock-free, log-bucketed latency histogram (HDR-lite).
 //!
 //! A value v (ns) falls in bucket `(e, m)` where `e = floor(log2 v)` and `m`
-//! is the next [`SUB_BITS`] bits below the leading one: 8 sub-buckets per
+//! is the next `SUB_BITS` bits below the leading one: 8 sub-buckets per
 //! power of two, so a reported percentile is within 12.5% of the true value.
 //! Recording is one relaxed `fetch_add`; each worker owns a histogram, so
 //! there is no shared cache line on the hot path. Snapshots merge them.

@@ -5,8 +5,8 @@
 //! nothing, park until a producer queues work ([`crate::wakeup`]: woken when
 //! no worker is awake), at most for an exponential backoff (20 µs doubling
 //! up to the pipeline's `max_idle_sleep`); if it found only a trickle
-//! (fewer than [`FULL_SWEEP`] events, and no shard gave a whole batch),
-//! sleep [`FIRST_IDLE_SLEEP`] so events gather into batches instead of the
+//! (fewer than `FULL_SWEEP` events, and no shard gave a whole batch),
+//! sleep `FIRST_IDLE_SLEEP` so events gather into batches instead of the
 //! worker chasing producers event by event (which bounces ring cache lines
 //! and takes CPU from the schedulers); else sweep again at once. A whole
 //! batch means more is queued: one busy process fills one shard, and pausing

@@ -18,7 +18,7 @@
 //! Invariants: `retained` = live records in the log; `stored` counts every
 //! event ever written; `stored == retained + evicted + removed`; every live
 //! record's position is in its pid's and its function's posting list; a
-//! list holds at most [`PRUNE_AFTER`] entries of evicted events (plus those
+//! list holds at most `PRUNE_AFTER` entries of evicted events (plus those
 //! of removed ones, skipped by readers).
 
 mod call_stat;
@@ -124,7 +124,7 @@ pub struct Store {
 }
 
 /// The largest bound a store takes (a larger `max_events` acts as this):
-/// positions kept as 32 bits (see [`directory::widen`]) need the log to
+/// positions kept as 32 bits (see `directory::widen`) need the log to
 /// span less than 2^32 of them, and the log spans at most twice the bound.
 pub const MAX_EVENTS: usize = 1 << 30;
 
@@ -280,7 +280,7 @@ impl Store {
     }
 
     /// Evicts the oldest arrivals while more than `max_events` are held. The
-    /// index keys they touched are pruned once [`PRUNE_AFTER`] evictions
+    /// index keys they touched are pruned once `PRUNE_AFTER` evictions
     /// have gathered, each key once (readers skip the dead entries until
     /// then).
     pub fn enforce_bound(&mut self) {
@@ -442,7 +442,7 @@ impl Store {
     }
 
     /// The way the live event `id` went through the pipeline (see
-    /// [`trace`]), at `now` with the correlation TTL `ttl_ns`.
+    /// the `trace` module), at `now` with the correlation TTL `ttl_ns`.
     pub fn trace(&self, id: u64, now: i64, ttl_ns: i64) -> Option<EventTrace> {
         let pos = self.position(id)?;
         let e = self.log.get(pos)?;
