@@ -13,9 +13,10 @@
 # Then a message-heavy workload: a process here calls an Agent on the
 # second node (a GenServer.call and its reply: four message events per
 # round trip, all crossing nodes), traced on both sides; figure: the time
-# Cluster.link/1 takes to link them, per message event, against the time
-# the workers took to drain them. Run twice: a node's first round pays for
-# fresh memory, later ones reuse it.
+# Cluster.link/1 takes to link them (wall and CPU), per message event,
+# against the time the workers took to drain them. A node's first round
+# pays for fresh memory; three later ones reuse it (their medians are the
+# figure: this machine is noisy). Then the same with the default rounds.
 Code.require_file("../test/support/cluster_nodes.ex", __DIR__)
 
 alias ElixirScope.{Cluster, ClusterNodes, Query}
@@ -115,7 +116,28 @@ defmodule ClusterBench.Chatty do
         "(reading the counters took #{div(reading_ns, 1000)} us, taken off)"
     )
 
-    session.dirty_ns / events
+    %{
+      wall: link_us * 1000 / max(events, 1),
+      cpu: link_cpu_ns / max(events, 1),
+      drain: drain_ns / max(events, 1),
+      dirty: session.dirty_ns / max(events, 1)
+    }
+  end
+
+  # The median of later rounds' figures (the machine is noisy).
+  def summary(runs) do
+    med = fn key -> runs |> Enum.map(& &1[key]) |> ClusterBench.median() end
+    pct = fn key -> Float.round(100 * med.(key) / med.(:drain), 1) end
+
+    IO.puts(
+      "later rounds, medians of #{length(runs)}: drain busy #{Float.round(med.(:drain), 1)} ns " <>
+        "per event; Cluster.link wall #{Float.round(med.(:wall), 1)} ns per event -> " <>
+        "#{pct.(:wall)}%, CPU #{Float.round(med.(:cpu), 1)} ns per event -> #{pct.(:cpu)}% " <>
+        "of the drain's busy time (target <= 10%); the NIFs alone (dirty schedulers) " <>
+        "#{Float.round(med.(:dirty), 1)} ns -> #{pct.(:dirty)}%"
+    )
+
+    med.(:dirty)
   end
 
   # The same with the default rounds, every second during the session and
@@ -280,5 +302,12 @@ rounds = String.to_integer(System.get_env("BENCH_CLUSTER_ROUNDS", "50000"))
 # A node's first round takes fresh memory for its buffers (page faults);
 # later rounds, as every periodic round after a node's first, reuse them.
 ClusterBench.Chatty.one_round(b, rounds, "a first round (its buffers are new)")
-dirty = ClusterBench.Chatty.one_round(b, rounds, "a later round (it reuses its buffers)")
+
+dirty =
+  for(
+    k <- 1..3,
+    do: ClusterBench.Chatty.one_round(b, rounds, "later round #{k} (it reuses its buffers)")
+  )
+  |> ClusterBench.Chatty.summary()
+
 ClusterBench.Chatty.default_rounds(b, rounds, dirty)
