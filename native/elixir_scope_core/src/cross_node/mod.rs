@@ -280,21 +280,16 @@ impl Exchange {
 /// The crossing halves stored since the last exchange, oldest first.
 #[derive(Debug, Default)]
 pub struct Collected {
-    pub sends: Vec<OutHalf>,
-    pub receives: Vec<InHalf>,
+    pub sends: Held<OutHalf>,
+    pub receives: Held<InHalf>,
     /// Halves that went past `MAX_COLLECTED` (left unlinked).
     pub dropped: u64,
-    /// Whether a send (a receive) set aside since the last take came
-    /// without a fingerprint (one ingested from Elixir).
-    sends_bare: bool,
-    receives_bare: bool,
 }
 
 impl Collected {
     /// Bytes the halves take (their vectors' capacity).
     pub fn memory_bytes(&self) -> usize {
-        self.sends.capacity() * std::mem::size_of::<OutHalf>()
-            + self.receives.capacity() * std::mem::size_of::<InHalf>()
+        self.sends.memory_bytes() + self.receives.memory_bytes()
     }
 
     /// Hands the sends set aside over into `into` (emptied first), in
@@ -302,20 +297,12 @@ impl Collected {
     /// younger ones after it stay. True when one of those handed over may
     /// lack its fingerprint.
     pub fn take_sends(&mut self, before: i64, into: &mut Vec<OutHalf>) -> bool {
-        take_before(&mut self.sends, &mut self.sends_bare, before, into, |h| {
-            h.at
-        })
+        self.sends.take_before(before, into)
     }
 
     /// [`Collected::take_sends`] for the receives.
     pub fn take_receives(&mut self, before: i64, into: &mut Vec<InHalf>) -> bool {
-        take_before(
-            &mut self.receives,
-            &mut self.receives_bare,
-            before,
-            into,
-            |h| h.at,
-        )
+        self.receives.take_before(before, into)
     }
 
     /// This node's receives from other nodes not linked yet: waiting in
@@ -327,52 +314,123 @@ impl Collected {
 
     pub fn push(&mut self, half: Half) {
         match half {
-            Half::Out(h) => {
-                self.sends_bare |= h.fingerprint == 0;
-                bounded_push(&mut self.sends, h, &mut self.dropped)
-            }
-            Half::In(h) => {
-                self.receives_bare |= h.fingerprint == 0;
-                bounded_push(&mut self.receives, h, &mut self.dropped)
-            }
+            Half::Out(h) => self.sends.push(h, &mut self.dropped),
+            Half::In(h) => self.receives.push(h, &mut self.dropped),
         }
     }
 }
 
-/// Moves the halves of `held` up to the last one older than `before`
-/// into `into` (emptied first), both in order: halves come about in time
-/// order, so what stays is the young tail (a young half among the older
-/// ones goes along, to wait where it goes). The vectors are swapped and
-/// the tail copied back: the correlator goes on filling `into`'s old
-/// capacity. `bare` stays set while halves stay (it may be one of them
-/// that lacks a fingerprint).
-fn take_before<T: Copy>(
-    held: &mut Vec<T>,
-    bare: &mut bool,
-    before: i64,
-    into: &mut Vec<T>,
-    at: impl Fn(&T) -> i64,
-) -> bool {
-    let was_bare = *bare;
-    let going = held
-        .iter()
-        .rposition(|h| at(h) < before)
-        .map_or(0, |i| i + 1);
-    into.clear();
-    std::mem::swap(held, into);
-    held.extend_from_slice(&into[going..]);
-    into.truncate(going);
-    *bare = was_bare && !held.is_empty();
-    was_bare
+/// A half as [`Held`] keeps it.
+pub trait Timed: Copy {
+    /// Its timestamp.
+    fn at(&self) -> i64;
+    /// Its fingerprint (0: none taken).
+    fn fingerprint(&self) -> u32;
 }
 
-fn bounded_push<T>(halves: &mut Vec<T>, half: T, dropped: &mut u64) {
-    if halves.len() == MAX_COLLECTED {
-        // Rare (no exchange for millions of messages): drop the older half.
-        halves.drain(..MAX_COLLECTED / 2);
-        *dropped += (MAX_COLLECTED / 2) as u64;
+impl Timed for OutHalf {
+    fn at(&self) -> i64 {
+        self.at
     }
-    halves.push(half);
+    fn fingerprint(&self) -> u32 {
+        self.fingerprint
+    }
+}
+
+impl Timed for InHalf {
+    fn at(&self) -> i64 {
+        self.at
+    }
+    fn fingerprint(&self) -> u32 {
+        self.fingerprint
+    }
+}
+
+/// Halves of one kind set aside, in the order they were stored (read as
+/// a slice).
+#[derive(Debug)]
+pub struct Held<T> {
+    halves: Vec<T>,
+    /// Whether a half set aside since the last take came without a
+    /// fingerprint (one ingested from Elixir).
+    bare: bool,
+    /// No half held is older: a take with an earlier cutoff has nothing
+    /// to hand over, and knows it without reading them.
+    floor: i64,
+}
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held {
+            halves: Vec::new(),
+            bare: false,
+            floor: i64::MIN,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Held<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.halves
+    }
+}
+
+impl<T: Timed> Held<T> {
+    fn memory_bytes(&self) -> usize {
+        self.halves.capacity() * std::mem::size_of::<T>()
+    }
+
+    /// Forgets every half (they were counted where they went).
+    pub fn clear(&mut self) {
+        self.halves.clear();
+        self.bare = false;
+    }
+
+    fn push(&mut self, half: T, dropped: &mut u64) {
+        self.bare |= half.fingerprint() == 0;
+        self.floor = self.floor.min(half.at());
+        if self.halves.len() == MAX_COLLECTED {
+            // Rare (no exchange for millions of messages): drop the older half.
+            self.halves.drain(..MAX_COLLECTED / 2);
+            *dropped += (MAX_COLLECTED / 2) as u64;
+        }
+        self.halves.push(half);
+    }
+
+    /// Moves the halves up to the last one older than `before` into
+    /// `into` (emptied first), both in order: halves come about in time
+    /// order, so what stays is the young tail (a young half among the
+    /// older ones goes along, to wait where it goes). The vectors are
+    /// swapped and the tail copied back: the correlator goes on filling
+    /// `into`'s old capacity. When none goes (a round early in a session,
+    /// or another take in the same round), nothing is read or copied.
+    /// `bare` stays set while halves stay (it may be one of them that
+    /// lacks a fingerprint). True when one of those handed over may lack
+    /// its fingerprint.
+    fn take_before(&mut self, before: i64, into: &mut Vec<T>) -> bool {
+        into.clear();
+        if before <= self.floor {
+            return false;
+        }
+        // Every half left is `before` or younger.
+        self.floor = before;
+        let held = &mut self.halves;
+        let going = held
+            .iter()
+            .rposition(|h| h.at() < before)
+            .map_or(0, |i| i + 1);
+        if going == 0 {
+            return false;
+        }
+        let was_bare = self.bare;
+        std::mem::swap(held, into);
+        held.extend_from_slice(&into[going..]);
+        into.truncate(going);
+        self.bare = was_bare && !held.is_empty();
+        was_bare
+    }
 }
 
 #[cfg(test)]
@@ -535,14 +593,23 @@ mod tests {
         );
         assert_eq!(ids(&taken), [1, 2, 3], "2 is younger, but goes along");
         assert_eq!(ids(&c.receives), [4, 5]);
-        assert!(c.take_receives(35, &mut taken), "4 may still be it");
+        assert!(!c.take_receives(35, &mut taken), "none goes");
         assert_eq!(ids(&taken), []);
+        assert!(!c.take_receives(20, &mut taken), "an earlier cutoff");
+        assert_eq!((ids(&taken), ids(&c.receives)), (vec![], vec![4, 5]));
         assert!(c.take_receives(45, &mut taken));
         assert_eq!((ids(&taken), ids(&c.receives)), (vec![4], vec![5]));
         assert!(c.take_receives(i64::MAX, &mut taken), "set while 5 stayed");
         assert_eq!((ids(&taken), c.receives.len()), (vec![5], 0));
         c.push(Half::In(half(6, 60, 5)));
         assert!(!c.take_receives(i64::MAX, &mut taken));
+        assert_eq!(ids(&taken), [6]);
+        c.push(Half::In(half(7, 70, 5)));
+        c.take_receives(65, &mut taken);
+        assert_eq!((ids(&taken), ids(&c.receives)), (vec![], vec![7]));
+        c.push(Half::In(half(8, 61, 5)));
+        c.take_receives(65, &mut taken);
+        assert_eq!(ids(&taken), [7, 8], "an older half stored late is taken");
     }
 
     #[test]

@@ -898,6 +898,11 @@ impl SharedStore {
         &self,
         links: impl IntoIterator<Item = (u64, LinkKind, u64, u64, Option<f32>)>,
     ) -> usize {
+        let mut links = links.into_iter().peekable();
+        if links.peek().is_none() {
+            // Not a wait for the lock the workers write under.
+            return 0;
+        }
         let mut store = self.store.write();
         let mut applied = 0;
         let mut targets = crate::remote::Targets::default();
