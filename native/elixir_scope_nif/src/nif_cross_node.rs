@@ -178,9 +178,12 @@ fn absorb_sends(keys: &mut Keys, store: &SharedStore, ex: &mut Exchange, before:
     }
 }
 
-fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Binary<'a> {
-    let mut b = OwnedBinary::new(bytes.len());
-    b.as_mut_slice().copy_from_slice(bytes);
+/// A binary of a batch's two parts (see `SendBatch::parts`).
+fn binary<'a>(env: Env<'a>, (head, body): (Vec<u8>, &[u8])) -> Binary<'a> {
+    let mut b = OwnedBinary::new(head.len() + body.len());
+    let (h, rest) = b.as_mut_slice().split_at_mut(head.len());
+    h.copy_from_slice(&head);
+    rest.copy_from_slice(body);
     b.release(env)
 }
 
@@ -228,11 +231,11 @@ fn cross_node_take_sends<'a>(
     let to = keys.node(word(to.as_c_arg()));
     match ex.outbox.get_mut(&to) {
         Some(batch) => {
-            let bytes = binary(env, &batch.encode());
+            let bytes = binary(env, batch.parts());
             batch.clear();
             bytes
         }
-        None => binary(env, &SendBatch::default().encode()),
+        None => binary(env, SendBatch::default().parts()),
     }
 }
 
@@ -344,7 +347,7 @@ fn cross_node_link<'a>(
         .map(|(node, batch)| {
             // SAFETY: node atom words are immediates.
             let node = unsafe { Term::new(env, from_word(*node)) };
-            (node, binary(env, &batch.encode()))
+            (node, binary(env, batch.parts()))
         })
         .collect();
     let waiting = (store.0.correlator().crossing()).waiting_receives(&matcher.stats());

@@ -168,21 +168,27 @@ impl SendBatch {
 
     /// The batch's bytes.
     pub fn encode(&self) -> Vec<u8> {
+        let (mut head, body) = self.parts();
+        head.extend_from_slice(body);
+        head
+    }
+
+    /// The batch's bytes in two parts: a header built here, and the body
+    /// as pushed (a caller copies it once, to where it goes).
+    pub fn parts(&self) -> (Vec<u8>, &[u8]) {
         let (senders, targets) = (&self.senders.keys, &self.targets.keys);
-        let mut out =
-            Vec::with_capacity(self.body.len() + 8 * senders.len() + 9 * targets.len() + 30);
-        varint::push(&mut out, self.count);
-        varint::push(&mut out, senders.len() as u64);
+        let mut head = Vec::with_capacity(8 * senders.len() + 9 * targets.len() + 30);
+        varint::push(&mut head, self.count);
+        varint::push(&mut head, senders.len() as u64);
         senders
             .iter()
-            .for_each(|k| out.extend_from_slice(&k.to_le_bytes()));
-        varint::push(&mut out, targets.len() as u64);
+            .for_each(|k| head.extend_from_slice(&k.to_le_bytes()));
+        varint::push(&mut head, targets.len() as u64);
         for &(kind, k) in targets {
-            out.push(kind);
-            out.extend_from_slice(&k.to_le_bytes());
+            head.push(kind);
+            head.extend_from_slice(&k.to_le_bytes());
         }
-        out.extend_from_slice(&self.body);
-        out
+        (head, &self.body)
     }
 
     /// The sends of a batch's bytes, read as they are iterated (see
@@ -301,10 +307,16 @@ impl LinkBackBatch {
 
     /// The batch's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 10);
-        varint::push(&mut out, self.count);
-        out.extend_from_slice(&self.body);
-        out
+        let (mut head, body) = self.parts();
+        head.extend_from_slice(body);
+        head
+    }
+
+    /// The batch's bytes in two parts (see [`SendBatch::parts`]).
+    pub fn parts(&self) -> (Vec<u8>, &[u8]) {
+        let mut head = Vec::with_capacity(10);
+        varint::push(&mut head, self.count);
+        (head, &self.body)
     }
 }
 
