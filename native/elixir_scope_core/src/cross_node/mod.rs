@@ -30,6 +30,7 @@
 
 mod buckets;
 pub mod matcher;
+pub mod round;
 pub mod wire;
 
 use crate::event::{Event, EventKind};
@@ -433,11 +434,11 @@ impl<T: Timed> Held<T> {
     }
 }
 
+/// Payloads of peers crossing nodes, for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::test_support::event;
-    use crate::payload::Payload;
+pub(crate) mod test_support {
+    use super::etf;
+    use crate::payload::{tag, varint, Payload};
 
     fn atom_name(name: &str) -> Vec<u8> {
         let mut b = vec![etf::SMALL_ATOM_UTF8, name.len() as u8];
@@ -445,17 +446,18 @@ mod tests {
         b
     }
 
-    /// `EXTERNAL` payload of a pid (or, with `reference`, a ref) of `node`.
-    fn external(node: &str, reference: bool) -> Payload {
+    /// `EXTERNAL` payload of a pid (or, with `reference`, a ref) of `node`,
+    /// told apart from others of the node by `n`.
+    pub fn external(node: &str, reference: bool, n: u8) -> Payload {
         let mut etf_bytes = vec![etf::VERSION];
         if reference {
             etf_bytes.extend_from_slice(&[etf::NEWER_REFERENCE, 0, 3]);
             etf_bytes.extend(atom_name(node));
-            etf_bytes.extend_from_slice(&[0; 16]);
+            etf_bytes.extend_from_slice(&[n; 16]);
         } else {
             etf_bytes.push(etf::NEW_PID);
             etf_bytes.extend(atom_name(node));
-            etf_bytes.extend_from_slice(&[0; 12]);
+            etf_bytes.extend_from_slice(&[n; 12]);
         }
         let mut p = vec![tag::EXTERNAL];
         varint::push(&mut p, etf_bytes.len() as u64);
@@ -463,19 +465,27 @@ mod tests {
         Payload::from_bytes(&p)
     }
 
-    fn atom(word: u64) -> Payload {
+    pub fn atom(word: u64) -> Payload {
         let mut p = vec![tag::ATOM];
         varint::push(&mut p, word);
         Payload::from_bytes(&p)
     }
 
-    fn named_peer(name: u64, node: u64) -> Payload {
+    pub fn named_peer(name: u64, node: u64) -> Payload {
         let mut p = vec![tag::TUPLE, 2, tag::ATOM];
         varint::push(&mut p, name);
         p.push(tag::ATOM);
         varint::push(&mut p, node);
         Payload::from_bytes(&p)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{atom, external, named_peer};
+    use super::*;
+    use crate::event::test_support::event;
+    use crate::payload::Payload;
 
     fn with_peer(kind: EventKind, peer: Payload) -> Event {
         Event {
@@ -499,7 +509,7 @@ mod tests {
             Some(Half::In(h)) => Some(h.from),
             _ => None,
         };
-        let b_pid = external("b@h", false);
+        let b_pid = external("b@h", false, 0);
         let pid_key = wire::etf_key(external_bytes(b_pid.as_bytes()).unwrap());
         let b = wire::node_key(b"b@h");
 
@@ -511,7 +521,7 @@ mod tests {
             })
         );
         assert_eq!(
-            to(external("b@h", true)),
+            to(external("b@h", true, 0)),
             Some(Destination::Alias { node: b })
         );
         let named = Destination::Named {
@@ -519,7 +529,7 @@ mod tests {
             node: 0x50b,
         };
         assert_eq!(to(named_peer(0x80b, 0x50b)), Some(named));
-        assert_eq!(to(external("a@h", true)), None, "a local alias");
+        assert_eq!(to(external("a@h", true, 0)), None, "a local alias");
         assert_eq!(to(named_peer(0x80b, 0x40b)), None, "{{name, node()}}");
         assert_eq!(to(Payload::pid(0x203)), None);
         assert_eq!(to(atom(0x80b)), None, "a registered name");
@@ -533,7 +543,7 @@ mod tests {
             })
         );
         assert_eq!(
-            from(external("b@h", true)),
+            from(external("b@h", true, 0)),
             None,
             "a reference is no sender"
         );
@@ -541,7 +551,7 @@ mod tests {
         assert_eq!(from(Payload::pid(0x203)), None);
         assert_eq!(from(Payload::empty()), None);
 
-        let mut e = with_peer(EventKind::MessageSend, external("b@h", true));
+        let mut e = with_peer(EventKind::MessageSend, external("b@h", true, 0));
         (e.id, e.fingerprint) = (7, 99);
         let expected = OutHalf {
             id: 7,
@@ -555,8 +565,8 @@ mod tests {
 
     #[test]
     fn etf_node_reads_pids_ports_and_references_only() {
-        let pid = external("b@h", false);
-        let reference = external("c@h", true);
+        let pid = external("b@h", false, 0);
+        let reference = external("c@h", true, 0);
         assert_eq!(
             etf_node(external_bytes(pid.as_bytes()).unwrap()),
             Some(&b"b@h"[..])
