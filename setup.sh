@@ -10,6 +10,7 @@
 #   ./setup.sh bench-drain    native/elixir_scope_core/benches/drain.rs (one worker's drain rate)
 #   ./setup.sh bench-analysis bench/analysis.exs
 #   ./setup.sh bench-cluster  bench/cluster.exs (three local nodes)
+#   ./setup.sh bench-exchange native/elixir_scope_core/benches/exchange.rs (a link round's native cost)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -45,5 +46,6 @@ case "${1:-}" in
   bench-drain) exec cargo bench -p elixir_scope_core --bench drain ;;
   bench-analysis) shift; exec env MIX_ENV=prod mix run bench/analysis.exs "$@" ;;
   bench-cluster) shift; exec env MIX_ENV=prod mix run bench/cluster.exs "$@" ;;
-  *) echo "usage: $0 demo|demo-cluster|test|bench|bench-tracer|bench-load|bench-drain|bench-analysis|bench-cluster" >&2; exit 2 ;;
+  bench-exchange) exec cargo bench -p elixir_scope_core --bench exchange ;;
+  *) echo "usage: $0 demo|demo-cluster|test|bench|bench-tracer|bench-load|bench-drain|bench-analysis|bench-cluster|bench-exchange" >&2; exit 2 ;;
 esac

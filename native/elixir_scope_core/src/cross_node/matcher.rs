@@ -96,8 +96,29 @@ struct Waiting<T> {
     round: u64,
 }
 
-/// A send: (its node, the send with any name resolved).
-type Send = (u64, SendHalf);
+/// A send as the matcher holds it, in 32 bytes (a round writes tens of
+/// thousands and reads them back out of cache): the name it went to
+/// resolved, its node as its track's index; its fingerprint is listed
+/// beside it.
+#[derive(Clone, Copy)]
+struct Held {
+    id: u64,
+    sender: u64,
+    /// The pid it went to (its `etf_key`), unless `to_node`.
+    to: u64,
+    track: u32,
+    /// Sent to the node: a process alias, or a name no process holds.
+    to_node: bool,
+}
+
+impl Held {
+    fn to(&self) -> To {
+        match self.to_node {
+            true => To::Node,
+            false => To::Pid(self.to),
+        }
+    }
+}
 
 /// Where a receive looks in its node's track: from this many sends
 /// before the one after the last match, at this many sends not taken.
@@ -116,7 +137,7 @@ struct Track {
 #[derive(Default)]
 pub struct Matcher {
     /// The sends waiting from earlier rounds, then those added since.
-    sends: Vec<Waiting<Send>>,
+    sends: Vec<Held>,
     /// How many of `sends` waited from earlier rounds.
     waited: usize,
     receives: Vec<Waiting<ReceiveHalf>>,
@@ -153,18 +174,24 @@ impl Matcher {
         sends: impl IntoIterator<Item = SendHalf>,
         holder: impl Fn(u64) -> Option<u64>,
     ) {
-        let round = self.round;
         let track = self.track(node);
         for half in sends {
             let to = match half.to {
                 To::Name(name) => holder(name).map_or(To::Node, To::Pid),
                 to => to,
             };
+            let (to, to_node) = match to {
+                To::Pid(key) => (key, false),
+                _ => (0, true),
+            };
             self.tracks[track].at.push(self.sends.len() as u32);
             self.fingerprints.push(half.fingerprint);
-            self.sends.push(Waiting {
-                half: (node, SendHalf { to, ..half }),
-                round,
+            self.sends.push(Held {
+                id: half.id,
+                sender: half.sender,
+                to,
+                track: track as u32,
+                to_node,
             });
         }
     }
@@ -183,15 +210,11 @@ impl Matcher {
         }
     }
 
-    /// Lists the sends' fingerprints and tracks anew, after some went.
-    fn relist(&mut self) {
-        self.fingerprints.clear();
+    /// Lists the tracks anew, after some sends went.
+    fn retrack(&mut self) {
         self.tracks.iter_mut().for_each(|t| t.at.clear());
-        for i in 0..self.sends.len() {
-            let (node, half) = self.sends[i].half;
-            let track = self.track(node);
-            self.tracks[track].at.push(i as u32);
-            self.fingerprints.push(half.fingerprint);
+        for (i, s) in self.sends.iter().enumerate() {
+            self.tracks[s.track as usize].at.push(i as u32);
         }
     }
 
@@ -207,7 +230,8 @@ impl Matcher {
         let mark = mark.max(self.waited).min(self.sends.len());
         let forgotten = self.sends.len() - mark;
         self.sends.truncate(mark);
-        self.relist();
+        self.fingerprints.truncate(mark);
+        self.retrack();
         forgotten as u64
     }
 
@@ -239,14 +263,20 @@ impl Matcher {
             ambiguity.retain(|&key, _| self.waits(key));
             self.ambiguity = ambiguity;
         }
-        let taken = &self.taken;
-        let mut i = 0;
-        self.sends.retain(|_| {
-            i += 1;
-            !taken[i - 1]
-        });
-        self.bound();
-        self.relist();
+        // The sends left, in order, those that waited before first.
+        let (mut kept, mut kept_earlier) = (0, 0);
+        for i in 0..self.sends.len() {
+            if !self.taken[i] {
+                self.sends[kept] = self.sends[i];
+                self.fingerprints[kept] = self.fingerprints[i];
+                kept_earlier += usize::from(i < self.waited);
+                kept += 1;
+            }
+        }
+        self.sends.truncate(kept);
+        self.fingerprints.truncate(kept);
+        self.bound(kept_earlier);
+        self.retrack();
         self.waited = self.sends.len();
         self.round += 1;
     }
@@ -260,19 +290,22 @@ impl Matcher {
         self.tracks.iter_mut().for_each(|t| t.next = 0);
     }
 
-    /// Moves the track of `node` past the send `i` just taken.
-    fn passed(&mut self, node: u64, i: usize) {
-        if let Some(t) = self.tracks.iter_mut().find(|t| t.node == node) {
-            if let Ok(p) = t.at.binary_search(&(i as u32)) {
-                t.next = p + 1;
-            }
+    /// Moves the track of send `i` past it (just taken).
+    fn passed(&mut self, i: usize) {
+        let t = &mut self.tracks[self.sends[i].track as usize];
+        if let Ok(p) = t.at.binary_search(&(i as u32)) {
+            t.next = p + 1;
         }
+    }
+
+    /// The node (its `node_key`) send `i` came from.
+    fn node_of(&self, i: usize) -> u64 {
+        self.tracks[self.sends[i].track as usize].node
     }
 
     /// Whether a send of `key` (fingerprint, node) is left.
     fn waits(&self, (fingerprint, node): (u64, u64)) -> bool {
-        (self.buckets.get(fingerprint as u32))
-            .any(|i| !self.taken[i] && self.sends[i].half.0 == node)
+        (self.buckets.get(fingerprint as u32)).any(|i| !self.taken[i] && self.node_of(i) == node)
     }
 
     /// The pair the index would give `r`, found on its node's track, if
@@ -297,8 +330,8 @@ impl Matcher {
         if self.shared[i] {
             return None;
         }
-        let s = self.sends[i].half.1;
-        let addressed = s.to == To::Pid(r.receiver) || s.to == To::Node;
+        let s = self.sends[i];
+        let addressed = s.to_node || s.to == r.receiver;
         if !addressed || (r.sender != 0 && s.sender != r.sender) {
             return Some(None);
         }
@@ -319,7 +352,7 @@ impl Matcher {
             return settled;
         }
         let key = (r.fingerprint.into(), r.node);
-        let sent_by = |s: &SendHalf| r.sender == 0 || s.sender == r.sender;
+        let sent_by = |s: &Held| r.sender == 0 || s.sender == r.sender;
         for to in [To::Pid(r.receiver), To::Node] {
             // The first candidate, and how many processes sent them.
             let (mut first, mut sender, mut others) = (None, 0, Vec::new());
@@ -327,8 +360,8 @@ impl Matcher {
                 if self.taken[i] {
                     continue;
                 }
-                let (node, s) = &self.sends[i].half;
-                let candidate = *node == r.node && s.to == to && sent_by(s);
+                let s = &self.sends[i];
+                let candidate = self.node_of(i) == r.node && s.to() == to && sent_by(s);
                 if !candidate {
                     continue;
                 }
@@ -340,9 +373,9 @@ impl Matcher {
             }
             let Some(first) = first else { continue };
             self.taken[first] = true;
-            self.passed(r.node, first);
+            self.passed(first);
             let emptied = !self.waits(key);
-            let send = self.sends[first].half.1;
+            let send = self.sends[first];
             let confidence = self.confidence(key, 1 + others.len(), r.sender != 0, emptied);
             return Some(Matched {
                 receive: r.id,
@@ -374,8 +407,9 @@ impl Matcher {
         confidence
     }
 
-    /// Past `MAX_WAITING`, drops what waited since an earlier round.
-    fn bound(&mut self) {
+    /// Past `MAX_WAITING`, drops what waited since an earlier round (the
+    /// first `sends_earlier` sends).
+    fn bound(&mut self, sends_earlier: usize) {
         let round = self.round;
         if self.receives.len() > MAX_WAITING {
             let before = self.receives.len();
@@ -383,9 +417,9 @@ impl Matcher {
             self.stats.dropped += (before - self.receives.len()) as u64;
         }
         if self.sends.len() > MAX_WAITING {
-            let before = self.sends.len();
-            self.sends.retain(|w| w.round == round);
-            self.stats.dropped += (before - self.sends.len()) as u64;
+            self.sends.drain(..sends_earlier);
+            self.fingerprints.drain(..sends_earlier);
+            self.stats.dropped += sends_earlier as u64;
         }
     }
 
@@ -393,7 +427,8 @@ impl Matcher {
     pub fn clear(&mut self) {
         self.stats.dropped += (self.sends.len() + self.receives.len()) as u64;
         self.sends.clear();
-        self.relist();
+        self.fingerprints.clear();
+        self.retrack();
         self.waited = 0;
         self.receives.clear();
         self.ambiguity.clear();
@@ -692,5 +727,23 @@ mod tests {
             .run(&mut m, no_names);
         let s = m.stats();
         assert_eq!((s.dropped, s.waiting_receives), (MAX_WAITING as u64, 1));
+
+        let mut m = Matcher::default();
+        let many: Vec<SendHalf> = (0..MAX_WAITING as u64)
+            .map(|id| send(id, 1, To::Pid(9), 1))
+            .collect();
+        round().sends(A, &many).run(&mut m, no_names);
+        let last = send(u64::MAX, 1, To::Pid(9), 2);
+        round().sends(A, &[last]).run(&mut m, no_names);
+        let s = m.stats();
+        assert_eq!((s.dropped, s.waiting_sends), (MAX_WAITING as u64, 1));
+        let matched = round()
+            .receives([receive(7, 9, A, 2)])
+            .run(&mut m, no_names);
+        assert_eq!(
+            matched,
+            [(7, A, u64::MAX, 1.0)],
+            "the send kept is the new one"
+        );
     }
 }

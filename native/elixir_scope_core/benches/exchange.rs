@@ -1,0 +1,241 @@
+//! Exchange bench: a cluster link round's native cost against the drain's,
+//! two nodes in one process, without the VM and its noise.
+//!
+//! Run: `./setup.sh bench-exchange` (or `cargo bench -p elixir_scope_core
+//! --bench exchange`). Env: `EXCHANGE_CALLS` (calls per round, default
+//! 50_000), `EXCHANGE_ROUNDS` (default 7; medians are printed).
+//!
+//! The workload of `bench/cluster.exs`: a process on node A calls a
+//! server on node B (`GenServer.call`: the request to B's pid, the reply
+//! to a process alias on A), every message distinct; four message events
+//! per call, all crossing nodes. A writer thread stores them into each
+//! node's store (correlate, set the crossing halves aside, index, store)
+//! in batches of 100, as a worker does: that is the drain, timed. Then
+//! the round runs on this thread, reading what the writer wrote, as the
+//! exchange's NIFs do: each node takes its sends for the other
+//! (`take`), each links its receives (`link`), each applies its link
+//! backs (`back`). Keys come from maps, not the VM, and no byte crosses a
+//! distribution: the figure is the round's native work, to set against
+//! the drain's. Stores are the default (1M events), so after a few rounds
+//! they are full and recycle their memory, as a traced node's does.
+
+use std::time::{Duration, Instant};
+
+use elixir_scope_core::cross_node::round::{self, Keys};
+use elixir_scope_core::cross_node::wire::{etf_key, node_key, LinkBack};
+use elixir_scope_core::cross_node::{external_bytes, LocalNode};
+use elixir_scope_core::event::{Event, EventKind};
+use elixir_scope_core::hash::WordMap;
+use elixir_scope_core::payload::{tag, varint, Payload};
+use elixir_scope_core::store::{SharedStore, StoreConfig};
+
+const A: u64 = 0x40b;
+const B: u64 = 0x50b;
+const CALLER: u64 = 0x103;
+const SERVER: u64 = 0x203;
+
+/// An `EXTERNAL` payload: a pid (or a reference, a process alias) of
+/// node `name`, told apart by `n`.
+fn external(name: &[u8], reference: bool, n: u32) -> Payload {
+    let mut etf = vec![131];
+    etf.extend_from_slice(if reference { &[90, 0, 3] } else { &[88] });
+    etf.extend_from_slice(&[119, name.len() as u8]);
+    etf.extend_from_slice(name);
+    etf.extend_from_slice(&n.to_be_bytes());
+    // A pid's serial and creation; a reference's creation and ids.
+    etf.extend_from_slice(if reference { &[0; 12] } else { &[0; 8] });
+    let mut p = vec![tag::EXTERNAL];
+    varint::push(&mut p, etf.len() as u64);
+    p.extend(etf);
+    Payload::from_bytes(&p)
+}
+
+fn atom(word: u64) -> Payload {
+    let mut p = vec![tag::ATOM];
+    varint::push(&mut p, word);
+    Payload::from_bytes(&p)
+}
+
+/// `{:req, n}`.
+fn request(n: u64) -> Payload {
+    let mut b = vec![tag::TUPLE, 2, tag::ATOM];
+    varint::push(&mut b, 0x60b);
+    b.push(tag::INT);
+    varint::push(&mut b, varint::zigzag(n as i64));
+    Payload::from_bytes(&b)
+}
+
+fn message(id: u64, pid: u64, kind: EventKind, peer: Payload, n: u64) -> Event {
+    Event {
+        id,
+        timestamp: id as i64,
+        wall_time: id as i64,
+        pid,
+        module: 0,
+        function: 0,
+        arity: u8::MAX,
+        kind,
+        ingest_stamped: true,
+        data: request(n),
+        peer,
+        // A distinct phash2 per message, as the tracer takes it.
+        fingerprint: (n as u32).wrapping_mul(0x9E37_79B1).max(1),
+    }
+}
+
+/// Keys without the VM: the server's pid keys as the external form A
+/// sends to, nodes by their names, other words as themselves.
+struct MapKeys {
+    pids: WordMap<u64, u64>,
+}
+
+impl Keys for MapKeys {
+    fn pid(&mut self, w: u64) -> u64 {
+        *self.pids.get(&w).unwrap_or(&w)
+    }
+    fn name(&mut self, w: u64) -> u64 {
+        w
+    }
+    fn node(&mut self, w: u64) -> u64 {
+        match w {
+            A => node_key(b"a@h"),
+            B => node_key(b"b@h"),
+            _ => w,
+        }
+    }
+    fn stored_fingerprints(&mut self, _: &SharedStore, _: &[u64]) -> WordMap<u64, u32> {
+        WordMap::default()
+    }
+}
+
+fn node(atom: u64, name: &str) -> SharedStore {
+    let store = SharedStore::new(StoreConfig::default());
+    let name = name.as_bytes().to_vec();
+    store
+        .correlator()
+        .set_local_node(Some(LocalNode { atom, name }));
+    store
+}
+
+/// The events of `calls` calls from `first` on: A's (call sent, reply
+/// received) and B's (call received, reply sent), ids interleaved as one
+/// id space would give them.
+fn workload(first: u64, calls: u64, server: &Payload) -> (Vec<Event>, Vec<Event>) {
+    use EventKind::*;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..calls {
+        let (id, n) = (first + 4 * i, first / 4 + i);
+        let alias = external(b"a@h", true, n as u32);
+        a.push(message(id, CALLER, MessageSend, server.clone(), 2 * n));
+        b.push(message(id + 1, SERVER, MessageReceive, atom(A), 2 * n));
+        b.push(message(id + 2, SERVER, MessageSend, alias, 2 * n + 1));
+        a.push(message(id + 3, CALLER, MessageReceive, atom(B), 2 * n + 1));
+    }
+    (a, b)
+}
+
+/// Stores `events` into `store` in batches of 100, on another thread.
+fn drain(store: &SharedStore, events: Vec<Event>) -> Duration {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let started = Instant::now();
+            let mut events = events.into_iter().peekable();
+            while events.peek().is_some() {
+                store.write(events.by_ref().take(100), 0);
+            }
+            started.elapsed()
+        })
+        .join()
+        .expect("the writer")
+    })
+}
+
+struct Figures {
+    drain: Duration,
+    take: Duration,
+    link: Duration,
+    back: Duration,
+}
+
+fn one_round(a: &SharedStore, b: &SharedStore, first: u64, calls: u64) -> Figures {
+    let server = external(b"b@h", false, 1);
+    let (events_a, events_b) = workload(first, calls, &server);
+    let drain = drain(a, events_a) + drain(b, events_b);
+    let server_key = etf_key(external_bytes(server.as_bytes()).expect("external"));
+    let mut keys_a = MapKeys {
+        pids: WordMap::default(),
+    };
+    let mut keys_b = MapKeys {
+        pids: [(SERVER, server_key)].into_iter().collect(),
+    };
+    let concat = |(head, body): round::Parts| [head.as_slice(), body].concat();
+
+    let started = Instant::now();
+    let to_b = round::take_sends(&mut keys_a, a, node_key(b"b@h"), i64::MAX, concat);
+    let to_a = round::take_sends(&mut keys_b, b, node_key(b"a@h"), i64::MAX, concat);
+    let take = started.elapsed();
+
+    let started = Instant::now();
+    let none = WordMap::default();
+    let on_b = round::link(&mut keys_b, b, &[(A, &to_b)], &none, i64::MAX).expect("whole");
+    let on_a = round::link(&mut keys_a, a, &[(B, &to_a)], &none, i64::MAX).expect("whole");
+    let link = started.elapsed();
+    assert_eq!((on_a.linked, on_b.linked), (calls as usize, calls as usize));
+    let backs = |l: &round::Linked| l.backs[0].1.encode();
+    let (back_to_a, back_to_b) = (backs(&on_b), backs(&on_a));
+
+    let started = Instant::now();
+    let applied = round::link_back(a, B, &back_to_a).expect("whole")
+        + round::link_back(b, A, &back_to_b).expect("whole");
+    let back = started.elapsed();
+    assert_eq!(applied, 2 * calls as usize);
+    assert_eq!(LinkBack::decode(&back_to_a).count(), calls as usize);
+    Figures {
+        drain,
+        take,
+        link,
+        back,
+    }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let calls = env("EXCHANGE_CALLS", 50_000);
+    let rounds = env("EXCHANGE_ROUNDS", 7) as usize;
+    let events = 4 * calls;
+    println!(
+        "exchange bench: {calls} calls from node A to a server on node B per round \
+         ({events} message events, all crossing nodes), medians of {rounds} rounds"
+    );
+    let (a, b) = (node(A, "a@h"), node(B, "b@h"));
+    let runs: Vec<Figures> = (0..rounds as u64)
+        .map(|r| one_round(&a, &b, 1 + r * events, calls))
+        .collect();
+    let per_event = |f: fn(&Figures) -> Duration| {
+        let mut ns: Vec<f64> = runs
+            .iter()
+            .map(|r| f(r).as_nanos() as f64 / events as f64)
+            .collect();
+        ns.sort_by(f64::total_cmp);
+        ns[rounds / 2]
+    };
+    let drain = per_event(|r| r.drain);
+    let (take, link, back) = (
+        per_event(|r| r.take),
+        per_event(|r| r.link),
+        per_event(|r| r.back),
+    );
+    let total = per_event(|r| r.take + r.link + r.back);
+    println!("  drain (correlate, set aside, index, store): {drain:.1} ns per event");
+    println!(
+        "  link round, native: {total:.1} ns per event = {:.1}% of the drain \
+         (take {take:.1}, link {link:.1}, link backs {back:.1})",
+        100.0 * total / drain
+    );
+}
