@@ -36,16 +36,17 @@
 //! over, so a receive first looks at a few sends from the one after its
 //! node's last match on (then a few just before it): a send there with
 //! its fingerprint, one no other send of the round shares, is the only
-//! candidate, and taking it is what the index would give. Any other case (a message sent several times, a send
-//! further off, an ambiguity remembered) goes to the index. Sends that
-//! never find their receive (to a process not traced) fall behind the
-//! track's cursor and cost the lookups nothing.
+//! candidate, and taking it is what the index would give. Any other case
+//! (a message sent several times, a send further off, an ambiguity
+//! remembered) goes to the index. Sends that never find their receive (to
+//! a process not traced) fall behind the track's cursor and cost the
+//! lookups nothing.
 //!
-//! What is left waits for later rounds (a send whose receive was not stored yet,
-//! a receive whose send was not handed over yet). Bound: at most
-//! `MAX_WAITING` of each wait; past it, those that have already waited a
-//! whole round (their other half was most likely not traced) are dropped
-//! and counted.
+//! What is left waits for later rounds (a send whose receive was not
+//! stored yet, a receive whose send was not handed over yet). Bound: at
+//! most `MAX_WAITING` of each wait; past it, those that have already
+//! waited a whole round (their other half was most likely not traced) are
+//! dropped and counted.
 //!
 //! Invariant: `fingerprints[i]` is the fingerprint of `sends[i]`, and the
 //! tracks list every index of `sends` once, under its node, in order.
@@ -101,7 +102,7 @@ struct Waiting<T> {
 /// resolved, its node as its track's index; its fingerprint is listed
 /// beside it.
 #[derive(Clone, Copy)]
-struct Held {
+struct Sent {
     id: u64,
     sender: u64,
     /// The pid it went to (its `etf_key`), unless `to_node`.
@@ -111,7 +112,7 @@ struct Held {
     to_node: bool,
 }
 
-impl Held {
+impl Sent {
     fn to(&self) -> To {
         match self.to_node {
             true => To::Node,
@@ -120,10 +121,10 @@ impl Held {
     }
 }
 
-/// Where a receive looks in its node's track: from this many sends
-/// before the one after the last match, at this many sends not taken.
-const TRACK_BACK: usize = 4;
+/// Where a receive looks in its node's track: at this many sends not
+/// taken from the one after the last match on, then at this many before.
 const TRACK_WINDOW: usize = 12;
+const TRACK_BACK: usize = 4;
 
 /// One node's sends in a round: their indices in order, and the position
 /// after the last one taken.
@@ -137,7 +138,7 @@ struct Track {
 #[derive(Default)]
 pub struct Matcher {
     /// The sends waiting from earlier rounds, then those added since.
-    sends: Vec<Held>,
+    sends: Vec<Sent>,
     /// How many of `sends` waited from earlier rounds.
     waited: usize,
     receives: Vec<Waiting<ReceiveHalf>>,
@@ -186,7 +187,7 @@ impl Matcher {
             };
             self.tracks[track].at.push(self.sends.len() as u32);
             self.fingerprints.push(half.fingerprint);
-            self.sends.push(Held {
+            self.sends.push(Sent {
                 id: half.id,
                 sender: half.sender,
                 to,
@@ -352,7 +353,7 @@ impl Matcher {
             return settled;
         }
         let key = (r.fingerprint.into(), r.node);
-        let sent_by = |s: &Held| r.sender == 0 || s.sender == r.sender;
+        let sent_by = |s: &Sent| r.sender == 0 || s.sender == r.sender;
         for to in [To::Pid(r.receiver), To::Node] {
             // The first candidate, and how many processes sent them.
             let (mut first, mut sender, mut others) = (None, 0, Vec::new());
