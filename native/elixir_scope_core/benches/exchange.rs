@@ -84,14 +84,19 @@ fn message(id: u64, pid: u64, kind: EventKind, peer: Payload, n: u64) -> Event {
 }
 
 /// Keys without the VM: the server's pid keys as the external form A
-/// sends to, nodes by their names, other words as themselves.
+/// sends to, nodes by their names, other words as themselves. The last
+/// pid is remembered, as the NIF's keys do (runs of halves share it).
 struct MapKeys {
     pids: WordMap<u64, u64>,
+    last: (u64, u64),
 }
 
 impl Keys for MapKeys {
     fn pid(&mut self, w: u64) -> u64 {
-        *self.pids.get(&w).unwrap_or(&w)
+        if self.last.0 != w {
+            self.last = (w, *self.pids.get(&w).unwrap_or(&w));
+        }
+        self.last.1
     }
     fn name(&mut self, w: u64) -> u64 {
         w
@@ -164,9 +169,11 @@ fn one_round(a: &SharedStore, b: &SharedStore, first: u64, calls: u64) -> Figure
     let server_key = etf_key(external_bytes(server.as_bytes()).expect("external"));
     let mut keys_a = MapKeys {
         pids: WordMap::default(),
+        last: (0, 0),
     };
     let mut keys_b = MapKeys {
         pids: [(SERVER, server_key)].into_iter().collect(),
+        last: (0, 0),
     };
     let concat = |(head, body): round::Parts| [head.as_slice(), body].concat();
 
