@@ -97,9 +97,10 @@ defmodule ClusterBench.Chatty do
     # Reading the counters costs CPU too: two reads back to back show how
     # much (the least of three tries), which is taken off.
     reading_ns = Enum.min(for _ <- 1..3, do: -cpu_ns(b) + cpu_ns(b))
-    cpu_before = cpu_ns(b)
+    {cpu_before, busy_before} = {cpu_ns(b), cross_node(b, :busy_ns)}
     {link_us, {:ok, counts}} = :timer.tc(fn -> Cluster.link(session.cluster) end)
     link_cpu_ns = cpu_ns(b) - cpu_before - reading_ns
+    link_busy_ns = cross_node(b, :busy_ns) - busy_before
     %{events: events, drain_ns: drain_ns} = session = stop(b, session)
     per_event = fn ns -> Float.round(ns / max(events, 1), 1) end
     share = fn ns, of -> Float.round(100 * ns / max(of, 1), 1) end
@@ -113,12 +114,15 @@ defmodule ClusterBench.Chatty do
         "  Cluster.link CPU, both nodes' threads: #{per_event.(link_cpu_ns)} ns per event " <>
         "-> #{share.(link_cpu_ns, drain_ns)}% of the drain's busy time, " <>
         "#{share.(link_cpu_ns, session.workers_ns)}% of its threads' CPU " <>
-        "(reading the counters took #{div(reading_ns, 1000)} us, taken off)"
+        "(reading the counters took #{div(reading_ns, 1000)} us, taken off)\n" <>
+        "  Cluster.link's native steps, busy (as the drain's is counted): " <>
+        "#{per_event.(link_busy_ns)} ns per event -> #{share.(link_busy_ns, drain_ns)}%"
     )
 
     %{
       wall: link_us * 1000 / max(events, 1),
       cpu: link_cpu_ns / max(events, 1),
+      busy: link_busy_ns / max(events, 1),
       drain: drain_ns / max(events, 1),
       dirty: session.dirty_ns / max(events, 1)
     }
@@ -133,8 +137,9 @@ defmodule ClusterBench.Chatty do
       "later rounds, medians of #{length(runs)}: drain busy #{Float.round(med.(:drain), 1)} ns " <>
         "per event; Cluster.link wall #{Float.round(med.(:wall), 1)} ns per event -> " <>
         "#{pct.(:wall)}%, CPU #{Float.round(med.(:cpu), 1)} ns per event -> #{pct.(:cpu)}% " <>
-        "of the drain's busy time (target <= 10%); the NIFs alone (dirty schedulers) " <>
-        "#{Float.round(med.(:dirty), 1)} ns -> #{pct.(:dirty)}%"
+        "of the drain's busy time (target <= 10%); its native steps busy " <>
+        "#{Float.round(med.(:busy), 1)} ns -> #{pct.(:busy)}%; the dirty schedulers' CPU " <>
+        "over the session #{Float.round(med.(:dirty), 1)} ns -> #{pct.(:dirty)}%"
     )
 
     med.(:dirty)

@@ -153,7 +153,8 @@ defmodule ElixirScope.EventCorrelator do
             ambiguous: non_neg_integer(),
             waiting_sends: non_neg_integer(),
             waiting_receives: non_neg_integer(),
-            dropped: non_neg_integer()
+            dropped: non_neg_integer(),
+            busy_ns: non_neg_integer()
           }
         }
 
@@ -167,9 +168,10 @@ defmodule ElixirScope.EventCorrelator do
   `cross_node` counts messages between nodes during cluster sessions
   (`ElixirScope.Cluster.link/1`): the sends and receives set aside for
   the exchange, the receives linked here (`ambiguous` below confidence
-  1.0), what waits for its other half, and `dropped`: halves given up
-  past the bounds, no longer stored when read, or left over when a new
-  session started.
+  1.0), what waits for its other half, `dropped`: halves given up past
+  the bounds, no longer stored when read, or left over when a new session
+  started, and `busy_ns`: the time the exchange's native steps took on
+  this node, in ns (their cost to it: they run on dirty schedulers).
   """
   @spec metrics(keyword()) :: metrics()
   def metrics(opts \\ []), do: Native.correlator_stats(DataAccess.store(opts))

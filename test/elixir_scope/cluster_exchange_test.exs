@@ -3,17 +3,7 @@ defmodule ElixirScope.Cluster.ExchangeTest do
 
   alias ElixirScope.Native
   alias ElixirScope.Storage.DataAccess
-
-  # A send batch (see `elixir_scope_core::cross_node::wire::SendBatch`):
-  # a count, one sender key, no destinations, then per send the id's
-  # zigzag difference, the sender's index, 0 (to the node) and the
-  # fingerprint; `whole` sends of the `count` are there, and a byte more.
-  defp batch(count, whole) do
-    send = <<4, 0, 0, 7, 0, 0, 0>>
-
-    <<count, 1, 0::64, 0>> <>
-      :binary.copy(send, whole) <> if(whole < count, do: <<4>>, else: <<>>)
-  end
+  import ElixirScope.TestEvents, only: [send_batch: 2]
 
   test "a malformed send batch is refused; the batches before it stay and its sends are counted" do
     p = ElixirScope.TestEvents.private_pipeline()
@@ -21,11 +11,12 @@ defmodule ElixirScope.Cluster.ExchangeTest do
     dropped = fn -> ElixirScope.EventCorrelator.metrics(pipeline: p).cross_node.dropped end
     waiting = fn -> ElixirScope.EventCorrelator.metrics(pipeline: p).cross_node.waiting_sends end
 
-    assert {[], 0, 0} = Native.cross_node_link(store, [{:b@h, batch(3, 3)}], [], 0)
+    assert {[], 0, 0} = Native.cross_node_link(store, [{:b@h, send_batch(3, 3)}], [], 0)
     assert waiting.() == 3
+    assert ElixirScope.EventCorrelator.metrics(pipeline: p).cross_node.busy_ns > 0
 
     assert_raise ArgumentError, fn ->
-      Native.cross_node_link(store, [{:c@h, batch(2, 2)}, {:d@h, batch(5, 2)}], [], 0)
+      Native.cross_node_link(store, [{:c@h, send_batch(2, 2)}, {:d@h, send_batch(5, 2)}], [], 0)
     end
 
     assert dropped.() == 2, "d's two sends read before the bytes went wrong"

@@ -65,6 +65,9 @@ defmodule ElixirScope.PrometheusTest do
 
   test "the text parses with a real Prometheus parser and holds the guide's metrics" do
     {name, queued} = busy_pipeline()
+    # Three sends from node b wait here for their receives.
+    store = ElixirScope.Storage.DataAccess.store(pipeline: name)
+    {[], 0, 0} = ElixirScope.Native.cross_node_link(store, [{:b@h, send_batch(3, 3)}], [], 0)
     families = parse(Prometheus.text(name))
     label = %{"pipeline" => inspect(name)}
 
@@ -78,7 +81,11 @@ defmodule ElixirScope.PrometheusTest do
           {"elixir_scope_layer2_store_events", "gauge"},
           {"elixir_scope_layer2_store_bytes", "gauge"},
           {"elixir_scope_layer2_pressure_level", "gauge"},
-          {"elixir_scope_trace_sessions", "gauge"}
+          {"elixir_scope_trace_sessions", "gauge"},
+          {"elixir_scope_cross_node_linked", "counter"},
+          {"elixir_scope_cross_node_waiting", "gauge"},
+          {"elixir_scope_cross_node_dropped", "counter"},
+          {"elixir_scope_cross_node_busy_seconds", "counter"}
         ] do
       assert %{"type" => ^type, "help" => help} = families[family], family
       assert help != ""
@@ -113,6 +120,12 @@ defmodule ElixirScope.PrometheusTest do
     assert {"+Inf", queued} == List.last(buckets)
     assert value.(h, h <> "_count", label) == queued
     assert value.(h, h <> "_sum", label) > 0
+
+    w = "elixir_scope_cross_node_waiting"
+    assert value.(w, w, Map.put(label, "half", "sends")) == 3
+    assert value.(w, w, Map.put(label, "half", "receives")) == 0
+    b = "elixir_scope_cross_node_busy_seconds"
+    assert value.(b, b <> "_total", label) > 0
   end
 
   test "serve/1 answers GET /metrics over HTTP with the exposition content type" do

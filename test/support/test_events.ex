@@ -45,6 +45,20 @@ defmodule ElixirScope.TestEvents do
     end
   end
 
+  @doc """
+  A cluster exchange's send batch (see
+  `elixir_scope_core::cross_node::wire::SendBatch`): a count, one sender
+  key, no destinations, then per send the id's zigzag difference, the
+  sender's index, 0 (to the node) and the fingerprint; `whole` sends of
+  the `count` are there, and a byte more when fewer.
+  """
+  def send_batch(count, whole) do
+    send = <<4, 0, 0, 7, 0, 0, 0>>
+
+    <<count, 1, 0::64, 0>> <>
+      :binary.copy(send, whole) <> if(whole < count, do: <<4>>, else: <<>>)
+  end
+
   @doc "Starts a pipeline with a store of its own; stopped when the test ends."
   def private_pipeline(config \\ []) do
     {:ok, pid} = PipelineManager.start_link(store: :private, config: config)

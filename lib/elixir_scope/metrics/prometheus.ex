@@ -28,6 +28,10 @@ defmodule ElixirScope.Metrics.Prometheus do
   | `elixir_scope_layer2_pressure_level` | gauge | 0 normal, 1 elevated, 2 high, 3 critical |
   | `elixir_scope_layer2_shedding_ratio` | gauge | share of processes being shed |
   | `elixir_scope_trace_sessions` | gauge | trace sessions running (on this node) |
+  | `elixir_scope_cross_node_linked_total` | counter | receives from other nodes linked here (cluster sessions) |
+  | `elixir_scope_cross_node_waiting{half}` | gauge | sends and receives crossing nodes waiting for their other half |
+  | `elixir_scope_cross_node_dropped_total` | counter | halves crossing nodes given up (see `EventCorrelator.metrics/1`) |
+  | `elixir_scope_cross_node_busy_seconds_total` | counter | time the link exchange's native steps took here |
 
   Building the text reads counters the pipeline keeps anyway: nothing is
   added to the ingest or worker paths.
@@ -126,8 +130,39 @@ defmodule ElixirScope.Metrics.Prometheus do
       metric("elixir_scope_trace_sessions", :gauge, "Trace sessions running on this node.", [
         {[], trace_sessions()}
       ])
+      | cross_node(p, correlation.cross_node)
     ]
     |> IO.iodata_to_binary()
+  end
+
+  # The cluster link exchange's families (see `ElixirScope.Cluster.link/1`).
+  defp cross_node(p, x) do
+    [
+      metric(
+        "elixir_scope_cross_node_linked_total",
+        :counter,
+        "Receives from other nodes linked here.",
+        [{p, x.linked}]
+      ),
+      metric(
+        "elixir_scope_cross_node_waiting",
+        :gauge,
+        "Messages crossing nodes waiting for their other half, by half.",
+        [{p ++ [half: :sends], x.waiting_sends}, {p ++ [half: :receives], x.waiting_receives}]
+      ),
+      metric(
+        "elixir_scope_cross_node_dropped_total",
+        :counter,
+        "Halves of messages crossing nodes given up.",
+        [{p, x.dropped}]
+      ),
+      metric(
+        "elixir_scope_cross_node_busy_seconds_total",
+        :counter,
+        "Time the link exchange's native steps took on this node.",
+        [{p, x.busy_ns / 1.0e9}]
+      )
+    ]
   end
 
   defp bounds_ns, do: Enum.map(@bounds, &round(&1 * 1.0e9))

@@ -95,9 +95,9 @@ fn correlator_dump(env: Env, store: ResourceArc<StoreRes>) -> Term {
 #[rustler::nif]
 fn correlator_stats(env: Env, store: ResourceArc<StoreRes>) -> Term {
     // The exchange's lock comes before the correlator's.
-    let (m, skipped) = {
+    let (m, skipped, busy_ns) = {
         let ex = store.0.exchange();
-        (ex.matcher.stats(), ex.skipped)
+        (ex.matcher.stats(), ex.skipped, ex.busy_ns)
     };
     let (s, set_aside_dropped, waiting_receives) = {
         let mut c = store.0.correlator();
@@ -113,6 +113,7 @@ fn correlator_stats(env: Env, store: ResourceArc<StoreRes>) -> Term {
         "waiting_sends" => m.waiting_sends,
         "waiting_receives" => waiting_receives,
         "dropped" => set_aside_dropped + m.dropped + skipped,
+        "busy_ns" => busy_ns,
     });
     crate::atom_map!(env, {
         "correlated" => s.correlated,

@@ -250,6 +250,9 @@ pub struct Exchange {
     /// Crossing halves skipped: no longer stored when read, malformed, or
     /// left over from an earlier session.
     pub skipped: u64,
+    /// Time the rounds' native steps took on this node, in ns (see
+    /// [`round`]).
+    pub busy_ns: u64,
     pub scratch: Scratch,
 }
 

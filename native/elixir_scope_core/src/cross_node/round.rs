@@ -10,7 +10,9 @@
 //! What only the VM knows comes through [`Keys`]: the node-independent
 //! keys of this VM's pid and atom words, and the `phash2` of a stored
 //! message for halves set aside without a fingerprint (ingested from
-//! Elixir). The NIF implements it; tests use plain maps.
+//! Elixir). The NIF implements it; tests use plain maps. Each step adds
+//! the time it took to [`Exchange::busy_ns`] (the exchange's cost to the
+//! node, set against the workers' busy time).
 //!
 //! Invariant: a half is either handed on (in a batch, the matcher or a
 //! link) or counted in [`Exchange::skipped`]; a malformed batch loses only
@@ -22,6 +24,7 @@ use super::{Destination, Exchange, InHalf, Origin, OutHalf};
 use crate::event::LinkKind;
 use crate::hash::WordMap;
 use crate::store::SharedStore;
+use std::time::Instant;
 
 /// Node-independent keys of this VM's words (see [`super::wire`]).
 pub trait Keys {
@@ -61,16 +64,19 @@ pub fn take_sends<R>(
     before: i64,
     emit: impl FnOnce(Parts) -> R,
 ) -> R {
+    let started = Instant::now();
     let mut ex = store.exchange();
     absorb_sends(keys, store, &mut ex, before);
-    match ex.outbox.get_mut(&to) {
+    let out = match ex.outbox.get_mut(&to) {
         Some(batch) => {
             let out = emit(batch.parts());
             batch.clear();
             out
         }
         None => emit(SendBatch::default().parts()),
-    }
+    };
+    ex.busy_ns += elapsed_ns(started);
+    out
 }
 
 /// Pairs this node's receives from other nodes set aside before
@@ -88,12 +94,14 @@ pub fn link(
     holders: &WordMap<u64, u64>,
     settled: i64,
 ) -> Result<Linked, Malformed> {
+    let started = Instant::now();
     let mut ex = store.exchange();
     absorb_sends(keys, store, &mut ex, settled);
     let Exchange {
         nodes,
         matcher,
         skipped,
+        busy_ns,
         scratch,
         ..
     } = &mut *ex;
@@ -106,6 +114,7 @@ pub fn link(
         matcher.add_sends(node, &mut halves, holder);
         if !halves.is_whole() {
             *skipped += matcher.forget_sends_from(mark);
+            *busy_ns += elapsed_ns(started);
             return Err(Malformed);
         }
     }
@@ -167,6 +176,7 @@ pub fn link(
         });
     }
     let waiting = (store.correlator().crossing()).waiting_receives(&matcher.stats());
+    *busy_ns += elapsed_ns(started);
     Ok(Linked {
         backs,
         linked: matched.len(),
@@ -178,13 +188,19 @@ pub fn link(
 /// `node` (the bytes of its link backs); how many took. What comes before
 /// a malformed part is linked (it is well-formed).
 pub fn link_back(store: &SharedStore, node: u64, bytes: &[u8]) -> Result<usize, Malformed> {
+    let started = Instant::now();
     let mut backs = LinkBack::decode(bytes);
     let links = (&mut backs).map(|b| (b.send, LinkKind::RemoteReceivedBy, node, b.receive, None));
     let applied = store.link_remote_all(links);
+    store.exchange().busy_ns += elapsed_ns(started);
     match backs.is_whole() {
         true => Ok(applied),
         false => Err(Malformed),
     }
+}
+
+fn elapsed_ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Moves the sends set aside with a timestamp before `before` into the
@@ -394,6 +410,7 @@ mod tests {
         }
         assert_eq!(remote_links(&b, 4), []);
         assert_eq!(b.exchange().skipped + a.exchange().skipped, 0);
+        assert!(a.exchange().busy_ns > 0 && b.exchange().busy_ns > 0);
         let again = take_sends(&mut keys_a, &a, node_key(b"b@h"), i64::MAX, bytes);
         assert_eq!(SendBatch::decode(&again).count(), 0, "each send goes once");
     }
