@@ -14,14 +14,14 @@
 //! the round runs on this thread, reading what the writer wrote, as the
 //! exchange's NIFs do: each node takes its sends for the other
 //! (`take`), each links its receives (`link`), each applies its link
-//! backs (`back`). Keys come from maps, not the VM, and no byte crosses a
-//! distribution: the figure is the round's native work, to set against
-//! the drain's. Stores are the default (1M events), so after a few rounds
+//! backs (`back`). Keys come from maps (`round::MapKeys`), not the VM,
+//! and no byte crosses a distribution: the figure is the round's native
+//! work, to set against the drain's. Stores are the default (1M events), so after a few rounds
 //! they are full and recycle their memory, as a traced node's does.
 
 use std::time::{Duration, Instant};
 
-use elixir_scope_core::cross_node::round::{self, Keys};
+use elixir_scope_core::cross_node::round::{self, MapKeys};
 use elixir_scope_core::cross_node::wire::{etf_key, node_key, LinkBack};
 use elixir_scope_core::cross_node::{external_bytes, LocalNode};
 use elixir_scope_core::event::{Event, EventKind};
@@ -83,42 +83,9 @@ fn message(id: u64, pid: u64, kind: EventKind, peer: Payload, n: u64) -> Event {
     }
 }
 
-/// Keys without the VM: the server's pid keys as the external form A
-/// sends to, nodes by their names, other words as themselves. The last
-/// pid is remembered, as the NIF's keys do (runs of halves share it).
-struct MapKeys {
-    pids: WordMap<u64, u64>,
-    last: (u64, u64),
-}
-
-impl Keys for MapKeys {
-    fn pid(&mut self, w: u64) -> u64 {
-        if self.last.0 != w {
-            self.last = (w, *self.pids.get(&w).unwrap_or(&w));
-        }
-        self.last.1
-    }
-    fn name(&mut self, w: u64) -> u64 {
-        w
-    }
-    fn node(&mut self, w: u64) -> u64 {
-        match w {
-            A => node_key(b"a@h"),
-            B => node_key(b"b@h"),
-            _ => w,
-        }
-    }
-    fn stored_fingerprints(&mut self, _: &SharedStore, _: &[u64]) -> WordMap<u64, u32> {
-        WordMap::default()
-    }
-}
-
 fn node(atom: u64, name: &str) -> SharedStore {
     let store = SharedStore::new(StoreConfig::default());
-    let name = name.as_bytes().to_vec();
-    store
-        .correlator()
-        .set_local_node(Some(LocalNode { atom, name }));
+    (store.correlator()).set_local_node(Some(LocalNode::new(atom, name.as_bytes())));
     store
 }
 
@@ -167,14 +134,10 @@ fn one_round(a: &SharedStore, b: &SharedStore, first: u64, calls: u64) -> Figure
     let (events_a, events_b) = workload(first, calls, &server);
     let drain = drain(a, events_a) + drain(b, events_b);
     let server_key = etf_key(external_bytes(server.as_bytes()).expect("external"));
-    let mut keys_a = MapKeys {
-        pids: WordMap::default(),
-        last: (0, 0),
-    };
-    let mut keys_b = MapKeys {
-        pids: [(SERVER, server_key)].into_iter().collect(),
-        last: (0, 0),
-    };
+    let atoms = [(A, node_key(b"a@h")), (B, node_key(b"b@h"))];
+    let mut keys_a = MapKeys::new(atoms, []);
+    // B's server keys as the external form of its pid that A sends to.
+    let mut keys_b = MapKeys::new(atoms, [(SERVER, server_key)]);
     let concat = |(head, body): round::Parts| [head.as_slice(), body].concat();
 
     let started = Instant::now();

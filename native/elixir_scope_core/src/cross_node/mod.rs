@@ -102,6 +102,14 @@ pub enum Half {
 }
 
 impl LocalNode {
+    /// The node with atom word `atom` and name `name` (its atom's text).
+    pub fn new(atom: u64, name: &[u8]) -> Self {
+        LocalNode {
+            atom,
+            name: name.to_vec(),
+        }
+    }
+
     /// The half of a message crossing between this node and another that
     /// the event `e` is, if it is one.
     pub fn half(&self, e: &Event) -> Option<Half> {

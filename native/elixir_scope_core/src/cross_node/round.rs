@@ -39,6 +39,58 @@ pub trait Keys {
     fn stored_fingerprints(&mut self, store: &SharedStore, ids: &[u64]) -> WordMap<u64, u32>;
 }
 
+/// [`Keys`] from maps, for code without a VM (tests, benches): a pid or
+/// atom word keys as mapped, else as itself (a name's key is its word);
+/// a stored message fingerprints as `stored` (`None`: unknown, as for an
+/// event no longer stored). The last pid is remembered, as the NIF's
+/// keys do.
+#[derive(Default)]
+pub struct MapKeys {
+    pids: WordMap<u64, u64>,
+    atoms: WordMap<u64, u64>,
+    pub stored: Option<u32>,
+    last: (u64, u64),
+}
+
+impl MapKeys {
+    /// Keys with `atoms` and `pids` mapped (word, key), stored messages
+    /// unknown.
+    pub fn new(
+        atoms: impl IntoIterator<Item = (u64, u64)>,
+        pids: impl IntoIterator<Item = (u64, u64)>,
+    ) -> Self {
+        MapKeys {
+            pids: pids.into_iter().collect(),
+            atoms: atoms.into_iter().collect(),
+            ..MapKeys::default()
+        }
+    }
+}
+
+impl Keys for MapKeys {
+    fn pid(&mut self, w: u64) -> u64 {
+        if self.last.0 != w {
+            self.last = (w, *self.pids.get(&w).unwrap_or(&w));
+        }
+        self.last.1
+    }
+
+    fn name(&mut self, w: u64) -> u64 {
+        w
+    }
+
+    fn node(&mut self, w: u64) -> u64 {
+        *self.atoms.get(&w).unwrap_or(&w)
+    }
+
+    fn stored_fingerprints(&mut self, _: &SharedStore, ids: &[u64]) -> WordMap<u64, u32> {
+        match self.stored {
+            Some(fp) => ids.iter().map(|&id| (id, fp)).collect(),
+            None => WordMap::default(),
+        }
+    }
+}
+
 /// A batch's bytes in two parts (see [`SendBatch::parts`]).
 pub type Parts<'a> = (Vec<u8>, &'a [u8]);
 
@@ -291,38 +343,18 @@ mod tests {
     const B: u64 = 0x50b;
     const SERVER: u64 = 0x80b;
 
-    /// Keys by plain maps: a node's atom word keys as its name does, a pid
-    /// as the external form another node sees of it.
-    #[derive(Default)]
-    struct PlainKeys {
-        pids: WordMap<u64, u64>,
-    }
-
-    impl Keys for PlainKeys {
-        fn pid(&mut self, word: u64) -> u64 {
-            *self.pids.get(&word).unwrap_or(&word)
-        }
-        fn name(&mut self, word: u64) -> u64 {
-            word.wrapping_mul(3)
-        }
-        fn node(&mut self, word: u64) -> u64 {
-            match word {
-                A => node_key(b"a@h"),
-                B => node_key(b"b@h"),
-                other => other,
-            }
-        }
-        fn stored_fingerprints(&mut self, _: &SharedStore, ids: &[u64]) -> WordMap<u64, u32> {
-            ids.iter().map(|&id| (id, 77)).collect()
+    /// Keys for nodes A and B: their atoms key as their names do.
+    fn keys() -> MapKeys {
+        let atoms = [(A, node_key(b"a@h")), (B, node_key(b"b@h"))];
+        MapKeys {
+            stored: Some(77),
+            ..MapKeys::new(atoms, [])
         }
     }
 
     fn node(atom: u64, name: &str) -> SharedStore {
         let store = SharedStore::new(StoreConfig::default());
-        let name = name.as_bytes().to_vec();
-        store
-            .correlator()
-            .set_local_node(Some(LocalNode { atom, name }));
+        (store.correlator()).set_local_node(Some(LocalNode::new(atom, name.as_bytes())));
         store
     }
 
@@ -362,8 +394,8 @@ mod tests {
         let (a, b) = (node(A, "a@h"), node(B, "b@h"));
         let (sender, receiver, server) = (0x103, 0x203, 0x303);
         let to_receiver = external("b@h", false, 1);
-        let mut keys_b = PlainKeys::default();
-        keys_b.pids.insert(
+        let mut keys_b = keys();
+        (keys_b.pids).insert(
             receiver,
             etf_key(external_bytes(to_receiver.as_bytes()).unwrap()),
         );
@@ -388,7 +420,7 @@ mod tests {
             .map(|(id, pid, fp)| message(id, pid, EventKind::MessageReceive, atom(A), fp));
         b.write(receives, 0);
 
-        let mut keys_a = PlainKeys::default();
+        let mut keys_a = keys();
         let batch = take_sends(&mut keys_a, &a, node_key(b"b@h"), i64::MAX, bytes);
         let holders: WordMap<u64, u64> = [(keys_b.name(SERVER), server)].into_iter().collect();
         let round = link(&mut keys_b, &b, &[(A, &batch)], &holders, i64::MAX).unwrap();
@@ -420,7 +452,7 @@ mod tests {
     #[test]
     fn a_malformed_batch_fails_the_call_and_counts_its_sends() {
         let b = node(B, "b@h");
-        let mut keys = PlainKeys::default();
+        let mut keys = keys();
         let mut good = SendBatch::default();
         let half = |id| SendHalf {
             id,
