@@ -2,17 +2,17 @@
 //!
 //! [`take_sends`] hands another node the sends set aside for it, as one
 //! [`SendBatch`]; [`link`] adds the sends other nodes handed over, pairs
-//! this node's receives with them ([`super::matcher`]), links the receives and
-//! returns each sending node's [`LinkBack`]s; [`link_back`] applies those
-//! on the sending node. Each step first moves the sends set aside (older
-//! than the round's cutoff) into the outbox of their node.
+//! this node's receives with them ([`super::matcher`]), links the
+//! receives and returns each sending node's [`LinkBack`]s; [`link_back`]
+//! applies those on the sending node. Each step first moves the sends set
+//! aside (older than the round's cutoff) into the outbox of their node.
 //!
 //! What only the VM knows comes through [`Keys`]: the node-independent
 //! keys of this VM's pid and atom words, and the `phash2` of a stored
 //! message for halves set aside without a fingerprint (ingested from
-//! Elixir). The NIF implements it; tests use plain maps. Each step adds
-//! the time it took to [`Exchange::busy_ns`] (the exchange's cost to the
-//! node, set against the workers' busy time).
+//! Elixir). The NIF implements it; tests and benches use [`MapKeys`].
+//! Each step adds the time it took to [`Exchange::busy_ns`] (the
+//! exchange's cost to the node, set against the workers' busy time).
 //!
 //! Invariant: a half is either handed on (in a batch, the matcher or a
 //! link) or counted in [`Exchange::skipped`]; a malformed batch loses only
