@@ -97,7 +97,8 @@ defmodule ClusterBench.Chatty do
     # Reading the counters costs CPU too: two reads back to back show how
     # much (the least of three tries), which is taken off.
     reading_ns = Enum.min(for _ <- 1..3, do: -cpu_ns(b) + cpu_ns(b))
-    {cpu_before, busy_before} = {cpu_ns(b), cross_node(b, :busy_ns)}
+    busy_before = cross_node(b, :busy_ns)
+    cpu_before = cpu_ns(b)
     {link_us, {:ok, counts}} = :timer.tc(fn -> Cluster.link(session.cluster) end)
     link_cpu_ns = cpu_ns(b) - cpu_before - reading_ns
     link_busy_ns = cross_node(b, :busy_ns) - busy_before
