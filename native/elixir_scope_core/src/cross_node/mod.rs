@@ -332,15 +332,20 @@ impl Collected {
     }
 }
 
-/// A half as [`Held`] keeps it.
-pub trait Timed: Copy {
+/// What [`Held`] and a round read of a half set aside, of either kind.
+pub trait Aside: Copy {
+    /// Its event's id.
+    fn id(&self) -> u64;
     /// Its timestamp.
     fn at(&self) -> i64;
     /// Its fingerprint (0: none taken).
     fn fingerprint(&self) -> u32;
 }
 
-impl Timed for OutHalf {
+impl Aside for OutHalf {
+    fn id(&self) -> u64 {
+        self.id
+    }
     fn at(&self) -> i64 {
         self.at
     }
@@ -349,7 +354,10 @@ impl Timed for OutHalf {
     }
 }
 
-impl Timed for InHalf {
+impl Aside for InHalf {
+    fn id(&self) -> u64 {
+        self.id
+    }
     fn at(&self) -> i64 {
         self.at
     }
@@ -389,7 +397,7 @@ impl<T> std::ops::Deref for Held<T> {
     }
 }
 
-impl<T: Timed> Held<T> {
+impl<T: Aside> Held<T> {
     fn memory_bytes(&self) -> usize {
         self.halves.capacity() * std::mem::size_of::<T>()
     }

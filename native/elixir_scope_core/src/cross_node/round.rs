@@ -20,7 +20,7 @@
 
 use super::matcher::{Matched, ReceiveHalf};
 use super::wire::{LinkBack, LinkBackBatch, SendBatch, SendHalf, To};
-use super::{Destination, Exchange, InHalf, Origin, OutHalf};
+use super::{Aside, Destination, Exchange, InHalf, Origin, OutHalf};
 use crate::event::LinkKind;
 use crate::hash::WordMap;
 use crate::store::SharedStore;
@@ -175,7 +175,7 @@ pub fn link(
         .correlator()
         .crossing()
         .take_receives(settled, receives);
-    let fingerprint = fingerprints(keys, store, receives, bare, |h| (h.id, h.fingerprint));
+    let fingerprint = fingerprints(keys, store, receives, bare);
     let mut unread = 0;
     let halves = receives
         .iter()
@@ -260,7 +260,7 @@ fn elapsed_ns(since: Instant) -> u64 {
 fn absorb_sends(keys: &mut impl Keys, store: &SharedStore, ex: &mut Exchange, before: i64) {
     let sends = &mut ex.scratch.sends;
     let bare = store.correlator().crossing().take_sends(before, sends);
-    let fingerprint = fingerprints(keys, store, sends, bare, |h| (h.id, h.fingerprint));
+    let fingerprint = fingerprints(keys, store, sends, bare);
     for h in sends.iter() {
         let Some(fp) = fingerprint(h.id, h.fingerprint) else {
             ex.skipped += 1;
@@ -273,17 +273,16 @@ fn absorb_sends(keys: &mut impl Keys, store: &SharedStore, ex: &mut Exchange, be
 
 /// Each half's fingerprint, as taken or from its stored message (`bare`:
 /// some halves may have none; `None`: no longer stored).
-fn fingerprints<T>(
+fn fingerprints(
     keys: &mut impl Keys,
     store: &SharedStore,
-    halves: &[T],
+    halves: &[impl Aside],
     bare: bool,
-    fields: impl Fn(&T) -> (u64, u32),
 ) -> impl Fn(u64, u32) -> Option<u32> {
     let missing: Vec<u64> = match bare {
-        true => (halves.iter().map(fields))
-            .filter(|&(_, fp)| fp == 0)
-            .map(|(id, _)| id)
+        true => (halves.iter())
+            .filter(|h| h.fingerprint() == 0)
+            .map(|h| h.id())
             .collect(),
         false => Vec::new(),
     };
