@@ -208,4 +208,20 @@ fn main() {
          (take {take:.1}, link {link:.1}, link backs {back:.1})",
         100.0 * total / drain
     );
+    // What the exchange gave up, as EventCorrelator.metrics/1 counts it.
+    let dropped: u64 = [&a, &b]
+        .iter()
+        .map(|s| {
+            let ex = s.exchange();
+            ex.skipped + ex.matcher.stats().dropped + s.correlator().crossing().dropped
+        })
+        .sum();
+    let linked: u64 = [&a, &b]
+        .iter()
+        .map(|s| s.exchange().matcher.stats().linked)
+        .sum();
+    println!(
+        "  linked {linked} of {} messages, dropped {dropped}",
+        2 * calls * rounds as u64
+    );
 }
