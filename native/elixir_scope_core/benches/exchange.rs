@@ -16,13 +16,20 @@
 //! (`take`), each links its receives (`link`), each applies its link
 //! backs (`back`). Keys come from maps (`round::MapKeys`), not the VM,
 //! and no byte crosses a distribution: the figure is the round's native
-//! work, to set against the drain's. Stores are the default (1M events), so after a few rounds
-//! they are full and recycle their memory, as a traced node's does.
+//! work, to set against the drain's. Stores are the default (1M events),
+//! so after a few rounds they are full and recycle their memory, as a
+//! traced node's does.
+//!
+//! Three runs: one round after each round's traffic, as at a session's
+//! stop; then periodic rounds as a session runs them, each taking only
+//! the halves older than its cutoff while the traffic of the last rounds
+//! stays set aside (the default `link_every: 1000` against the one-second
+//! settling time: one round's traffic; `link_every: 200`: five rounds').
 
 use std::time::{Duration, Instant};
 
 use elixir_scope_core::cross_node::round::{self, MapKeys};
-use elixir_scope_core::cross_node::wire::{etf_key, node_key, LinkBack};
+use elixir_scope_core::cross_node::wire::{etf_key, node_key, LinkBack, LinkBackBatch};
 use elixir_scope_core::cross_node::{external_bytes, LocalNode};
 use elixir_scope_core::event::{Event, EventKind};
 use elixir_scope_core::hash::WordMap;
@@ -129,7 +136,14 @@ struct Figures {
     back: Duration,
 }
 
-fn one_round(a: &SharedStore, b: &SharedStore, first: u64, calls: u64) -> Figures {
+fn one_round(
+    a: &SharedStore,
+    b: &SharedStore,
+    first: u64,
+    calls: u64,
+    before: i64,
+    expect: usize,
+) -> Figures {
     let server = external(b"b@h", false, 1);
     let (events_a, events_b) = workload(first, calls, &server);
     let drain = drain(a, events_a) + drain(b, events_b);
@@ -141,25 +155,29 @@ fn one_round(a: &SharedStore, b: &SharedStore, first: u64, calls: u64) -> Figure
     let concat = |(head, body): round::Parts| [head.as_slice(), body].concat();
 
     let started = Instant::now();
-    let to_b = round::take_sends(&mut keys_a, a, node_key(b"b@h"), i64::MAX, concat);
-    let to_a = round::take_sends(&mut keys_b, b, node_key(b"a@h"), i64::MAX, concat);
+    let to_b = round::take_sends(&mut keys_a, a, node_key(b"b@h"), before, concat);
+    let to_a = round::take_sends(&mut keys_b, b, node_key(b"a@h"), before, concat);
     let take = started.elapsed();
 
     let started = Instant::now();
     let none = WordMap::default();
-    let on_b = round::link(&mut keys_b, b, &[(A, &to_b)], &none, i64::MAX).expect("whole");
-    let on_a = round::link(&mut keys_a, a, &[(B, &to_a)], &none, i64::MAX).expect("whole");
+    let on_b = round::link(&mut keys_b, b, &[(A, &to_b)], &none, before).expect("whole");
+    let on_a = round::link(&mut keys_a, a, &[(B, &to_a)], &none, before).expect("whole");
     let link = started.elapsed();
-    assert_eq!((on_a.linked, on_b.linked), (calls as usize, calls as usize));
-    let backs = |l: &round::Linked| l.backs[0].1.encode();
+    assert_eq!((on_a.linked, on_b.linked), (expect, expect));
+    let backs = |l: &round::Linked| {
+        l.backs
+            .first()
+            .map_or_else(|| LinkBackBatch::default().encode(), |b| b.1.encode())
+    };
     let (back_to_a, back_to_b) = (backs(&on_b), backs(&on_a));
 
     let started = Instant::now();
     let applied = round::link_back(a, B, &back_to_a).expect("whole")
         + round::link_back(b, A, &back_to_b).expect("whole");
     let back = started.elapsed();
-    assert_eq!(applied, 2 * calls as usize);
-    assert_eq!(LinkBack::decode(&back_to_a).count(), calls as usize);
+    assert_eq!(applied, 2 * expect);
+    assert_eq!(LinkBack::decode(&back_to_a).count(), expect);
     Figures {
         drain,
         take,
@@ -175,17 +193,23 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn main() {
-    let calls = env("EXCHANGE_CALLS", 50_000);
-    let rounds = env("EXCHANGE_ROUNDS", 7) as usize;
+/// Runs `rounds` measured rounds of `calls` calls each on two new nodes,
+/// with the halves of the last `settle` rounds left set aside (younger
+/// than each round's cutoff), and prints their medians under `label`.
+fn run(label: &str, calls: u64, rounds: usize, settle: u64) {
     let events = 4 * calls;
-    println!(
-        "exchange bench: {calls} calls from node A to a server on node B per round \
-         ({events} message events, all crossing nodes), medians of {rounds} rounds"
-    );
     let (a, b) = (node(A, "a@h"), node(B, "b@h"));
-    let runs: Vec<Figures> = (0..rounds as u64)
-        .map(|r| one_round(&a, &b, 1 + r * events, calls))
+    let first = |r: u64| 1 + r * events;
+    // The first `settle` rounds take nothing: their halves are young.
+    let runs: Vec<Figures> = (0..rounds as u64 + settle)
+        .map(|r| match r.checked_sub(settle) {
+            Some(old) => {
+                let before = first(old + 1) as i64;
+                one_round(&a, &b, first(r), calls, before, calls as usize)
+            }
+            None => one_round(&a, &b, first(r), calls, 0, 0),
+        })
+        .skip(settle as usize)
         .collect();
     let per_event = |f: fn(&Figures) -> Duration| {
         let mut ns: Vec<f64> = runs
@@ -202,12 +226,6 @@ fn main() {
         per_event(|r| r.back),
     );
     let total = per_event(|r| r.take + r.link + r.back);
-    println!("  drain (correlate, set aside, index, store): {drain:.1} ns per event");
-    println!(
-        "  link round, native: {total:.1} ns per event = {:.1}% of the drain \
-         (take {take:.1}, link {link:.1}, link backs {back:.1})",
-        100.0 * total / drain
-    );
     // What the exchange gave up, as EventCorrelator.metrics/1 counts it.
     let dropped: u64 = [&a, &b]
         .iter()
@@ -220,8 +238,43 @@ fn main() {
         .iter()
         .map(|s| s.exchange().matcher.stats().linked)
         .sum();
+    println!("{label}:");
+    println!("  drain (correlate, set aside, index, store): {drain:.1} ns per event");
+    println!(
+        "  link round, native: {total:.1} ns per event = {:.1}% of the drain \
+         (take {take:.1}, link {link:.1}, link backs {back:.1})",
+        100.0 * total / drain
+    );
     println!(
         "  linked {linked} of {} messages, dropped {dropped}",
         2 * calls * rounds as u64
+    );
+}
+
+fn main() {
+    let calls = env("EXCHANGE_CALLS", 50_000);
+    let rounds = env("EXCHANGE_ROUNDS", 7) as usize;
+    println!(
+        "exchange bench: {calls} calls from node A to a server on node B per round \
+         ({} message events, all crossing nodes), medians of {rounds} rounds",
+        4 * calls
+    );
+    run(
+        "one round after the traffic (as at a session's stop)",
+        calls,
+        rounds,
+        0,
+    );
+    run(
+        "periodic rounds, a round's traffic younger than the cutoff (link_every: 1000, the default)",
+        calls,
+        rounds,
+        1,
+    );
+    run(
+        "periodic rounds, five rounds' traffic younger than the cutoff (link_every: 200)",
+        calls / 5,
+        rounds,
+        5,
     );
 }

@@ -29,9 +29,12 @@
 //! beyond, the oldest go and are counted (they stay stored, unlinked).
 
 mod buckets;
+mod held;
 pub mod matcher;
 pub mod round;
 pub mod wire;
+
+pub use held::{Aside, Held};
 
 use crate::event::{Event, EventKind};
 use crate::hash::WordMap;
@@ -326,20 +329,10 @@ impl Collected {
 
     pub fn push(&mut self, half: Half) {
         match half {
-            Half::Out(h) => self.sends.push(h, &mut self.dropped),
-            Half::In(h) => self.receives.push(h, &mut self.dropped),
+            Half::Out(h) => self.sends.push(h, MAX_COLLECTED, &mut self.dropped),
+            Half::In(h) => self.receives.push(h, MAX_COLLECTED, &mut self.dropped),
         }
     }
-}
-
-/// What [`Held`] and a round read of a half set aside, of either kind.
-pub trait Aside: Copy {
-    /// Its event's id.
-    fn id(&self) -> u64;
-    /// Its timestamp.
-    fn at(&self) -> i64;
-    /// Its fingerprint (0: none taken).
-    fn fingerprint(&self) -> u32;
 }
 
 impl Aside for OutHalf {
@@ -363,93 +356,6 @@ impl Aside for InHalf {
     }
     fn fingerprint(&self) -> u32 {
         self.fingerprint
-    }
-}
-
-/// Halves of one kind set aside, in the order they were stored (read as
-/// a slice).
-#[derive(Debug)]
-pub struct Held<T> {
-    halves: Vec<T>,
-    /// Whether a half set aside since the last take came without a
-    /// fingerprint (one ingested from Elixir).
-    bare: bool,
-    /// No half held is older: a take with an earlier cutoff has nothing
-    /// to hand over, and knows it without reading them.
-    floor: i64,
-}
-
-impl<T> Default for Held<T> {
-    fn default() -> Self {
-        Held {
-            halves: Vec::new(),
-            bare: false,
-            floor: i64::MIN,
-        }
-    }
-}
-
-impl<T> std::ops::Deref for Held<T> {
-    type Target = [T];
-
-    fn deref(&self) -> &[T] {
-        &self.halves
-    }
-}
-
-impl<T: Aside> Held<T> {
-    fn memory_bytes(&self) -> usize {
-        self.halves.capacity() * std::mem::size_of::<T>()
-    }
-
-    /// Forgets every half (they were counted where they went).
-    pub fn clear(&mut self) {
-        self.halves.clear();
-        self.bare = false;
-    }
-
-    fn push(&mut self, half: T, dropped: &mut u64) {
-        self.bare |= half.fingerprint() == 0;
-        self.floor = self.floor.min(half.at());
-        if self.halves.len() == MAX_COLLECTED {
-            // Rare (no exchange for millions of messages): drop the older half.
-            self.halves.drain(..MAX_COLLECTED / 2);
-            *dropped += (MAX_COLLECTED / 2) as u64;
-        }
-        self.halves.push(half);
-    }
-
-    /// Moves the halves up to the last one older than `before` into
-    /// `into` (emptied first), both in order: halves come about in time
-    /// order, so what stays is the young tail (a young half among the
-    /// older ones goes along, to wait where it goes). The vectors are
-    /// swapped and the tail copied back: the correlator goes on filling
-    /// `into`'s old capacity. When none goes (a round early in a session,
-    /// or another take in the same round), nothing is read or copied.
-    /// `bare` stays set while halves stay (it may be one of them that
-    /// lacks a fingerprint). True when one of those handed over may lack
-    /// its fingerprint.
-    fn take_before(&mut self, before: i64, into: &mut Vec<T>) -> bool {
-        into.clear();
-        if before <= self.floor {
-            return false;
-        }
-        // Every half left is `before` or younger.
-        self.floor = before;
-        let held = &mut self.halves;
-        let going = held
-            .iter()
-            .rposition(|h| h.at() < before)
-            .map_or(0, |i| i + 1);
-        if going == 0 {
-            return false;
-        }
-        let was_bare = self.bare;
-        std::mem::swap(held, into);
-        held.extend_from_slice(&into[going..]);
-        into.truncate(going);
-        self.bare = was_bare && !held.is_empty();
-        was_bare
     }
 }
 
