@@ -5,25 +5,26 @@
 //! its cutoff (halves come about in time order, so what stays is the young
 //! tail; a young half among older ones goes along). During a session the
 //! tail is what a second of traffic set aside (the rounds' settling time),
-//! often more than a round takes, so a take must cost what it takes, not
-//! what stays:
+//! as much as a round takes or more, so a take must cost neither what
+//! stays nor a copy of what goes:
 //!
-//! - The halves left start at `head`: a take copies out what it takes and
-//!   moves `head`, or, when the tail is the shorter part, swaps the vectors
-//!   and copies the tail back. The taken front is reclaimed (the tail
-//!   moved down) once it is at least half the vector, so each half moves a
-//!   bounded number of times.
-//! - Each block of `BLOCK` halves keeps its least timestamp: the last half
-//!   older than a cutoff is in the last block whose least timestamp is,
-//!   found by reading the young blocks' minimums, then that block.
+//! - Halves are kept in chunks of `CHUNK`, each with its least timestamp.
+//!   The last half older than a cutoff is in the last chunk whose least
+//!   timestamp is: found by reading the young chunks' minimums, then that
+//!   chunk.
+//! - The chunks before it move to the taker whole ([`Taken`]); of that
+//!   chunk, the part that goes is copied out (at most a chunk).
+//! - A taker's chunks come back with its next take, emptied, for the
+//!   workers to fill: in steady state nothing is allocated.
 //! - `floor`: no half held is older; a take with a cutoff at or below it
 //!   (another node's take in the same round, a round early in a session)
 //!   returns at once.
 //!
-//! Invariants: `head <= halves.len()`; `mins[k]` is at most the timestamp
-//! of each half in `halves[k * BLOCK..][..BLOCK]` (exactly their least
-//! while no half of the block was taken); `mins.len()` is the number of
-//! blocks `halves` spans.
+//! Invariants: each chunk holds 1..=`CHUNK` halves (pushes go to the
+//! last); its minimum is the least timestamp of its halves; `len` counts
+//! the halves of all chunks.
+
+use std::collections::VecDeque;
 
 /// What [`Held`] and a round read of a half set aside, of either kind.
 pub trait Aside: Copy {
@@ -35,18 +36,23 @@ pub trait Aside: Copy {
     fn fingerprint(&self) -> u32;
 }
 
-/// Halves per block whose least timestamp is kept.
-const BLOCK: usize = 64;
+/// Halves per chunk.
+const CHUNK: usize = 1024;
 
-/// Halves of one kind set aside, in the order they were stored (read as
-/// a slice).
+/// A chunk of halves and their least timestamp.
+#[derive(Debug)]
+struct Chunk<T> {
+    halves: Vec<T>,
+    min: i64,
+}
+
+/// Halves of one kind set aside, in the order they were stored.
 #[derive(Debug)]
 pub struct Held<T> {
-    halves: Vec<T>,
-    /// The halves before it were taken.
-    head: usize,
-    /// The least timestamp of each block of `halves`.
-    mins: Vec<i64>,
+    chunks: VecDeque<Chunk<T>>,
+    /// Emptied chunks' vectors (capacity `CHUNK`), for reuse.
+    spare: Vec<Vec<T>>,
+    len: usize,
     /// Whether a half set aside since the last take came without a
     /// fingerprint (one ingested from Elixir).
     bare: bool,
@@ -57,120 +63,170 @@ pub struct Held<T> {
 impl<T> Default for Held<T> {
     fn default() -> Self {
         Held {
-            halves: Vec::new(),
-            head: 0,
-            mins: Vec::new(),
+            chunks: VecDeque::new(),
+            spare: Vec::new(),
+            len: 0,
             bare: false,
             floor: i64::MIN,
         }
     }
 }
 
-impl<T> std::ops::Deref for Held<T> {
-    type Target = [T];
+/// Halves a take handed over, in order, in the chunks they were held in.
+#[derive(Debug)]
+pub struct Taken<T> {
+    chunks: Vec<Vec<T>>,
+}
 
-    fn deref(&self) -> &[T] {
-        &self.halves[self.head..]
+impl<T> Default for Taken<T> {
+    fn default() -> Self {
+        Taken { chunks: Vec::new() }
+    }
+}
+
+impl<T> Taken<T> {
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
     }
 }
 
 impl<T: Aside> Held<T> {
-    /// Bytes the halves take (their vectors' capacity).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The halves held, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flat_map(|c| &c.halves)
+    }
+
+    /// Bytes the halves take (their chunks' capacity, spare ones too).
     pub fn memory_bytes(&self) -> usize {
-        self.halves.capacity() * std::mem::size_of::<T>()
-            + self.mins.capacity() * std::mem::size_of::<i64>()
+        let chunks = self.chunks.iter().map(|c| c.halves.capacity());
+        let spare = self.spare.iter().map(Vec::capacity);
+        chunks.chain(spare).sum::<usize>() * std::mem::size_of::<T>()
     }
 
     /// Forgets every half (they were counted where they went).
     pub fn clear(&mut self) {
-        self.halves.clear();
-        self.mins.clear();
-        self.head = 0;
+        while let Some(c) = self.chunks.pop_front() {
+            self.recycle(c.halves);
+        }
+        self.len = 0;
         self.bare = false;
     }
 
     /// Sets `half` aside; past `most` held, the older half of them goes
     /// first, counted in `dropped`.
     pub fn push(&mut self, half: T, most: usize, dropped: &mut u64) {
-        if self.len() == most {
+        if self.len == most {
             // Rare (no exchange for millions of messages).
-            self.head += most / 2;
+            self.drop_oldest(most / 2);
             *dropped += (most / 2) as u64;
-            self.reclaim();
         }
         let at = half.at();
         self.bare |= half.fingerprint() == 0;
         self.floor = self.floor.min(at);
-        match self.mins.last_mut() {
-            Some(min) if !self.halves.len().is_multiple_of(BLOCK) => *min = (*min).min(at),
-            _ => self.mins.push(at),
+        self.len += 1;
+        match self.chunks.back_mut() {
+            Some(c) if c.halves.len() < CHUNK => {
+                c.min = c.min.min(at);
+                c.halves.push(half);
+            }
+            _ => {
+                let mut halves = self.spare.pop().unwrap_or_default();
+                halves.reserve_exact(CHUNK);
+                halves.push(half);
+                self.chunks.push_back(Chunk { halves, min: at });
+            }
         }
-        self.halves.push(half);
     }
 
-    /// Moves the halves up to the last one older than `before` into
-    /// `into` (emptied first), in order; the younger ones after it stay.
-    /// `bare` stays set while halves stay (it may be one of them that
-    /// lacks a fingerprint). True when one of those handed over may lack
-    /// its fingerprint.
-    pub fn take_before(&mut self, before: i64, into: &mut Vec<T>) -> bool {
-        into.clear();
+    /// Hands the halves up to the last one older than `before` over to
+    /// `into`, in order (what `into` held comes back emptied, for reuse);
+    /// the younger ones after it stay. `bare` stays set while halves stay
+    /// (it may be one of them that lacks a fingerprint). True when one of
+    /// those handed over may lack its fingerprint.
+    pub fn take_before(&mut self, before: i64, into: &mut Taken<T>) -> bool {
+        for halves in into.chunks.drain(..) {
+            self.recycle(halves);
+        }
         if before <= self.floor {
             return false;
         }
         // Every half left is `before` or younger.
         self.floor = before;
-        let Some(end) = self.end_before(before) else {
+        let Some((last, end)) = self.last_before(before) else {
             return false;
         };
         let was_bare = self.bare;
-        if self.halves.len() - end <= end - self.head {
-            // The tail is the shorter part: the correlator goes on filling
-            // `into`'s old capacity.
-            std::mem::swap(&mut self.halves, into);
-            self.halves.extend_from_slice(&into[end..]);
-            into.truncate(end);
-            into.drain(..self.head);
-            self.head = 0;
-            self.rebuild_mins();
+        for _ in 0..last {
+            let c = self.chunks.pop_front().expect("counted");
+            self.len -= c.halves.len();
+            into.chunks.push(c.halves);
+        }
+        let c = &mut self.chunks[0];
+        if end == c.halves.len() {
+            let c = self.chunks.pop_front().expect("there");
+            self.len -= c.halves.len();
+            into.chunks.push(c.halves);
         } else {
-            into.extend_from_slice(&self.halves[self.head..end]);
-            self.head = end;
-            self.reclaim();
+            let mut going = self.spare.pop().unwrap_or_default();
+            going.extend(c.halves.drain(..end));
+            c.min = least(&c.halves);
+            self.len -= going.len();
+            into.chunks.push(going);
         }
         self.bare = was_bare && !self.is_empty();
         was_bare
     }
 
-    /// The position after the last half held older than `before`.
-    fn end_before(&self, before: i64) -> Option<usize> {
-        let first = self.head / BLOCK;
-        (first..self.mins.len())
+    /// The chunk holding the last half older than `before`, and the
+    /// position after that half in it.
+    fn last_before(&self, before: i64) -> Option<(usize, usize)> {
+        (0..self.chunks.len())
             .rev()
-            .filter(|&k| self.mins[k] < before)
+            .filter(|&k| self.chunks[k].min < before)
             .find_map(|k| {
-                let from = (k * BLOCK).max(self.head);
-                let block = &self.halves[from..self.halves.len().min((k + 1) * BLOCK)];
-                let last = block.iter().rposition(|h| h.at() < before)?;
-                Some(from + last + 1)
+                let halves = &self.chunks[k].halves;
+                Some((k, halves.iter().rposition(|h| h.at() < before)? + 1))
             })
     }
 
-    /// Moves the halves left to the front once the taken ones are at
-    /// least half the vector.
-    fn reclaim(&mut self) {
-        if self.head > 0 && 2 * self.head >= self.halves.len() {
-            self.halves.drain(..self.head);
-            self.head = 0;
-            self.rebuild_mins();
+    fn drop_oldest(&mut self, mut n: usize) {
+        self.len -= n;
+        while let Some(c) = self.chunks.front_mut() {
+            if c.halves.len() > n {
+                c.halves.drain(..n);
+                c.min = least(&c.halves);
+                return;
+            }
+            n -= c.halves.len();
+            let c = self.chunks.pop_front().expect("there");
+            self.recycle(c.halves);
         }
     }
 
-    fn rebuild_mins(&mut self) {
-        self.mins.clear();
-        let least = |block: &[T]| block.iter().map(Aside::at).min().unwrap_or(i64::MAX);
-        self.mins.extend(self.halves.chunks(BLOCK).map(least));
+    fn recycle(&mut self, mut halves: Vec<T>) {
+        halves.clear();
+        self.spare.push(halves);
     }
+}
+
+fn least<T: Aside>(halves: &[T]) -> i64 {
+    halves.iter().map(Aside::at).min().unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -198,8 +254,8 @@ mod tests {
 
     #[derive(Clone, Debug)]
     enum Op {
-        /// Push this many halves, each `drift` from the last timestamp
-        /// (some go back in time).
+        /// Push halves, each this far from the last one's timestamp (some
+        /// go back in time).
         Push(Vec<i64>),
         /// Take with a cutoff this far behind the newest timestamp.
         Take(i64),
@@ -207,8 +263,8 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            prop::collection::vec(-3i64..10, 0..300).prop_map(Op::Push),
-            (-5i64..400).prop_map(Op::Take),
+            prop::collection::vec(-3i64..10, 0..3000).prop_map(Op::Push),
+            (-5i64..4000).prop_map(Op::Take),
         ]
     }
 
@@ -217,12 +273,12 @@ mod tests {
         /// one older than the cutoff), pushes and takes interleaved, with
         /// young halves among old ones and the bound in between.
         #[test]
-        fn takes_what_a_scan_of_every_half_takes(ops in prop::collection::vec(op(), 1..40)) {
-            const MOST: usize = 700;
+        fn takes_what_a_scan_of_every_half_takes(ops in prop::collection::vec(op(), 1..30)) {
+            const MOST: usize = 7000;
             let mut held = Held::default();
             let (mut model, mut model_dropped) = (Vec::<H>::new(), 0);
             let (mut dropped, mut id, mut at) = (0, 0, 0);
-            let mut taken = Vec::new();
+            let mut taken = Taken::default();
             for op in ops {
                 match op {
                     Op::Push(drifts) => for d in drifts {
@@ -240,32 +296,39 @@ mod tests {
                         held.take_before(before, &mut taken);
                         let end = model.iter().rposition(|h| h.at < before).map_or(0, |i| i + 1);
                         let expected: Vec<H> = model.drain(..end).collect();
-                        // A cutoff at or below the floor takes nothing: no
-                        // half held is older.
-                        prop_assert_eq!(&taken, &expected);
+                        // (A cutoff at or below the floor takes nothing:
+                        // no half held is older.)
+                        prop_assert_eq!(taken.iter().copied().collect::<Vec<_>>(), expected);
+                        prop_assert_eq!(taken.len(), end);
                     }
                 }
-                prop_assert_eq!(&held[..], &model[..]);
-                prop_assert_eq!(dropped, model_dropped as u64);
+                prop_assert_eq!(held.iter().copied().collect::<Vec<_>>(), model.clone());
+                prop_assert_eq!((held.len(), dropped), (model.len(), model_dropped as u64));
             }
         }
     }
 
     #[test]
-    fn a_take_moves_what_it_takes_and_leaves_the_tail_in_place() {
+    fn a_take_moves_chunks_and_copies_at_most_one() {
         let mut held = Held::default();
         let mut dropped = 0;
-        for id in 0..1000 {
+        for id in 0..4 * CHUNK as u64 {
             held.push(H { id, at: id as i64 }, usize::MAX, &mut dropped);
         }
-        let tail = held.halves.as_ptr();
-        let mut taken = Vec::new();
-        held.take_before(100, &mut taken);
-        assert_eq!((taken.len(), held.len()), (100, 900));
-        assert_eq!(held.halves.as_ptr(), tail, "the tail stays where it is");
-        held.take_before(700, &mut taken);
-        assert_eq!((taken[0].id, taken.len(), held[0].id), (100, 600, 700));
-        assert_eq!(held.head, 0, "the taken front was reclaimed");
-        assert_eq!(held.mins.len(), 300usize.div_ceil(BLOCK));
+        let second = held.chunks[1].halves.as_ptr();
+        let mut taken = Taken::default();
+        held.take_before(CHUNK as i64 + 10, &mut taken);
+        assert_eq!(taken.len(), CHUNK + 10);
+        assert_eq!(taken.chunks[1].len(), 10, "the boundary chunk's part");
+        assert_eq!(held.chunks[0].halves.as_ptr(), second, "stays in place");
+        assert_eq!(held.chunks[0].min, CHUNK as i64 + 10);
+        held.take_before(2 * CHUNK as i64, &mut taken);
+        assert_eq!(taken.len(), CHUNK - 10);
+        assert_eq!(taken.chunks[0].as_ptr(), second, "moved whole");
+        assert_eq!(held.spare.len(), 2, "the first take's chunks came back");
+        for id in 0..CHUNK as u64 {
+            held.push(H { id, at: 0 }, usize::MAX, &mut dropped);
+        }
+        assert_eq!(held.spare.len(), 1, "a spare chunk was filled");
     }
 }

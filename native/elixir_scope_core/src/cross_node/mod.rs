@@ -34,7 +34,7 @@ pub mod matcher;
 pub mod round;
 pub mod wire;
 
-pub use held::{Aside, Held};
+pub use held::{Aside, Held, Taken};
 
 use crate::event::{Event, EventKind};
 use crate::hash::WordMap;
@@ -272,10 +272,10 @@ pub struct Exchange {
 /// allocator for next to nothing.
 #[derive(Default)]
 pub struct Scratch {
-    /// Swapped with the correlator's halves as a round takes them (see
-    /// [`Collected::take_sends`]), so the workers fill capacity already there.
-    pub sends: Vec<OutHalf>,
-    pub receives: Vec<InHalf>,
+    /// The halves a round took (see [`Collected::take_sends`]); their
+    /// chunks go back to the correlator with the next take.
+    pub sends: Taken<OutHalf>,
+    pub receives: Taken<InHalf>,
     pub matched: Vec<matcher::Matched>,
 }
 
@@ -307,16 +307,16 @@ impl Collected {
         self.sends.memory_bytes() + self.receives.memory_bytes()
     }
 
-    /// Hands the sends set aside over into `into` (emptied first), in
-    /// order, up to the last one with a timestamp before `before`; the
-    /// younger ones after it stay. True when one of those handed over may
+    /// Hands the sends set aside over to `into` (what it held comes back
+    /// for reuse), in order, up to the last one with a timestamp before
+    /// `before`; the younger ones after it stay. True when one of those handed over may
     /// lack its fingerprint.
-    pub fn take_sends(&mut self, before: i64, into: &mut Vec<OutHalf>) -> bool {
+    pub fn take_sends(&mut self, before: i64, into: &mut Taken<OutHalf>) -> bool {
         self.sends.take_before(before, into)
     }
 
     /// [`Collected::take_sends`] for the receives.
-    pub fn take_receives(&mut self, before: i64, into: &mut Vec<InHalf>) -> bool {
+    pub fn take_receives(&mut self, before: i64, into: &mut Taken<InHalf>) -> bool {
         self.receives.take_before(before, into)
     }
 
@@ -520,20 +520,21 @@ mod tests {
         for (id, at) in [(1, 10), (2, 30), (3, 20), (4, 40), (5, 50)] {
             c.push(Half::In(half(id, at, if id == 4 { 0 } else { 5 })));
         }
-        let mut taken = Vec::new();
-        let ids = |v: &[InHalf]| v.iter().map(|h| h.id).collect::<Vec<_>>();
+        let mut taken = Taken::default();
+        let ids = |v: &Taken<InHalf>| v.iter().map(|h| h.id).collect::<Vec<_>>();
+        let held = |c: &Collected| c.receives.iter().map(|h| h.id).collect::<Vec<_>>();
         assert!(
             c.take_receives(25, &mut taken),
             "4 came without a fingerprint"
         );
         assert_eq!(ids(&taken), [1, 2, 3], "2 is younger, but goes along");
-        assert_eq!(ids(&c.receives), [4, 5]);
+        assert_eq!(held(&c), [4, 5]);
         assert!(!c.take_receives(35, &mut taken), "none goes");
         assert_eq!(ids(&taken), []);
         assert!(!c.take_receives(20, &mut taken), "an earlier cutoff");
-        assert_eq!((ids(&taken), ids(&c.receives)), (vec![], vec![4, 5]));
+        assert_eq!((ids(&taken), held(&c)), (vec![], vec![4, 5]));
         assert!(c.take_receives(45, &mut taken));
-        assert_eq!((ids(&taken), ids(&c.receives)), (vec![4], vec![5]));
+        assert_eq!((ids(&taken), held(&c)), (vec![4], vec![5]));
         assert!(c.take_receives(i64::MAX, &mut taken), "set while 5 stayed");
         assert_eq!((ids(&taken), c.receives.len()), (vec![5], 0));
         c.push(Half::In(half(6, 60, 5)));
@@ -541,7 +542,7 @@ mod tests {
         assert_eq!(ids(&taken), [6]);
         c.push(Half::In(half(7, 70, 5)));
         c.take_receives(65, &mut taken);
-        assert_eq!((ids(&taken), ids(&c.receives)), (vec![], vec![7]));
+        assert_eq!((ids(&taken), held(&c)), (vec![], vec![7]));
         c.push(Half::In(half(8, 61, 5)));
         c.take_receives(65, &mut taken);
         assert_eq!(ids(&taken), [7, 8], "an older half stored late is taken");
@@ -562,7 +563,10 @@ mod tests {
         }
         assert_eq!(c.dropped, (MAX_COLLECTED / 2) as u64);
         assert!(c.sends.is_empty());
-        assert_eq!(c.receives.first(), Some(&half((MAX_COLLECTED / 2) as u64)));
+        assert_eq!(
+            c.receives.iter().next(),
+            Some(&half((MAX_COLLECTED / 2) as u64))
+        );
         assert_eq!(c.receives.len(), MAX_COLLECTED / 2 + 1);
     }
 }

@@ -20,7 +20,7 @@
 
 use super::matcher::{Matched, ReceiveHalf};
 use super::wire::{LinkBack, LinkBackBatch, SendBatch, SendHalf, To};
-use super::{Aside, Destination, Exchange, InHalf, Origin, OutHalf};
+use super::{Aside, Destination, Exchange, InHalf, Origin, OutHalf, Taken};
 use crate::event::LinkKind;
 use crate::hash::WordMap;
 use crate::store::SharedStore;
@@ -276,7 +276,7 @@ fn absorb_sends(keys: &mut impl Keys, store: &SharedStore, ex: &mut Exchange, be
 fn fingerprints(
     keys: &mut impl Keys,
     store: &SharedStore,
-    halves: &[impl Aside],
+    halves: &Taken<impl Aside>,
     bare: bool,
 ) -> impl Fn(u64, u32) -> Option<u32> {
     let missing: Vec<u64> = match bare {
