@@ -16,7 +16,9 @@
 # Cluster.link/1 takes to link them (wall and CPU), per message event,
 # against the time the workers took to drain them. A node's first round
 # pays for fresh memory; three later ones reuse it (their medians are the
-# figure: this machine is noisy). Then the same with the default rounds.
+# figure: this machine is noisy). Then four times as many calls (a session
+# of several seconds) with the default rounds, every second during the
+# session and once at its stop.
 Code.require_file("../test/support/cluster_nodes.ex", __DIR__)
 
 alias ElixirScope.{Cluster, ClusterNodes, Query}
@@ -146,20 +148,27 @@ defmodule ClusterBench.Chatty do
     med.(:dirty)
   end
 
-  # The same with the default rounds, every second during the session and
-  # one at its stop: their CPU is mixed with the traced processes' on the
+  # The same with the default rounds: every second while the session runs
+  # (each links what is more than a second old) and one at its stop. The
+  # session lasts several seconds, so the rounds during it do most of the
+  # linking. Their CPU is mixed with the traced processes' on the
   # schedulers, but their NIFs alone run on dirty ones.
   def default_rounds(b, rounds, one_round_dirty) do
+    {busy_before, linked_before} = {cross_node(b, :busy_ns), linked(b)}
     session = start(b, rounds, 1000)
-    linked_before = linked(b)
+    during = linked(b) - linked_before
     {:ok, _} = Cluster.stop_trace(session.cluster)
-    %{events: events} = session = stop(b, session)
+    %{events: events, drain_ns: drain_ns} = session = stop(b, session)
+    busy = (cross_node(b, :busy_ns) - busy_before) / events
     dirty = session.dirty_ns / events
 
     IO.puts(
-      "message-heavy, default rounds (every second, and at stop): #{header(session, rounds)}\n" <>
-        "  #{linked(b) - linked_before} linked; the rounds' NIFs took " <>
-        "#{Float.round(dirty, 1)} ns per event on dirty schedulers " <>
+      "message-heavy, default rounds (every second while the session runs, and at its stop): " <>
+        "#{header(session, rounds)}\n" <>
+        "  #{linked(b) - linked_before} linked (#{during} by the rounds during the session); " <>
+        "the rounds' native steps busy #{Float.round(busy, 1)} ns per event -> " <>
+        "#{Float.round(100 * busy * events / drain_ns, 1)}% of the drain's busy time; " <>
+        "their NIFs' CPU on dirty schedulers #{Float.round(dirty, 1)} ns per event " <>
         "(one round after a session: #{Float.round(one_round_dirty, 1)} ns)"
     )
   end
@@ -316,4 +325,5 @@ dirty =
   )
   |> ClusterBench.Chatty.summary()
 
-ClusterBench.Chatty.default_rounds(b, rounds, dirty)
+# Four times the calls: a session of several seconds.
+ClusterBench.Chatty.default_rounds(b, 4 * rounds, dirty)
