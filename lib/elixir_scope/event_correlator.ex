@@ -165,13 +165,16 @@ defmodule ElixirScope.EventCorrelator do
   closed by an outer return or an exit (their `correlation_confidence` is
   0.5); `evicted` and `expired` count state dropped by the bounds.
 
-  `cross_node` counts messages between nodes during cluster sessions
-  (`ElixirScope.Cluster.link/1`): the sends and receives set aside for
-  the exchange, the receives linked here (`ambiguous` below confidence
-  1.0), what waits for its other half, `dropped`: halves given up past
-  the bounds, no longer stored when read, or left over when a new session
-  started, and `busy_ns`: the time the exchange's native steps took on
-  this node, in ns (their cost to it: they run on dirty schedulers).
+  `cross_node` counts messages between this node and others (told apart
+  from a trace session's start on): `sends` and `receives`; during
+  cluster sessions they are set aside for the exchange
+  (`ElixirScope.Cluster.link/1`), outside they are left unlinked (their
+  other half is on the other node, so none waits here). Then the
+  receives linked here (`ambiguous` below confidence 1.0), what waits for
+  its other half, `dropped`: halves given up past the bounds, no longer
+  stored when read, or left over when a new session started, and
+  `busy_ns`: the time the exchange's native steps took on this node, in
+  ns (their cost to it: they run on dirty schedulers).
   """
   @spec metrics(keyword()) :: metrics()
   def metrics(opts \\ []), do: Native.correlator_stats(DataAccess.store(opts))

@@ -295,6 +295,27 @@ defmodule ElixirScope.ClusterTest do
     assert length(for {_, e} <- events, {:receives, {_, _}} <- e.links, do: e) == 4
   end
 
+  test "a node traced alone counts its messages with other nodes and keeps none waiting",
+       %{b: b} do
+    server = remote_counter(b)
+    client = Traced.runner()
+    # A pipeline of its own: no cluster session ever named its node.
+    opts = [pipeline: ElixirScope.TestEvents.private_pipeline()]
+    {:ok, s} = ElixirScope.trace([pids: [client], messages: true] ++ opts)
+    for _ <- 1..5, do: Traced.run(client, fn -> Traced.Client.bump(server) end)
+    {:ok, _} = ElixirScope.stop_trace(s)
+    :ok = ElixirScope.flush(5_000, opts)
+    m = ElixirScope.EventCorrelator.metrics(opts)
+
+    # Each bump: a call to the server on B, its reply from B: they cannot
+    # pair here, and none waits for a half that would never come. What
+    # waits is local: the runner's 5 requests from this process (their
+    # send was not traced) and its 5 answers (their receive was not).
+    assert {m.cross_node.sends, m.cross_node.receives} == {5, 5}
+    assert {m.pending_sends, m.pending_receives} == {5, 5}
+    assert m.cross_node.waiting_receives == 0
+  end
+
   test "link rounds run on each node while the session runs", %{b: b} do
     {s, client, server} = bank_session(b, link_every: 100)
     for _ <- 1..3, do: Traced.run(client, fn -> Traced.Client.bump(server) end)

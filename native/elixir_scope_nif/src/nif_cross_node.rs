@@ -14,7 +14,7 @@ use rustler::{Atom, Binary, Encoder, Env, NifResult, OwnedBinary, ResourceArc, T
 
 use elixir_scope_core::cross_node::round::{self, Keys, Parts};
 use elixir_scope_core::cross_node::wire::{etf_key, name_key, node_key};
-use elixir_scope_core::cross_node::LocalNode;
+use elixir_scope_core::cross_node::{etf_node, LocalNode};
 use elixir_scope_core::hash::WordMap;
 use elixir_scope_core::store::SharedStore;
 
@@ -108,32 +108,42 @@ fn binary<'a>(env: Env<'a>, (head, body): Parts) -> Binary<'a> {
     b.release(env)
 }
 
+/// The node `node` (its atom) as the correlator knows it.
+fn local_node(env: Env, node: Atom) -> LocalNode {
+    let bin = node.to_term(env).to_binary();
+    LocalNode::new(word(node.as_c_arg()), atom_text(bin.as_slice()))
+}
+
+/// This VM's node, as it is named now (it may start or stop distribution
+/// at any time): the node of the calling process's pid.
+pub fn this_node(env: Env) -> Option<LocalNode> {
+    let pid = env.pid().encode(env).to_binary();
+    let name = etf_node(pid.as_slice())?;
+    Some(local_node(env, Atom::from_bytes(env, name).ok()?))
+}
+
 /// Names this node in the store as a cluster session starts: from now on
 /// its correlator sets messages crossing nodes aside for the exchange,
 /// and sessions started after this take their fingerprints (what an
 /// earlier session left waiting is dropped and counted).
 #[rustler::nif]
 fn cross_node_set_local(env: Env, store: ResourceArc<StoreRes>, node: Atom) -> Atom {
-    let bin = node.to_term(env).to_binary();
-    let name = atom_text(bin.as_slice()).to_vec();
     let mut ex = store.0.exchange();
     let mut correlator = store.0.correlator();
     let crossing = correlator.crossing();
     ex.reset(crossing.sends.len() + crossing.receives.len());
     crossing.sends.clear();
     crossing.receives.clear();
-    correlator.set_local_node(Some(LocalNode {
-        atom: word(node.as_c_arg()),
-        name,
-    }));
+    correlator.set_local_node(Some(local_node(env, node)));
+    correlator.collect_crossing(true);
     atoms::ok()
 }
 
 /// The cluster session stopped: no more messages are set aside (those set
-/// aside stay for its last round).
+/// aside stay for its last round); messages crossing nodes are counted.
 #[rustler::nif]
 fn cross_node_forget_local(store: ResourceArc<StoreRes>) -> Atom {
-    store.0.correlator().set_local_node(None);
+    store.0.correlator().collect_crossing(false);
     atoms::ok()
 }
 

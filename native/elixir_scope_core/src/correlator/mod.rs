@@ -176,9 +176,13 @@ pub struct Correlator {
     processes: process::Tree,
     stats: CorrelatorStats,
     last_cleanup: Option<i64>,
-    /// This node, once the cluster layer named it: messages crossing
-    /// nodes are then set aside in `crossing`.
+    /// This node, once a trace session or the cluster layer named it:
+    /// messages between it and other nodes are then told apart, and never
+    /// wait here for a half that is on another node.
     local_node: Option<LocalNode>,
+    /// A cluster session runs: those messages are set aside in `crossing`
+    /// for its exchange (else they are counted and left unlinked).
+    collecting: bool,
     crossing: Collected,
 }
 
@@ -192,6 +196,7 @@ impl Correlator {
             stats: CorrelatorStats::default(),
             last_cleanup: None,
             local_node: None,
+            collecting: false,
             crossing: Collected::default(),
         }
     }
@@ -200,15 +205,27 @@ impl Correlator {
         self.config
     }
 
-    /// Names this node: from now on, messages crossing nodes are set aside
-    /// in [`Correlator::crossing`] instead of waiting here (`None`: no
-    /// more; what was set aside stays for the exchange).
+    /// Names this node: from now on, a message between it and another
+    /// node is counted as crossing nodes and does not wait here for its
+    /// other half, which is on the other node (`None`: this node is not
+    /// known, and such messages wait here as any other).
     pub fn set_local_node(&mut self, node: Option<LocalNode>) {
         self.local_node = node;
     }
 
     pub fn local_node(&self) -> Option<&LocalNode> {
         self.local_node.as_ref()
+    }
+
+    /// While on (a cluster session runs here), messages crossing nodes
+    /// are set aside in [`Correlator::crossing`] for the exchange; when
+    /// off, what was set aside stays for it.
+    pub fn collect_crossing(&mut self, on: bool) {
+        self.collecting = on;
+    }
+
+    pub fn collecting(&self) -> bool {
+        self.collecting
     }
 
     /// The sends and receives crossing nodes set aside, oldest first (the
@@ -247,15 +264,18 @@ impl Correlator {
                 match self.local_node.as_ref().and_then(|n| n.half(event)) {
                     Some(half) => {
                         if let Half::In(_) = half {
-                            // Unmatched until the exchange links it, as a
-                            // local receive waiting for its send.
+                            // Unmatched until the exchange links it (as a
+                            // local receive waiting for its send), or for
+                            // good outside a cluster session.
                             stats.cross_node_receives += 1;
                             c.correlation_id = 0;
                             c.confidence = 0.0;
                         } else {
                             stats.cross_node_sends += 1;
                         }
-                        self.crossing.push(half);
+                        if self.collecting {
+                            self.crossing.push(half);
+                        }
                     }
                     None if event.kind == EventKind::MessageSend => {
                         self.messages.send(event, stats, patches)

@@ -175,6 +175,7 @@ fn messages_crossing_nodes_are_set_aside_once_the_node_is_named() {
         atom: 0x4b,
         name: b"a@h".to_vec(),
     }));
+    cor.collect_crossing(true);
     sink.feed(&mut cor, &msg(3, 10, K::MessageSend, 30, b"x"));
     let r = sink.feed(&mut cor, &from_node_b(4));
     assert_eq!(
@@ -192,11 +193,64 @@ fn messages_crossing_nodes_are_set_aside_once_the_node_is_named() {
     );
     assert_eq!(cor.stats().cross_node_receives, 1);
 
-    // Once the session ended, messages from other nodes wait here again.
-    cor.set_local_node(None);
-    sink.feed(&mut cor, &from_node_b(6));
-    assert_eq!(cor.stats().cross_node_receives, 1);
+    // Once the session ended, messages from other nodes are counted, and
+    // neither set aside nor waiting here: no local send is theirs.
+    cor.collect_crossing(false);
+    sink.feed(&mut cor, &msg(7, 10, K::MessageSend, 30, b"x"));
+    let r = sink.feed(&mut cor, &from_node_b(8));
+    assert_eq!((r.correlation_id, r.links.len()), (0, 0), "not blind");
+    assert_eq!(cor.stats().cross_node_receives, 2);
     assert_eq!(cor.crossing().receives.len(), 1);
+    let local = sink.feed(&mut cor, &msg(9, 30, K::MessageReceive, 10, b"x"));
+    assert_eq!(local.correlation_id, 7, "the local send waited for it");
+}
+
+/// A node that knows its name and runs no cluster session keeps nothing
+/// of its messages with other nodes: a send to a remote pid or alias, a
+/// receive from another node are counted, never pending, never set
+/// aside, so they cost the drain no state, whatever their number.
+#[test]
+fn messages_with_other_nodes_keep_no_state_outside_a_cluster_session() {
+    use crate::cross_node::test_support::external;
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    cor.set_local_node(Some(crate::cross_node::LocalNode {
+        atom: 0x4b,
+        name: b"a@h".to_vec(),
+    }));
+    for i in 0..1000u64 {
+        let to_pid = Event {
+            peer: external("b@h", false, 1),
+            ..msg(4 * i + 1, 10, K::MessageSend, 0, &i.to_be_bytes())
+        };
+        let to_alias = Event {
+            peer: external("b@h", true, 2),
+            ..msg(4 * i + 2, 10, K::MessageSend, 0, &i.to_be_bytes())
+        };
+        let from_b = Event {
+            peer: Payload::from_bytes(&[crate::payload::tag::ATOM, 0x7b]),
+            ..msg(4 * i + 3, 10, K::MessageReceive, 0, &i.to_be_bytes())
+        };
+        for e in [to_pid, to_alias, from_b] {
+            sink.feed(&mut cor, &e);
+        }
+    }
+    let s = cor.stats();
+    assert_eq!((s.cross_node_sends, s.cross_node_receives), (2000, 1000));
+    assert_eq!(
+        (s.pending_sends, s.unaddressed_sends, s.linkable),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        cor.crossing().sends.len() + cor.crossing().receives.len(),
+        0
+    );
+    // A local alias (a reference of this node) is still a local send.
+    let to_local_alias = Event {
+        peer: external("a@h", true, 3),
+        ..msg(9001, 10, K::MessageSend, 0, b"reply")
+    };
+    sink.feed(&mut cor, &to_local_alias);
+    assert_eq!(cor.stats().pending_sends, 1);
 }
 
 #[test]

@@ -353,7 +353,10 @@ mod tests {
 
     fn node(atom: u64, name: &str) -> SharedStore {
         let store = SharedStore::new(StoreConfig::default());
-        (store.correlator()).set_local_node(Some(LocalNode::new(atom, name.as_bytes())));
+        let mut correlator = store.correlator();
+        correlator.set_local_node(Some(LocalNode::new(atom, name.as_bytes())));
+        correlator.collect_crossing(true);
+        drop(correlator);
         store
     }
 

@@ -45,6 +45,10 @@ fn trace_session_new<'a>(
     owner: LocalPid,
     config: SessionConfig,
 ) -> Term<'a> {
+    // The correlator tells messages with other nodes apart by this node's
+    // name, as it is now.
+    let node = crate::nif_cross_node::this_node(env);
+    pipeline.pipeline.store().correlator().set_local_node(node);
     handle::make(env, Arc::new(TraceSession::new(pipeline, owner, config)))
 }
 

@@ -90,7 +90,14 @@ impl TraceSession {
         clock::calibrate();
         let now = Stamp::now();
         let ms = |v: u64| (v as i64).saturating_mul(1_000_000);
-        let local_node = pipeline.pipeline.store().correlator().local_node().cloned();
+        // Fingerprints of messages crossing nodes, for a cluster session's
+        // exchange.
+        let local_node = {
+            let correlator = pipeline.pipeline.store().correlator();
+            (correlator.collecting())
+                .then(|| correlator.local_node().cloned())
+                .flatten()
+        };
         TraceSession {
             local_node,
             pipeline,
