@@ -377,6 +377,20 @@ impl Messages {
         self.pending_receives
     }
 
+    /// Counts in `ages` each entry [`Messages::entries`] counts: a pending
+    /// half by its timestamp, a channel or by-sender entry by the last it
+    /// saw (it goes once its halves are gone and it is idle that long).
+    pub(crate) fn count_ages(&self, now: i64, ages: &mut super::Ages) {
+        for ch in self.channels.values() {
+            ages.add(now, ch.seen_at);
+            (ch.sends.iter().chain(ch.receives.iter())).for_each(|h| ages.add(now, h.at));
+        }
+        for bs in self.by_sender.values() {
+            ages.add(now, bs.seen_at);
+            bs.sends.iter().for_each(|h| ages.add(now, h.at));
+        }
+    }
+
     /// Drops pending halves older than `cutoff` and channels idle since;
     /// returns how many pending halves went.
     pub fn drop_older_than(&mut self, cutoff: i64) -> u64 {

@@ -16,8 +16,9 @@
 //!
 //! Bounds: state older than the TTL is dropped by [`Correlator::cleanup`]
 //! (also run on its own every `cleanup_interval`), and at most `max_entries`
-//! pending halves and pid contexts are kept (the oldest go first); every
-//! eviction is counted.
+//! pending halves and pid contexts are kept: past it the oldest go, down
+//! to half the bound, so an eviction's passes over the state are paid
+//! once per half a bound of new state. Every eviction is counted.
 
 pub mod function;
 pub mod message;
@@ -28,6 +29,41 @@ pub mod state;
 use crate::cross_node::{Collected, Half, LocalNode};
 use crate::event::{Correlation, Event, EventKind, Link, LinkKind};
 use crate::hash::WordMap;
+
+/// Entries counted by the log2 of their age: bucket `k` holds the ages
+/// in `[2^(k-1), 2^k)`, bucket 0 those of 0 or less.
+pub(crate) struct Ages([usize; 64]);
+
+impl Default for Ages {
+    fn default() -> Self {
+        Ages([0; 64])
+    }
+}
+
+impl Ages {
+    /// Counts an entry of timestamp `at`.
+    pub fn add(&mut self, now: i64, at: i64) {
+        let age = now.saturating_sub(at).max(0) as u64;
+        self.0[(64 - age.leading_zeros()) as usize] += 1;
+    }
+
+    /// The cutoff (drop what is older) that keeps at most `keep` entries:
+    /// the youngest buckets that fit whole.
+    fn cutoff(&self, now: i64, keep: usize) -> i64 {
+        let mut kept = 0;
+        for (k, &n) in self.0.iter().enumerate() {
+            if kept + n > keep {
+                return match k {
+                    0 => i64::MAX,
+                    // Ages below 2^(k-1) stay.
+                    k => now.saturating_sub((1i64 << (k - 1)) - 1),
+                };
+            }
+            kept += n;
+        }
+        i64::MIN
+    }
+}
 
 /// Limits of the correlator.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -311,20 +347,42 @@ impl Correlator {
 
     fn maybe_cleanup(&mut self, now: i64) {
         let last = *self.last_cleanup.get_or_insert(now);
-        let over = self.messages.entries() > self.config.max_entries
-            || self.contexts.len() > self.config.max_entries;
-        if over || now - last >= self.config.cleanup_interval_ns {
+        if self.over_bound() || now - last >= self.config.cleanup_interval_ns {
             self.cleanup(now);
-            let mut ttl = self.config.ttl_ns;
-            // Over the entry bound: drop ever younger state until under it.
-            while (self.messages.entries() > self.config.max_entries
-                || self.contexts.len() > self.config.max_entries)
-                && ttl > 0
-            {
-                ttl /= 2;
-                self.stats.evicted += self.drop_older_than(now - ttl);
+            if self.over_bound() {
+                self.stats.evicted += self.evict(now);
             }
         }
+    }
+
+    fn over_bound(&self) -> bool {
+        self.messages.entries() > self.config.max_entries
+            || self.contexts.len() > self.config.max_entries
+    }
+
+    /// Over the entry bound: drops the oldest state, down to half the
+    /// bound, in two passes (one counts the entries by age, one drops
+    /// those older than the youngest ages that fit). So an eviction comes
+    /// only after half a bound of new state, and costs each entry a few
+    /// visits however full the bound stays (pending halves that never
+    /// find their other half, as the replies to callers not traced, fill
+    /// it at the rate messages come). Returns how many entries went.
+    fn evict(&mut self, now: i64) -> u64 {
+        let keep = self.config.max_entries / 2;
+        let mut cutoff = i64::MIN;
+        if self.messages.entries() > self.config.max_entries {
+            let mut ages = Ages::default();
+            self.messages.count_ages(now, &mut ages);
+            cutoff = cutoff.max(ages.cutoff(now, keep));
+        }
+        if self.contexts.len() > self.config.max_entries {
+            let mut ages = Ages::default();
+            self.contexts
+                .values()
+                .for_each(|c| ages.add(now, c.seen_at));
+            cutoff = cutoff.max(ages.cutoff(now, keep));
+        }
+        self.drop_older_than(cutoff)
     }
 
     /// Drops state older than the TTL; returns how many entries went.

@@ -368,6 +368,56 @@ fn max_entries_evicts_and_counts() {
     assert!(s.evicted > 0);
 }
 
+/// Past the bound the oldest state goes, down to half the bound: an
+/// eviction (its passes over all the state) comes once per half a bound
+/// of new state, not at every event once the bound is full, and what
+/// stays is the youngest.
+#[test]
+fn eviction_goes_down_to_half_the_bound_oldest_first() {
+    let config = CorrelatorConfig {
+        max_entries: 1000,
+        ..Default::default()
+    };
+    let (mut cor, mut sink) = (Correlator::new(config), Sink::default());
+    let (mut evictions, mut evicted) = (0, 0);
+    let send = |i: u64| Event {
+        timestamp: i as i64 * 1_000,
+        ..msg(i, 10, K::MessageSend, 20, &i.to_le_bytes())
+    };
+    for i in 1..=10_000u64 {
+        // Each waits for its receive: a pending send and its channel.
+        sink.feed(&mut cor, &send(i));
+        let s = cor.stats();
+        if s.evicted > evicted {
+            (evictions, evicted) = (evictions + 1, s.evicted);
+            assert!(s.pending_sends <= 250, "down to half: {s:?}");
+        }
+    }
+    assert!((10..=60).contains(&evictions), "{evictions} evictions");
+    // The youngest sends still wait; the oldest went.
+    let receive = |i: u64| Event {
+        timestamp: 10_001_000,
+        ..msg(20_000 + i, 20, K::MessageReceive, 10, &i.to_le_bytes())
+    };
+    assert_eq!(sink.feed(&mut cor, &receive(10_000)).correlation_id, 10_000);
+    assert_eq!(sink.feed(&mut cor, &receive(1)).correlation_id, 0);
+}
+
+#[test]
+fn ages_keep_the_youngest_buckets_that_fit() {
+    let mut ages = Ages::default();
+    let now = 1_000;
+    // Ages 0, 1, 2, 3, 4..7 (x2), 100.
+    for at in [1_000, 999, 998, 997, 996, 993, 900] {
+        ages.add(now, at);
+    }
+    assert_eq!(ages.cutoff(now, 7), i64::MIN, "all fit");
+    assert_eq!(ages.cutoff(now, 6), 937, "ages below 64 stay");
+    assert_eq!(ages.cutoff(now, 5), 997, "ages below 4 stay");
+    assert_eq!(ages.cutoff(now, 3), 999, "ages below 2 stay");
+    assert_eq!(ages.cutoff(now, 0), i64::MAX, "none fits");
+}
+
 // ---------------------------------------------------------------------------
 // Ground truth.
 
