@@ -888,29 +888,31 @@ impl SharedStore {
         chain
     }
 
-    /// Applies links to events on other nodes under one write lock: each
-    /// `(id, kind, node, remote_id, confidence)` links `id` to event
-    /// `remote_id` on the node whose atom word is `node` (kind
-    /// `RemoteReceives` or `RemoteReceivedBy`), setting the confidence if
-    /// given. Returns how many took: not those whose `id` is no longer
-    /// stored or whose target cannot be packed (see [`crate::remote`]).
+    /// Applies links to events on other nodes, `LINK_CHUNK` at a time
+    /// under the write lock (the workers, who store under it, wait at most
+    /// that long for a round's links): each `(id, kind, node, remote_id,
+    /// confidence)` links `id` to event `remote_id` on the node whose atom
+    /// word is `node` (kind `RemoteReceives` or `RemoteReceivedBy`),
+    /// setting the confidence if given. Returns how many took: not those
+    /// whose `id` is no longer stored or whose target cannot be packed
+    /// (see [`crate::remote`]).
     pub fn link_remote_all(
         &self,
         links: impl IntoIterator<Item = (u64, LinkKind, u64, u64, Option<f32>)>,
     ) -> usize {
+        const LINK_CHUNK: usize = 1024;
         let mut links = links.into_iter().peekable();
-        if links.peek().is_none() {
-            // Not a wait for the lock the workers write under.
-            return 0;
-        }
-        let mut store = self.store.write();
         let mut applied = 0;
         let mut targets = crate::remote::Targets::default();
-        for (id, kind, node, remote_id, confidence) in links {
-            let Some(target) = targets.target(node, remote_id) else {
-                continue;
-            };
-            applied += usize::from(store.set_side_link(id, Link { kind, target }, confidence));
+        while links.peek().is_some() {
+            let mut store = self.store.write();
+            for (id, kind, node, remote_id, confidence) in links.by_ref().take(LINK_CHUNK) {
+                let Some(target) = targets.target(node, remote_id) else {
+                    continue;
+                };
+                let link = Link { kind, target };
+                applied += usize::from(store.set_side_link(id, link, confidence));
+            }
         }
         applied
     }
