@@ -16,9 +16,9 @@
 # Cluster.link/1 takes to link them (wall and CPU), per message event,
 # against the time the workers took to drain them. A node's first round
 # pays for fresh memory; three later ones reuse it (their medians are the
-# figure: this machine is noisy). Then four times as many calls (a session
-# of several seconds) with the default rounds, every second during the
-# session and once at its stop.
+# figure: this machine is noisy). Then, three times, four times as many
+# calls (a session of several seconds) with the default rounds, every
+# second during the session and once at its stop (medians printed).
 Code.require_file("../test/support/cluster_nodes.ex", __DIR__)
 
 alias ElixirScope.{Cluster, ClusterNodes, Query}
@@ -153,7 +153,7 @@ defmodule ClusterBench.Chatty do
   # session lasts several seconds, so the rounds during it do most of the
   # linking. Their CPU is mixed with the traced processes' on the
   # schedulers, but their NIFs alone run on dirty ones.
-  def default_rounds(b, rounds, one_round_dirty) do
+  def default_rounds(b, rounds, k) do
     {busy_before, linked_before} = {cross_node(b, :busy_ns), linked(b)}
     session = start(b, rounds, 1000)
     during = linked(b) - linked_before
@@ -163,13 +163,26 @@ defmodule ClusterBench.Chatty do
     dirty = session.dirty_ns / events
 
     IO.puts(
-      "message-heavy, default rounds (every second while the session runs, and at its stop): " <>
-        "#{header(session, rounds)}\n" <>
+      "message-heavy, default rounds #{k} (every second while the session runs, and at its " <>
+        "stop): #{header(session, rounds)}\n" <>
         "  #{linked(b) - linked_before} linked (#{during} by the rounds during the session); " <>
         "the rounds' native steps busy #{Float.round(busy, 1)} ns per event -> " <>
         "#{Float.round(100 * busy * events / drain_ns, 1)}% of the drain's busy time; " <>
-        "their NIFs' CPU on dirty schedulers #{Float.round(dirty, 1)} ns per event " <>
-        "(one round after a session: #{Float.round(one_round_dirty, 1)} ns)"
+        "their NIFs' CPU on dirty schedulers #{Float.round(dirty, 1)} ns per event"
+    )
+
+    %{busy: busy, drain: drain_ns / events, dirty: dirty}
+  end
+
+  def default_summary(runs, one_round_dirty) do
+    med = fn key -> runs |> Enum.map(& &1[key]) |> ClusterBench.median() end
+
+    IO.puts(
+      "default rounds, medians of #{length(runs)}: native steps busy " <>
+        "#{Float.round(med.(:busy), 1)} ns per event -> " <>
+        "#{Float.round(100 * med.(:busy) / med.(:drain), 1)}% of the drain's busy time; " <>
+        "dirty-scheduler CPU #{Float.round(med.(:dirty), 1)} ns (one round after a session: " <>
+        "#{Float.round(one_round_dirty, 1)} ns)"
     )
   end
 
@@ -325,5 +338,6 @@ dirty =
   )
   |> ClusterBench.Chatty.summary()
 
-# Four times the calls: a session of several seconds.
-ClusterBench.Chatty.default_rounds(b, 4 * rounds, dirty)
+# Four times the calls: sessions of several seconds.
+for(k <- 1..3, do: ClusterBench.Chatty.default_rounds(b, 4 * rounds, k))
+|> ClusterBench.Chatty.default_summary(dirty)
