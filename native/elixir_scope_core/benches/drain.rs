@@ -18,7 +18,10 @@
 //! * calls: call + return pairs, two levels deep;
 //! * mixed: a request/reply between process pairs (send, receive with its
 //!   sender known, a call and its return inside the handler, the reply's
-//!   send and receive), every message distinct, as `GenServer.call`s are.
+//!   send and receive), every message distinct, as `GenServer.call`s are;
+//! * one-sided: servers traced without their callers (a request received,
+//!   a call and its return, the reply sent): no message finds its other
+//!   half, so the correlator holds a million pending halves and evicts.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -130,6 +133,40 @@ fn mixed(n: usize) -> Vec<Event> {
     out
 }
 
+/// Servers traced without their callers (a `GenServer` traced alone):
+/// each receives a request from a process not traced, calls and returns,
+/// and replies to it; every message distinct. No half finds its other:
+/// each waits in the correlator until its bound evicts it.
+fn one_sided(n: usize) -> Vec<Event> {
+    use EventKind::*;
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0u64;
+    while out.len() < n {
+        let (server, caller) = (i % PIDS, PIDS + i % 1000);
+        let (req, rep) = (message(2 * i), message(2 * i + 1));
+        let none = Payload::empty;
+        out.push(event(
+            MessageReceive,
+            server,
+            0,
+            req,
+            Payload::pid(pid(caller)),
+        ));
+        out.push(event(FunctionCall, server, 1, args(i), none()));
+        out.push(event(FunctionReturn, server, 1, args(i), none()));
+        out.push(event(
+            MessageSend,
+            server,
+            0,
+            rep,
+            Payload::pid(pid(caller)),
+        ));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
 /// Events/s of one worker draining `events` queued while it was stopped.
 fn drain_once(pipeline: &Pipeline, events: Vec<Event>) -> f64 {
     let n = events.len() as u64;
@@ -181,6 +218,7 @@ fn main() {
     for (name, build) in [
         ("calls", calls as fn(usize) -> Vec<Event>),
         ("mixed", mixed),
+        ("one-sided", one_sided),
     ] {
         let runs: Vec<(f64, f64, u64, u64)> = (0..rounds).map(|_| drain(build, n)).collect();
         let (_, _, retained, bytes) = runs[0];

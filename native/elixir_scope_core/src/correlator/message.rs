@@ -29,7 +29,6 @@
 //! still pending, and if an older sender's send arrives late it downgrades
 //! that match as usual.
 
-use std::collections::VecDeque;
 use std::hash::Hasher;
 
 use super::queue::Queue;
@@ -65,7 +64,7 @@ struct Channel {
     senders: Queue<u64>,
     sends: Queue<Half>,
     receives: Queue<Half>,
-    blind: VecDeque<u64>,
+    blind: Queue<u64>,
     seen_at: i64,
 }
 
@@ -448,7 +447,7 @@ impl Messages {
                     ch.senders.heap_capacity() * 8
                         + (ch.sends.heap_capacity() + ch.receives.heap_capacity())
                             * std::mem::size_of::<Half>()
-                        + ch.blind.capacity() * 8
+                        + ch.blind.heap_capacity() * 8
                 })
                 .sum::<usize>()
             + self.by_sender.capacity() * (std::mem::size_of::<((u64, u64), BySender)>() + 1)
