@@ -107,5 +107,11 @@ mod tests {
         assert_eq!(q.iter().copied().collect::<Vec<_>>(), [5]);
         assert_eq!(q.pop_front(), Some(5));
         assert!(q.is_empty() && q.pop_front().is_none() && q.remove(3).is_none());
+        let mut one = Queue::default();
+        one.push_back(7);
+        one.retain(|&x| x == 7);
+        assert_eq!((one.len(), one.heap_capacity()), (1, 0), "kept inline");
+        one.retain(|&x| x != 7);
+        assert!(one.is_empty());
     }
 }
