@@ -10,8 +10,8 @@
 //!
 //! - Halves are kept in chunks of `CHUNK`, each with its least timestamp.
 //!   The last half older than a cutoff is in the last chunk whose least
-//!   timestamp is: found by reading the young chunks' minimums, then that
-//!   chunk.
+//!   timestamp is older than the cutoff: found by reading the young
+//!   chunks' minimums, then that chunk.
 //! - The chunks before it move to the taker whole ([`Taken`]); of that
 //!   chunk, the part that goes is copied out (at most a chunk).
 //! - A taker's chunks come back with its next take, emptied, for the
