@@ -94,10 +94,7 @@ fn message(id: u64, pid: u64, kind: EventKind, peer: Payload, n: u64) -> Event {
 
 fn node(atom: u64, name: &str) -> SharedStore {
     let store = SharedStore::new(StoreConfig::default());
-    let mut correlator = store.correlator();
-    correlator.set_local_node(Some(LocalNode::new(atom, name.as_bytes())));
-    correlator.collect_crossing(true);
-    drop(correlator);
+    (store.correlator()).collect_crossing_as(LocalNode::new(atom, name.as_bytes()));
     store
 }
 

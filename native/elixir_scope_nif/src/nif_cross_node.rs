@@ -134,8 +134,7 @@ fn cross_node_set_local(env: Env, store: ResourceArc<StoreRes>, node: Atom) -> A
     ex.reset(crossing.sends.len() + crossing.receives.len());
     crossing.sends.clear();
     crossing.receives.clear();
-    correlator.set_local_node(Some(local_node(env, node)));
-    correlator.collect_crossing(true);
+    correlator.collect_crossing_as(local_node(env, node));
     atoms::ok()
 }
 
@@ -143,7 +142,7 @@ fn cross_node_set_local(env: Env, store: ResourceArc<StoreRes>, node: Atom) -> A
 /// aside stay for its last round); messages crossing nodes are counted.
 #[rustler::nif]
 fn cross_node_forget_local(store: ResourceArc<StoreRes>) -> Atom {
-    store.0.correlator().collect_crossing(false);
+    store.0.correlator().stop_collecting();
     atoms::ok()
 }
 

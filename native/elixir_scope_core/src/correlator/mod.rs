@@ -182,8 +182,9 @@ pub struct CorrelatorStats {
     pub depth_overflows: u64,
     /// Sends to a name, alias or port (matched by sender, when possible).
     pub unaddressed_sends: u64,
-    /// Sends to and receives from other nodes, set aside for the cluster
-    /// exchange (see [`crate::cross_node`]).
+    /// Sends to and receives from other nodes, once the node is named
+    /// (set aside for the cluster exchange while a cluster session
+    /// collects, see [`crate::cross_node`]).
     pub cross_node_sends: u64,
     pub cross_node_receives: u64,
     pub expired: u64,
@@ -253,11 +254,18 @@ impl Correlator {
         self.local_node.as_ref()
     }
 
-    /// While on (a cluster session runs here), messages crossing nodes
-    /// are set aside in [`Correlator::crossing`] for the exchange; when
-    /// off, what was set aside stays for it.
-    pub fn collect_crossing(&mut self, on: bool) {
-        self.collecting = on;
+    /// A cluster session starts here: names this node and sets messages
+    /// crossing nodes aside in [`Correlator::crossing`] for the exchange
+    /// from now on.
+    pub fn collect_crossing_as(&mut self, node: LocalNode) {
+        self.local_node = Some(node);
+        self.collecting = true;
+    }
+
+    /// The cluster session stopped: messages crossing nodes are only
+    /// counted again (what was set aside stays for its last round).
+    pub fn stop_collecting(&mut self) {
+        self.collecting = false;
     }
 
     pub fn collecting(&self) -> bool {

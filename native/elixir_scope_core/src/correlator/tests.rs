@@ -171,11 +171,7 @@ fn messages_crossing_nodes_are_set_aside_once_the_node_is_named() {
     sink.feed(&mut cor, &msg(1, 10, K::MessageSend, 30, b"x"));
     assert_eq!(sink.feed(&mut cor, &from_node_b(2)).correlation_id, 1);
 
-    cor.set_local_node(Some(crate::cross_node::LocalNode {
-        atom: 0x4b,
-        name: b"a@h".to_vec(),
-    }));
-    cor.collect_crossing(true);
+    cor.collect_crossing_as(crate::cross_node::LocalNode::new(0x4b, b"a@h"));
     sink.feed(&mut cor, &msg(3, 10, K::MessageSend, 30, b"x"));
     let r = sink.feed(&mut cor, &from_node_b(4));
     assert_eq!(
@@ -195,7 +191,7 @@ fn messages_crossing_nodes_are_set_aside_once_the_node_is_named() {
 
     // Once the session ended, messages from other nodes are counted, and
     // neither set aside nor waiting here: no local send is theirs.
-    cor.collect_crossing(false);
+    cor.stop_collecting();
     sink.feed(&mut cor, &msg(7, 10, K::MessageSend, 30, b"x"));
     let r = sink.feed(&mut cor, &from_node_b(8));
     assert_eq!((r.correlation_id, r.links.len()), (0, 0), "not blind");

@@ -4,11 +4,12 @@
 //! remote process alias) and a receive from another node (the tracer
 //! records the sender's node, or its pid when known) have their other half
 //! in another node's store. Once the store knows its node
-//! ([`LocalNode`]), the correlator sets such halves aside ([`Collected`]:
-//! the event's id, pid, fingerprint and where it went or came from, read
-//! while the event is at hand) instead of letting them wait in the local
-//! matcher, where they would never pair and could take a local send with
-//! the same message by mistake.
+//! ([`LocalNode`], named by each trace session), the correlator never lets
+//! such halves wait in the local matcher, where they would never pair and
+//! could take a local send with the same message by mistake: it counts
+//! them, and while a cluster session collects, sets them aside
+//! ([`Collected`]: the event's id, pid, fingerprint and where it went or
+//! came from, read while the event is at hand).
 //!
 //! The fingerprint is the message's `phash2`, which the tracer takes as it
 //! captures a message crossing nodes: `phash2` is the same for the same
@@ -302,15 +303,15 @@ pub struct Collected {
 }
 
 impl Collected {
-    /// Bytes the halves take (their vectors' capacity).
+    /// Bytes the halves take (their chunks' capacity).
     pub fn memory_bytes(&self) -> usize {
         self.sends.memory_bytes() + self.receives.memory_bytes()
     }
 
     /// Hands the sends set aside over to `into` (what it held comes back
     /// for reuse), in order, up to the last one with a timestamp before
-    /// `before`; the younger ones after it stay. True when one of those handed over may
-    /// lack its fingerprint.
+    /// `before`; the younger ones after it stay. True when one of those
+    /// handed over may lack its fingerprint.
     pub fn take_sends(&mut self, before: i64, into: &mut Taken<OutHalf>) -> bool {
         self.sends.take_before(before, into)
     }
@@ -335,29 +336,24 @@ impl Collected {
     }
 }
 
-impl Aside for OutHalf {
-    fn id(&self) -> u64 {
-        self.id
-    }
-    fn at(&self) -> i64 {
-        self.at
-    }
-    fn fingerprint(&self) -> u32 {
-        self.fingerprint
-    }
+/// Both kinds of half read as [`Aside`] through their fields of that name.
+macro_rules! aside_by_fields {
+    ($($half:ty),*) => {$(
+        impl Aside for $half {
+            fn id(&self) -> u64 {
+                self.id
+            }
+            fn at(&self) -> i64 {
+                self.at
+            }
+            fn fingerprint(&self) -> u32 {
+                self.fingerprint
+            }
+        }
+    )*};
 }
 
-impl Aside for InHalf {
-    fn id(&self) -> u64 {
-        self.id
-    }
-    fn at(&self) -> i64 {
-        self.at
-    }
-    fn fingerprint(&self) -> u32 {
-        self.fingerprint
-    }
-}
+aside_by_fields!(OutHalf, InHalf);
 
 /// Payloads of peers crossing nodes, for tests.
 #[cfg(test)]
