@@ -1201,6 +1201,30 @@ mod tests {
         assert_eq!((s.retained, s.removed, s.stored), (5, 3, 8));
     }
 
+    /// A round's links are written a chunk at a time under the lock:
+    /// every one of thousands takes, across the chunks' edges.
+    #[test]
+    fn remote_links_past_one_lock_chunk_all_take() {
+        let shared = SharedStore::new(StoreConfig { max_events: 5000 });
+        let mut events: Vec<Event> = (1..=3000).map(|ts| event(1, ts)).collect();
+        for (i, e) in events.iter_mut().enumerate() {
+            e.id = i as u64 + 1;
+        }
+        shared.write(events.into_iter(), 0);
+        let node = 0x77b;
+        let links = (1..=3001).map(|id| (id, LinkKind::RemoteReceives, node, id + 7, None));
+        assert_eq!(shared.link_remote_all(links), 3000, "3001 is not stored");
+        let s = shared.read();
+        for id in [1, 1024, 1025, 2048, 2049, 3000] {
+            let target = crate::remote::target(node, id + 7).unwrap();
+            let link = Link {
+                kind: LinkKind::RemoteReceives,
+                target,
+            };
+            assert!(s.get(id).unwrap().correlation.links.contains(&link), "{id}");
+        }
+    }
+
     #[test]
     fn remote_links_are_kept_beside_their_events_and_read_with_them() {
         let shared = SharedStore::new(StoreConfig { max_events: 4 });
