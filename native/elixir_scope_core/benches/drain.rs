@@ -3,7 +3,8 @@
 //!
 //! Run: `./setup.sh bench-drain` (or `cargo bench -p elixir_scope_core --bench drain`).
 //! Env: `DRAIN_EVENTS` (events per round, default 1_000_000), `DRAIN_ROUNDS`
-//! (default 5; the median is printed).
+//! (default 5; the median is printed), `DRAIN_ONLY` (one workload, by
+//! name).
 //!
 //! Each round fills the rings of a pipeline whose workers are stopped, then
 //! starts one worker and times it until every event is stored. Pipeline and
@@ -220,6 +221,9 @@ fn main() {
         ("mixed", mixed),
         ("one-sided", one_sided),
     ] {
+        if std::env::var("DRAIN_ONLY").is_ok_and(|only| only != name) {
+            continue;
+        }
         let runs: Vec<(f64, f64, u64, u64)> = (0..rounds).map(|_| drain(build, n)).collect();
         let (_, _, retained, bytes) = runs[0];
         for (label, rate_of) in [

@@ -29,105 +29,20 @@
 //! still pending, and if an older sender's send arrives late it downgrades
 //! that match as usual.
 
+use std::collections::hash_map;
 use std::hash::Hasher;
 
+use super::pending::{Addressed, BySender, Channel, Entry, Half};
 use super::queue::Queue;
 use super::{Change, CorrelatorStats, Patch};
 use crate::event::{Correlation, Event, Link, LinkKind};
 use crate::hash::{WordHasher, WordMap};
 use crate::links::Links;
 
-/// Blind matches remembered per channel for a later downgrade.
-const MAX_BLIND: usize = 1024;
-
-#[derive(Clone, Copy)]
-struct Half {
-    id: u64,
-    /// Sender pid; 0 when a receive does not know it.
-    sender: u64,
-    at: i64,
-}
-
-impl Half {
-    /// A send waiting for its receive.
-    fn send(e: &Event) -> Half {
-        Half {
-            id: e.id,
-            sender: e.pid,
-            at: e.timestamp,
-        }
-    }
-}
-
-#[derive(Default)]
-struct Channel {
-    senders: Queue<u64>,
-    sends: Queue<Half>,
-    receives: Queue<Half>,
-    blind: Queue<u64>,
-    seen_at: i64,
-}
-
-impl Channel {
-    /// Notes a sender; when it is new and the channel becomes ambiguous,
-    /// lowers the confidence of the recent blind matches.
-    fn saw_sender(&mut self, sender: u64, patches: &mut Vec<Patch>) {
-        if sender == 0 || self.senders.iter().any(|&s| s == sender) {
-            return;
-        }
-        self.senders.push_back(sender);
-        if self.senders.len() > 1 {
-            let confidence = self.blind_confidence();
-            patches.extend(self.blind.iter().map(|&id| Patch {
-                id,
-                change: Change::Confidence(confidence),
-            }));
-        }
-    }
-
-    fn blind_confidence(&self) -> f32 {
-        1.0 / self.senders.len().max(1) as f32
-    }
-
-    fn is_idle(&self) -> bool {
-        self.sends.is_empty() && self.receives.is_empty() && self.blind.is_empty()
-    }
-
-    fn remember_blind(&mut self, receive_id: u64) {
-        if self.blind.len() == MAX_BLIND {
-            self.blind.pop_front();
-        }
-        self.blind.push_back(receive_id);
-    }
-}
-
-impl BySender {
-    fn is_idle(&self) -> bool {
-        self.sends.is_empty() && self.receives.is_empty()
-    }
-}
-
-/// A receive waiting by (sender, fingerprint), with its receiver so its
-/// channel entry can be found.
-#[derive(Clone, Copy)]
-struct Addressed {
-    id: u64,
-    receiver: u64,
-    at: i64,
-}
-
-/// Unaddressed sends and sender-known receives of one (sender, fingerprint).
-#[derive(Default)]
-struct BySender {
-    sends: Queue<Half>,
-    receives: Queue<Addressed>,
-    seen_at: i64,
-}
-
 #[derive(Default)]
 pub struct Messages {
-    channels: WordMap<(u64, u64), Channel>,
-    by_sender: WordMap<(u64, u64), BySender>,
+    channels: WordMap<(u64, u64), Entry<Channel>>,
+    by_sender: WordMap<(u64, u64), Entry<BySender>>,
     /// Sends waiting in a channel or by sender.
     pending_sends: usize,
     /// Receives waiting in a channel (some also wait by sender).
@@ -194,28 +109,26 @@ fn receives_link(send_id: u64) -> Link {
 impl Messages {
     pub fn send(&mut self, e: &Event, stats: &mut CorrelatorStats, patches: &mut Vec<Patch>) {
         let fp = fingerprint(e.data.as_bytes());
-        let receiver = match e.peer.as_pid() {
-            Some(receiver) => {
-                self.addressed_send(e, receiver, fp, stats, patches);
-                Some(receiver)
-            }
+        match e.peer.as_pid() {
+            Some(receiver) => self.addressed_send(e, receiver, fp, stats, patches),
             None => self.unaddressed_send(e, fp, stats, patches),
-        };
-        self.forget_idle(receiver.map(|r| (r, fp)), Some((e.pid, fp)));
+        }
     }
 
     /// Forgets a channel and a by-sender entry that hold nothing pending
     /// (and, for a channel, no blind match a new sender could make
     /// ambiguous): with every message distinct, as `GenServer.call`s are,
     /// the maps then hold only what waits, not every message ever seen.
+    /// Called on the full entries an event touched (a lone one is never
+    /// idle, and the paths that empty one remove it).
     fn forget_idle(&mut self, channel: Option<(u64, u64)>, by_sender: Option<(u64, u64)>) {
         if let Some(key) = channel {
-            if self.channels.get(&key).is_some_and(Channel::is_idle) {
+            if self.channels.get(&key).is_some_and(Entry::is_idle) {
                 self.channels.remove(&key);
             }
         }
         if let Some(key) = by_sender {
-            if self.by_sender.get(&key).is_some_and(BySender::is_idle) {
+            if self.by_sender.get(&key).is_some_and(Entry::is_idle) {
                 self.by_sender.remove(&key);
             }
         }
@@ -229,14 +142,31 @@ impl Messages {
         stats: &mut CorrelatorStats,
         patches: &mut Vec<Patch>,
     ) {
-        let ch = self.channels.entry((receiver, fp)).or_default();
-        ch.seen_at = ch.seen_at.max(e.timestamp);
+        let key = (receiver, fp);
+        let entry = match self.channels.entry(key) {
+            hash_map::Entry::Vacant(v) => {
+                v.insert(Entry::Send(Half::send(e)));
+                self.pending_sends += 1;
+                return;
+            }
+            hash_map::Entry::Occupied(o) => o.into_mut(),
+        };
+        // A receive from this sender waiting alone: the pair, certain; the
+        // channel is left idle.
+        if let Entry::Receive(r) = *entry {
+            if r.sender != 0 && r.sender == e.pid {
+                self.channels.remove(&key);
+                self.pending_receives -= 1;
+                self.unwait_by_sender((r.sender, fp), r.id);
+                matched(r.id, e.id, 1.0, stats, patches);
+                return;
+            }
+        }
+        let ch = entry.full();
+        ch.waiting.seen_at = ch.waiting.seen_at.max(e.timestamp);
         ch.saw_sender(e.pid, patches);
-        let waiting = ch
-            .receives
-            .iter()
-            .position(|r| r.sender == e.pid || r.sender == 0);
-        match waiting.and_then(|i| ch.receives.remove(i)) {
+        let waiting = (ch.waiting.receives.iter()).position(|r| r.sender == e.pid || r.sender == 0);
+        match waiting.and_then(|i| ch.waiting.receives.remove(i)) {
             Some(r) => {
                 self.pending_receives -= 1;
                 let confidence = if r.sender == 0 {
@@ -246,47 +176,86 @@ impl Messages {
                     1.0
                 };
                 if r.sender != 0 {
-                    if let Some(bs) = self.by_sender.get_mut(&(r.sender, fp)) {
-                        take_by_id(&mut bs.receives, r.id, |w| w.id);
-                    }
+                    self.unwait_by_sender((r.sender, fp), r.id);
                 }
                 matched(r.id, e.id, confidence, stats, patches);
             }
             None => {
                 self.pending_sends += 1;
-                ch.sends.push_back(Half::send(e));
+                ch.waiting.sends.push_back(Half::send(e));
             }
+        }
+        self.forget_idle(Some(key), None);
+    }
+
+    /// The receive `id`, matched, no longer waits by its sender.
+    fn unwait_by_sender(&mut self, key: (u64, u64), id: u64) {
+        match self.by_sender.get_mut(&key) {
+            Some(Entry::Receive(r)) if r.id == id => {
+                self.by_sender.remove(&key);
+            }
+            Some(Entry::Full(bs)) => {
+                take_by_id(&mut bs.receives, id, |w| w.id);
+                self.forget_idle(None, Some(key));
+            }
+            _ => {}
+        }
+    }
+
+    /// The receive `id`, matched by sender, no longer waits in its channel.
+    fn unwait_in_channel(&mut self, key: (u64, u64), id: u64) {
+        match self.channels.get_mut(&key) {
+            Some(Entry::Receive(r)) if r.id == id => {
+                self.channels.remove(&key);
+            }
+            Some(Entry::Full(ch)) => {
+                take_by_id(&mut ch.waiting.receives, id, |w| w.id);
+                self.forget_idle(Some(key), None);
+            }
+            _ => {}
         }
     }
 
     /// A send to a name, alias or port: match a sender-known receive waiting
-    /// by sender (returns its receiver), or wait there.
+    /// by sender, or wait there.
     fn unaddressed_send(
         &mut self,
         e: &Event,
         fp: u64,
         stats: &mut CorrelatorStats,
         patches: &mut Vec<Patch>,
-    ) -> Option<u64> {
+    ) {
         stats.unaddressed_sends += 1;
-        let bs = self.by_sender.entry((e.pid, fp)).or_default();
-        bs.seen_at = bs.seen_at.max(e.timestamp);
-        let candidates = bs.receives.len();
-        match bs.receives.pop_front() {
-            Some(r) => {
-                if let Some(ch) = self.channels.get_mut(&(r.receiver, fp)) {
-                    take_by_id(&mut ch.receives, r.id, |w| w.id);
-                }
-                self.pending_receives -= 1;
-                matched(r.id, e.id, 1.0 / candidates as f32, stats, patches);
-                Some(r.receiver)
-            }
-            None => {
+        let key = (e.pid, fp);
+        let entry = match self.by_sender.entry(key) {
+            hash_map::Entry::Vacant(v) => {
+                v.insert(Entry::Send(Half::send(e)));
                 self.pending_sends += 1;
-                bs.sends.push_back(Half::send(e));
-                None
+                return;
             }
-        }
+            hash_map::Entry::Occupied(o) => o.into_mut(),
+        };
+        let (r, candidates) = match *entry {
+            Entry::Receive(r) => {
+                self.by_sender.remove(&key);
+                (r, 1)
+            }
+            _ => {
+                let bs = entry.full();
+                bs.seen_at = bs.seen_at.max(e.timestamp);
+                let candidates = bs.receives.len();
+                let Some(r) = bs.receives.pop_front() else {
+                    self.pending_sends += 1;
+                    bs.sends.push_back(Half::send(e));
+                    return;
+                };
+                self.forget_idle(None, Some(key));
+                (r, candidates)
+            }
+        };
+        self.unwait_in_channel((r.receiver, fp), r.id);
+        self.pending_receives -= 1;
+        matched(r.id, e.id, 1.0 / candidates as f32, stats, patches);
     }
 
     pub fn receive(
@@ -300,9 +269,10 @@ impl Messages {
         let sender = e.peer.as_pid().unwrap_or(0);
         let fp = fingerprint(e.data.as_bytes());
         self.match_receive(e, sender, fp, c, stats, patches);
-        self.forget_idle(Some((e.pid, fp)), (sender != 0).then_some((sender, fp)));
     }
 
+    /// Matches a receive with a send waiting in its channel, else by its
+    /// sender, else leaves it waiting in both places.
     fn match_receive(
         &mut self,
         e: &Event,
@@ -312,55 +282,115 @@ impl Messages {
         stats: &mut CorrelatorStats,
         patches: &mut Vec<Patch>,
     ) {
-        let ch = self.channels.entry((e.pid, fp)).or_default();
-        ch.seen_at = ch.seen_at.max(e.timestamp);
-        ch.saw_sender(sender, patches);
-        let waiting = ch
-            .sends
-            .iter()
-            .position(|s| sender == 0 || s.sender == sender);
-        match waiting.and_then(|i| ch.sends.remove(i)) {
-            Some(s) => {
-                self.pending_sends -= 1;
-                let confidence = if sender == 0 {
-                    ch.remember_blind(e.id);
-                    ch.blind_confidence()
-                } else {
-                    1.0
-                };
-                links_to(c, s.id, confidence, stats);
+        let key = (e.pid, fp);
+        let in_channel = self.match_in_channel(key, e, sender, c, stats, patches);
+        if in_channel == Some(true) {
+            return;
+        }
+        if sender != 0 && self.match_by_sender((sender, fp), c, stats) {
+            if in_channel.is_some() {
+                self.forget_idle(Some(key), None);
             }
-            None => {
-                let by_sender = (sender != 0)
-                    .then(|| self.by_sender.get_mut(&(sender, fp)))
-                    .flatten()
-                    .filter(|bs| !bs.sends.is_empty());
-                if let Some(bs) = by_sender {
-                    let candidates = bs.sends.len();
-                    let s = bs.sends.pop_front().expect("not empty");
-                    self.pending_sends -= 1;
-                    links_to(c, s.id, 1.0 / candidates as f32, stats);
-                    return;
+            return;
+        }
+        self.pending_receives += 1;
+        c.correlation_id = 0;
+        c.confidence = 0.0;
+        let half = Half {
+            id: e.id,
+            sender,
+            at: e.timestamp,
+        };
+        match self.channels.entry(key) {
+            hash_map::Entry::Vacant(v) => {
+                v.insert(Entry::Receive(half));
+            }
+            hash_map::Entry::Occupied(o) => o.into_mut().full().waiting.receives.push_back(half),
+        }
+        if sender != 0 {
+            let waiting = Addressed {
+                id: e.id,
+                receiver: e.pid,
+                at: e.timestamp,
+            };
+            match self.by_sender.entry((sender, fp)) {
+                hash_map::Entry::Vacant(v) => {
+                    v.insert(Entry::Receive(waiting));
                 }
-                self.pending_receives += 1;
-                c.correlation_id = 0;
-                c.confidence = 0.0;
-                ch.receives.push_back(Half {
-                    id: e.id,
-                    sender,
-                    at: e.timestamp,
-                });
-                if sender != 0 {
-                    let bs = self.by_sender.entry((sender, fp)).or_default();
+                hash_map::Entry::Occupied(o) => {
+                    let bs = o.into_mut().full();
                     bs.seen_at = bs.seen_at.max(e.timestamp);
-                    bs.receives.push_back(Addressed {
-                        id: e.id,
-                        receiver: e.pid,
-                        at: e.timestamp,
-                    });
+                    bs.receives.push_back(waiting);
                 }
             }
         }
+    }
+
+    /// Links a receive to a send waiting in its channel `key`: `None` if
+    /// there is no such channel, else whether it linked.
+    fn match_in_channel(
+        &mut self,
+        key: (u64, u64),
+        e: &Event,
+        sender: u64,
+        c: &mut Correlation,
+        stats: &mut CorrelatorStats,
+        patches: &mut Vec<Patch>,
+    ) -> Option<bool> {
+        let entry = self.channels.get_mut(&key)?;
+        // A send from this sender waiting alone: the pair, certain; the
+        // channel is left idle.
+        if let Entry::Send(s) = *entry {
+            if sender != 0 && s.sender == sender {
+                self.channels.remove(&key);
+                self.pending_sends -= 1;
+                links_to(c, s.id, 1.0, stats);
+                return Some(true);
+            }
+        }
+        let ch = entry.full();
+        ch.waiting.seen_at = ch.waiting.seen_at.max(e.timestamp);
+        ch.saw_sender(sender, patches);
+        let waiting = (ch.waiting.sends.iter()).position(|s| sender == 0 || s.sender == sender);
+        let Some(s) = waiting.and_then(|i| ch.waiting.sends.remove(i)) else {
+            return Some(false);
+        };
+        self.pending_sends -= 1;
+        let confidence = if sender == 0 {
+            ch.remember_blind(e.id);
+            ch.blind_confidence()
+        } else {
+            1.0
+        };
+        links_to(c, s.id, confidence, stats);
+        self.forget_idle(Some(key), None);
+        Some(true)
+    }
+
+    /// Links a receive to the oldest send waiting by its (sender,
+    /// fingerprint), `1 / n` sure when `n` waited; false if none did.
+    fn match_by_sender(
+        &mut self,
+        key: (u64, u64),
+        c: &mut Correlation,
+        stats: &mut CorrelatorStats,
+    ) -> bool {
+        let (send, candidates) = match self.by_sender.get_mut(&key) {
+            Some(&mut Entry::Send(s)) => {
+                self.by_sender.remove(&key);
+                (s, 1)
+            }
+            Some(Entry::Full(bs)) if !bs.sends.is_empty() => {
+                let candidates = bs.sends.len();
+                let send = bs.sends.pop_front().expect("not empty");
+                self.forget_idle(None, Some(key));
+                (send, candidates)
+            }
+            _ => return false,
+        };
+        self.pending_sends -= 1;
+        links_to(c, send.id, 1.0 / candidates as f32, stats);
+        true
     }
 
     /// Pending halves and channels (what the entry bound counts).
@@ -379,42 +409,43 @@ impl Messages {
     /// Counts in `ages` each entry [`Messages::entries`] counts: a pending
     /// half by its timestamp, a channel or by-sender entry by the last it
     /// saw (it goes once its halves are gone and it is idle that long).
+    /// (A receive waiting by sender also waits in its channel, where it
+    /// is counted.)
     pub(crate) fn count_ages(&self, now: i64, ages: &mut super::Ages) {
         for ch in self.channels.values() {
-            ages.add(now, ch.seen_at);
-            (ch.sends.iter().chain(ch.receives.iter())).for_each(|h| ages.add(now, h.at));
+            ages.add(now, ch.seen_at());
+            (ch.sends().chain(ch.receives())).for_each(|h| ages.add(now, h.at));
         }
         for bs in self.by_sender.values() {
-            ages.add(now, bs.seen_at);
-            bs.sends.iter().for_each(|h| ages.add(now, h.at));
+            ages.add(now, bs.seen_at());
+            bs.sends().for_each(|h| ages.add(now, h.at));
         }
     }
 
     /// Drops pending halves older than `cutoff` and channels idle since;
     /// returns how many pending halves went.
     pub fn drop_older_than(&mut self, cutoff: i64) -> u64 {
-        let mut dropped = 0;
-        let (mut sends, mut receives) = (0, 0);
+        let (mut before, mut sends, mut receives) = (0, 0, 0);
         self.channels.retain(|_, ch| {
-            let before = ch.sends.len() + ch.receives.len();
-            ch.sends.retain(|h| h.at >= cutoff);
-            ch.receives.retain(|h| h.at >= cutoff);
-            dropped += (before - ch.sends.len() - ch.receives.len()) as u64;
-            sends += ch.sends.len();
-            receives += ch.receives.len();
-            ch.seen_at >= cutoff || !ch.sends.is_empty() || !ch.receives.is_empty()
+            before += ch.sends().count() + ch.receives().count();
+            let keep = ch.retain_since(cutoff);
+            if keep {
+                sends += ch.sends().count();
+                receives += ch.receives().count();
+            }
+            keep
         });
         self.by_sender.retain(|_, bs| {
-            let before = bs.sends.len();
-            bs.sends.retain(|h| h.at >= cutoff);
-            bs.receives.retain(|h| h.at >= cutoff);
-            dropped += (before - bs.sends.len()) as u64;
-            sends += bs.sends.len();
-            bs.seen_at >= cutoff || !bs.sends.is_empty() || !bs.receives.is_empty()
+            before += bs.sends().count();
+            let keep = bs.retain_since(cutoff);
+            if keep {
+                sends += bs.sends().count();
+            }
+            keep
         });
         self.pending_sends = sends;
         self.pending_receives = receives;
-        dropped
+        (before - sends - receives) as u64
     }
 
     /// Pending sends and receives per age bucket at `now` (see
@@ -428,36 +459,20 @@ impl Messages {
         };
         let (mut sends, mut receives) = ([0u64; 4], [0u64; 4]);
         for ch in self.channels.values() {
-            ch.sends.iter().for_each(|h| sends[bucket(h.at)] += 1);
-            ch.receives.iter().for_each(|h| receives[bucket(h.at)] += 1);
+            ch.sends().for_each(|h| sends[bucket(h.at)] += 1);
+            ch.receives().for_each(|h| receives[bucket(h.at)] += 1);
         }
         for bs in self.by_sender.values() {
-            bs.sends.iter().for_each(|h| sends[bucket(h.at)] += 1);
+            bs.sends().for_each(|h| sends[bucket(h.at)] += 1);
         }
         (sends, receives)
     }
 
     pub fn memory_bytes(&self) -> usize {
-        let per_channel = std::mem::size_of::<((u64, u64), Channel)>() + 1;
-        self.channels.capacity() * per_channel
-            + self
-                .channels
-                .values()
-                .map(|ch| {
-                    ch.senders.heap_capacity() * 8
-                        + (ch.sends.heap_capacity() + ch.receives.heap_capacity())
-                            * std::mem::size_of::<Half>()
-                        + ch.blind.heap_capacity() * 8
-                })
-                .sum::<usize>()
-            + self.by_sender.capacity() * (std::mem::size_of::<((u64, u64), BySender)>() + 1)
-            + self
-                .by_sender
-                .values()
-                .map(|bs| {
-                    bs.sends.heap_capacity() * std::mem::size_of::<Half>()
-                        + bs.receives.heap_capacity() * std::mem::size_of::<Addressed>()
-                })
-                .sum::<usize>()
+        fn of<F: super::pending::Full>(map: &WordMap<(u64, u64), Entry<F>>) -> usize {
+            map.capacity() * (std::mem::size_of::<((u64, u64), Entry<F>)>() + 1)
+                + map.values().map(Entry::heap_bytes).sum::<usize>()
+        }
+        of(&self.channels) + of(&self.by_sender)
     }
 }

@@ -22,6 +22,7 @@
 
 pub mod function;
 pub mod message;
+mod pending;
 pub mod process;
 pub(crate) mod queue;
 pub mod state;

@@ -281,6 +281,53 @@ fn sends_to_an_alias_or_name_match_receives_that_know_their_sender() {
     );
 }
 
+/// Halves wait alone (a lone map entry) until a second half, a second
+/// sender or a blind match must be kept with them (a full entry): both
+/// forms pair the same, and leave nothing behind once matched.
+#[test]
+fn halves_waiting_alone_or_together_pair_the_same_and_leave_nothing_behind() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    let linked = |sink: &Sink, id: u64| {
+        let c = &sink.out[&id];
+        (c.correlation_id, c.confidence)
+    };
+    // Two receives from 10 wait by sender, then two replies by alias:
+    // the first reply had two candidates.
+    sink.feed(&mut cor, &msg(1, 30, K::MessageReceive, 10, b"r"));
+    sink.feed(&mut cor, &msg(2, 30, K::MessageReceive, 10, b"r"));
+    sink.feed(&mut cor, &msg(3, 10, K::MessageSend, 0, b"r"));
+    sink.feed(&mut cor, &msg(4, 10, K::MessageSend, 0, b"r"));
+    assert_eq!([linked(&sink, 1), linked(&sink, 2)], [(3, 0.5), (4, 1.0)]);
+    // Two replies wait, then their receives.
+    sink.feed(&mut cor, &msg(5, 10, K::MessageSend, 0, b"s"));
+    sink.feed(&mut cor, &msg(6, 10, K::MessageSend, 0, b"s"));
+    let r7 = sink.feed(&mut cor, &msg(7, 30, K::MessageReceive, 10, b"s"));
+    let r8 = sink.feed(&mut cor, &msg(8, 30, K::MessageReceive, 10, b"s"));
+    assert_eq!([r7.correlation_id, r8.correlation_id], [5, 6]);
+    // Sends from two senders wait in one channel: each receive that
+    // knows its sender takes that sender's, whatever the order.
+    sink.feed(&mut cor, &msg(9, 10, K::MessageSend, 30, b"t"));
+    sink.feed(&mut cor, &msg(10, 20, K::MessageSend, 30, b"t"));
+    let r11 = sink.feed(&mut cor, &msg(11, 30, K::MessageReceive, 20, b"t"));
+    let r12 = sink.feed(&mut cor, &msg(12, 30, K::MessageReceive, 10, b"t"));
+    assert_eq!([r11.correlation_id, r12.correlation_id], [10, 9]);
+    // One receive waits alone, then its reply.
+    sink.feed(&mut cor, &msg(20, 30, K::MessageReceive, 10, b"v"));
+    sink.feed(&mut cor, &msg(21, 10, K::MessageSend, 0, b"v"));
+    assert_eq!(linked(&sink, 20), (21, 1.0));
+    assert_eq!(cor.messages.entries(), 0, "every pair matched");
+    // A blind receive takes a send waiting alone, certain while one
+    // sender was seen; a second sender lowers it.
+    sink.feed(&mut cor, &msg(13, 10, K::MessageSend, 30, b"u"));
+    let r14 = sink.feed(&mut cor, &msg(14, 30, K::MessageReceive, 0, b"u"));
+    assert_eq!((r14.correlation_id, r14.confidence), (13, 1.0));
+    sink.feed(&mut cor, &msg(15, 20, K::MessageSend, 30, b"u"));
+    assert_eq!(linked(&sink, 14), (13, 0.5));
+    let s = cor.stats();
+    assert_eq!((s.pending_sends, s.pending_receives), (1, 0));
+    assert_eq!(cor.messages.entries(), 2, "send 15 and its channel");
+}
+
 #[test]
 fn root_call_after_receive_is_caused_by_it_and_chains_back() {
     let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
