@@ -488,6 +488,11 @@ enum Step {
         to: u8,
         content: u8,
     },
+    /// A send to the receiver's alias (or name): not addressed to a pid.
+    SendAlias {
+        to: u8,
+        content: u8,
+    },
     Receive,
     Spawn,
 }
@@ -499,6 +504,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Exception),
         1 => Just(Step::LoseReturn),
         3 => (0u8..6, 0u8..3).prop_map(|(to, content)| Step::Send { to, content }),
+        2 => (0u8..6, 0u8..2).prop_map(|(to, content)| Step::SendAlias { to, content }),
         3 => Just(Step::Receive),
         1 => Just(Step::Spawn),
     ]
@@ -507,6 +513,12 @@ fn step() -> impl Strategy<Value = Step> {
 /// Runs the programs in a global order (picked by `turns`), producing each
 /// pid's event stream and the ground truth. A pid's receives either all
 /// know their sender or none do (as with a tracer's receive match spec).
+///
+/// Sends by alias go only to pids whose receives know their sender (no
+/// other receive can take them), with contents of their own, each
+/// (sender, content) to one receiver: the correlator pairs them by sender
+/// and order alone, certain only when that sender sent that content by
+/// alias once.
 ///
 /// Where the truth itself is ambiguous it is left out: a call whose return
 /// was lost stays open in the correlator's view (a "ghost" frame), so a
@@ -532,6 +544,8 @@ fn simulate(
     // (receiver, content) -> senders, to know which receives are ambiguous.
     let mut senders: HashMap<(usize, u8), Vec<u64>> = HashMap::new();
     let mut pending_receives: Vec<(u64, usize, u8, u64)> = Vec::new();
+    // (sender, content) -> its receiver and how many were sent, by alias.
+    let mut by_alias: HashMap<(u64, u8), (usize, usize)> = HashMap::new();
     let mut seen_root_call = vec![false; programs.len()];
     let mut spawned_by: Vec<u64> = vec![0; programs.len()];
     let mut id = || {
@@ -598,6 +612,18 @@ fn simulate(
                     s.push(pid);
                 }
             }
+            Step::SendAlias { to, content } => {
+                let q = to as usize % programs.len();
+                let content = 100 + content;
+                let sent = by_alias.entry((pid, content)).or_insert((q, 0));
+                if !knows_sender[q % knows_sender.len()] || sent.0 != q {
+                    continue;
+                }
+                sent.1 += 1;
+                let i = id();
+                streams[p].push(msg(i, pid, K::MessageSend, 0, &[content]));
+                mailboxes[q].push_back((i, pid, content));
+            }
             Step::Receive => {
                 let know_sender = knows_sender[p % knows_sender.len()];
                 let Some((send_id, sender, content)) = mailboxes[p].pop_front() else {
@@ -606,7 +632,7 @@ fn simulate(
                 let i = id();
                 let peer = if know_sender { sender } else { 0 };
                 streams[p].push(msg(i, pid, K::MessageReceive, peer, &[content]));
-                pending_receives.push((i, p, content, send_id));
+                pending_receives.push((i, p, content, sender));
                 truth.receives.insert(i, (send_id, know_sender));
             }
             Step::Spawn => {
@@ -624,10 +650,13 @@ fn simulate(
         }
     }
     // A blind receive is unambiguous when only one sender ever sent that
-    // content to that receiver.
-    for (i, p, content, _) in pending_receives {
+    // content to that receiver; one sent by alias, when its sender sent
+    // that content by alias once.
+    for (i, p, content, sender) in pending_receives {
         let entry = truth.receives.get_mut(&i).unwrap();
-        if !entry.1 {
+        if content >= 100 {
+            entry.1 = by_alias[&(sender, content)].1 == 1;
+        } else if !entry.1 {
             entry.1 = senders[&(p, content)].len() == 1;
         }
     }
