@@ -427,19 +427,20 @@ impl Messages {
     pub fn drop_older_than(&mut self, cutoff: i64) -> u64 {
         let (mut before, mut sends, mut receives) = (0, 0, 0);
         self.channels.retain(|_, ch| {
-            before += ch.sends().count() + ch.receives().count();
+            let (s, r) = ch.waiting();
+            before += s + r;
             let keep = ch.retain_since(cutoff);
             if keep {
-                sends += ch.sends().count();
-                receives += ch.receives().count();
+                let (s, r) = ch.waiting();
+                (sends, receives) = (sends + s, receives + r);
             }
             keep
         });
         self.by_sender.retain(|_, bs| {
-            before += bs.sends().count();
+            before += bs.waiting().0;
             let keep = bs.retain_since(cutoff);
             if keep {
-                sends += bs.sends().count();
+                sends += bs.waiting().0;
             }
             keep
         });

@@ -290,6 +290,18 @@ impl<F: Full> Entry<F> {
             .chain(full.into_iter().flat_map(|w| w.receives.iter()))
     }
 
+    /// How many sends and receives wait here.
+    pub fn waiting(&self) -> (usize, usize) {
+        match self {
+            Entry::Send(_) => (1, 0),
+            Entry::Receive(_) => (0, 1),
+            Entry::Full(full) => {
+                let w = full.waiting();
+                (w.sends.len(), w.receives.len())
+            }
+        }
+    }
+
     /// Drops the halves older than `cutoff`; whether the entry stays
     /// (something waits, or it was seen since).
     pub fn retain_since(&mut self, cutoff: i64) -> bool {
