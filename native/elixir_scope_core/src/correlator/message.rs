@@ -29,20 +29,21 @@
 //! still pending, and if an older sender's send arrives late it downgrades
 //! that match as usual.
 
-use std::collections::hash_map;
 use std::hash::Hasher;
 
-use super::pending::{Addressed, BySender, Channel, Entry, Half};
+use super::pending::{
+    entry_or_wait, wait_receive, Addressed, BySender, Channel, Entry, Half, Pending,
+};
 use super::queue::Queue;
 use super::{Change, CorrelatorStats, Patch};
 use crate::event::{Correlation, Event, Link, LinkKind};
-use crate::hash::{WordHasher, WordMap};
+use crate::hash::WordHasher;
 use crate::links::Links;
 
 #[derive(Default)]
 pub struct Messages {
-    channels: WordMap<(u64, u64), Entry<Channel>>,
-    by_sender: WordMap<(u64, u64), Entry<BySender>>,
+    channels: Pending<Channel>,
+    by_sender: Pending<BySender>,
     /// Sends waiting in a channel or by sender.
     pending_sends: usize,
     /// Receives waiting in a channel (some also wait by sender).
@@ -143,13 +144,9 @@ impl Messages {
         patches: &mut Vec<Patch>,
     ) {
         let key = (receiver, fp);
-        let entry = match self.channels.entry(key) {
-            hash_map::Entry::Vacant(v) => {
-                v.insert(Entry::Send(Half::send(e)));
-                self.pending_sends += 1;
-                return;
-            }
-            hash_map::Entry::Occupied(o) => o.into_mut(),
+        let Some(entry) = entry_or_wait(&mut self.channels, key, Half::send(e)) else {
+            self.pending_sends += 1;
+            return;
         };
         // A receive from this sender waiting alone: the pair, certain; the
         // channel is left idle.
@@ -227,13 +224,9 @@ impl Messages {
     ) {
         stats.unaddressed_sends += 1;
         let key = (e.pid, fp);
-        let entry = match self.by_sender.entry(key) {
-            hash_map::Entry::Vacant(v) => {
-                v.insert(Entry::Send(Half::send(e)));
-                self.pending_sends += 1;
-                return;
-            }
-            hash_map::Entry::Occupied(o) => o.into_mut(),
+        let Some(entry) = entry_or_wait(&mut self.by_sender, key, Half::send(e)) else {
+            self.pending_sends += 1;
+            return;
         };
         let (r, candidates) = match *entry {
             Entry::Receive(r) => {
@@ -301,28 +294,14 @@ impl Messages {
             sender,
             at: e.timestamp,
         };
-        match self.channels.entry(key) {
-            hash_map::Entry::Vacant(v) => {
-                v.insert(Entry::Receive(half));
-            }
-            hash_map::Entry::Occupied(o) => o.into_mut().full().waiting.receives.push_back(half),
-        }
+        wait_receive(&mut self.channels, key, half);
         if sender != 0 {
             let waiting = Addressed {
                 id: e.id,
                 receiver: e.pid,
                 at: e.timestamp,
             };
-            match self.by_sender.entry((sender, fp)) {
-                hash_map::Entry::Vacant(v) => {
-                    v.insert(Entry::Receive(waiting));
-                }
-                hash_map::Entry::Occupied(o) => {
-                    let bs = o.into_mut().full();
-                    bs.seen_at = bs.seen_at.max(e.timestamp);
-                    bs.receives.push_back(waiting);
-                }
-            }
+            wait_receive(&mut self.by_sender, (sender, fp), waiting);
         }
     }
 
@@ -470,7 +449,7 @@ impl Messages {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        fn of<F: super::pending::Full>(map: &WordMap<(u64, u64), Entry<F>>) -> usize {
+        fn of<F: super::pending::Full>(map: &Pending<F>) -> usize {
             map.capacity() * (std::mem::size_of::<((u64, u64), Entry<F>)>() + 1)
                 + map.values().map(Entry::heap_bytes).sum::<usize>()
         }

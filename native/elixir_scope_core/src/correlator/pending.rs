@@ -16,9 +16,12 @@
 //! no blind match. A lone entry is never idle; a full one is never made
 //! lone again (it is forgotten once idle).
 
+use std::collections::hash_map;
+
 use super::queue::Queue;
 use super::{Change, Patch};
 use crate::event::Event;
+use crate::hash::WordMap;
 
 /// Blind matches remembered per channel for a later downgrade.
 const MAX_BLIND: usize = 1024;
@@ -231,6 +234,40 @@ impl Full for Channel {
         }
         ch.waiting = Waiting::of_receive(receive);
         ch
+    }
+}
+
+/// Entries by key: a channel's (receiver, fingerprint), a sender's
+/// (sender, fingerprint).
+pub(super) type Pending<F> = WordMap<(u64, u64), Entry<F>>;
+
+/// The entry at `key`; `None` when there was none, and `send` now waits
+/// there alone.
+pub(super) fn entry_or_wait<F: Full>(
+    map: &mut Pending<F>,
+    key: (u64, u64),
+    send: Half,
+) -> Option<&mut Entry<F>> {
+    match map.entry(key) {
+        hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+        hash_map::Entry::Vacant(v) => {
+            v.insert(Entry::Send(send));
+            None
+        }
+    }
+}
+
+/// Leaves `receive` waiting at `key`, after what waits there.
+pub(super) fn wait_receive<F: Full>(map: &mut Pending<F>, key: (u64, u64), receive: F::Receive) {
+    match map.entry(key) {
+        hash_map::Entry::Occupied(o) => {
+            let w = o.into_mut().full().waiting_mut();
+            w.seen_at = w.seen_at.max(receive.at());
+            w.receives.push_back(receive);
+        }
+        hash_map::Entry::Vacant(v) => {
+            v.insert(Entry::Receive(receive));
+        }
     }
 }
 
