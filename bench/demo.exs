@@ -95,6 +95,7 @@ defmodule Demo.Report do
 
   def who(r, pid) when is_pid(pid), do: Map.get(r.names, pid) || registered(pid)
   def who(_r, name) when is_atom(name), do: inspect(name)
+  def who(_r, {name, pid}) when is_atom(name) and is_pid(pid), do: inspect(name)
   def who(_r, _alias), do: "(reply alias)"
 
   defp registered(pid) do

@@ -12,13 +12,17 @@ defmodule ElixirScope.Event do
   | `:function_call`       | arguments (list)          | —                            |
   | `:function_return`     | return value              | —                            |
   | `:function_exception`  | `{class, reason}`         | —                            |
-  | `:message_send`        | message                   | destination pid or name      |
+  | `:message_send`        | message                   | destination pid or name (1)  |
   | `:message_receive`     | message                   | sender when known, else nil  |
   | `:process_spawn`       | `{m, f, args}`            | child pid (`pid` is parent)  |
   | `:process_exit`        | reason                    | —                            |
   | `:process_link`        | —                         | linked pid                   |
   | `:state_change`        | `%{old: old, new: new}`   | —                            |
   | `:error`, `:custom`    | anything                  | anything                     |
+
+  (1) A traced send to a registered name has `{name, pid}`: the name and
+  the process that held it when the message was sent, which is the one
+  its receive is paired with.
 
   Payloads (`data`, `peer`) larger than `max_payload_bytes` are stored as
   `{:truncated, byte_size, hint}`.

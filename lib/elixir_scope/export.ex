@@ -496,6 +496,7 @@ defmodule ElixirScope.Export do
   end
 
   def process_name(name) when is_atom(name) and not is_nil(name), do: inspect(name)
+  def process_name({name, pid}) when is_atom(name) and is_pid(pid), do: inspect(name)
   def process_name(other), do: inspect(other)
 
   defp short(term) do

@@ -111,6 +111,50 @@ defmodule ElixirScope.TracerTest do
     end
   end
 
+  test "a message sent by name to several processes pairs with each holder's receive" do
+    sender = Traced.runner()
+    holders = for _ <- 1..3, do: spawn(fn -> sink_loop() end)
+    names = for h <- holders, do: register_unique(h)
+    {:ok, session} = ElixirScope.trace(pids: [sender | holders], messages: true)
+    Traced.run(sender, fn -> for _ <- 1..5, n <- names, do: send(n, :tick) end)
+
+    eventually(
+      fn ->
+        Enum.all?(holders, &(Process.info(&1, :message_queue_len) == {:message_queue_len, 0}))
+      end,
+      200
+    )
+
+    {:ok, _} = ElixirScope.stop_trace(session)
+    events = events_of([sender | holders])
+    sends = for e <- events, e.event.data == :tick, e.event.type == :message_send, do: e
+    holder_of = Map.new(Enum.zip(names, holders))
+    # The send records the name and the process that held it.
+    assert length(sends) == 15
+    for s <- sends, do: assert({name, pid} = s.event.peer) && holder_of[name] == pid
+    sent_to = Map.new(sends, &{&1.event.id, elem(&1.event.peer, 1)})
+
+    receives = for e <- events, e.event.data == :tick, e.event.type == :message_receive, do: e
+    assert length(receives) == 15
+
+    for r <- receives do
+      assert [receives: send_id] = r.links
+      assert {sent_to[send_id], r.correlation_confidence} == {r.event.pid, 1.0}
+    end
+  end
+
+  defp sink_loop do
+    receive do
+      _ -> sink_loop()
+    end
+  end
+
+  defp register_unique(pid) do
+    name = :"es_sink_#{System.unique_integer([:positive])}"
+    Process.register(pid, name)
+    name
+  end
+
   test "descendants: true follows spawned children" do
     parent = Traced.runner()
 

@@ -180,6 +180,34 @@ impl Payload {
             _ => None,
         }
     }
+
+    /// The local pid a message went to, by a send's `peer`: a pid, or
+    /// `{name, pid}` (a registered name and its holder at the send, as the
+    /// tracer records a send to a name).
+    pub fn destination_pid(&self) -> Option<u64> {
+        match word_pair(self.as_bytes()) {
+            Some([(tag::ATOM, _), (tag::PID, pid)]) => Some(pid),
+            _ => self.as_pid(),
+        }
+    }
+}
+
+/// The elements of an encoded 2-tuple of one-word terms (atoms, local
+/// pids), each as (tag, word).
+pub fn word_pair(bytes: &[u8]) -> Option<[(u8, u64); 2]> {
+    let mut at = 1;
+    if bytes.first() != Some(&tag::TUPLE) || varint::decode(bytes, &mut at)? != 2 {
+        return None;
+    }
+    let mut word = || {
+        let t = *bytes
+            .get(at)
+            .filter(|&&t| t == tag::ATOM || t == tag::PID)?;
+        at += 1;
+        Some((t, varint::decode(bytes, &mut at)?))
+    };
+    let pair = [word()?, word()?];
+    (at == bytes.len()).then_some(pair)
 }
 
 /// True when the encoded term `needle` is `haystack` or one of its
@@ -299,6 +327,39 @@ impl std::fmt::Debug for Payload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_send_goes_to_a_pid_or_to_a_name_with_its_holder() {
+        let encoded = |elements: &[(u8, u64)]| {
+            let mut b = vec![tag::TUPLE, elements.len() as u8];
+            for &(t, w) in elements {
+                b.push(t);
+                varint::push(&mut b, w);
+            }
+            Payload::from_bytes(&b)
+        };
+        let (name, pid) = (0x80b, 0x1_2343);
+        assert_eq!(Payload::pid(pid).destination_pid(), Some(pid));
+        let named = encoded(&[(tag::ATOM, name), (tag::PID, pid)]);
+        assert_eq!(named.destination_pid(), Some(pid));
+        assert_eq!(named.as_pid(), None, "not a pid itself");
+        assert_eq!(
+            word_pair(named.as_bytes()),
+            Some([(tag::ATOM, name), (tag::PID, pid)])
+        );
+        // A name alone, `{name, node}`, a pid first, a longer tuple: no pid.
+        for peer in [
+            encoded(&[]),
+            encoded(&[(tag::ATOM, name), (tag::ATOM, 0x50b)]),
+            encoded(&[(tag::PID, pid), (tag::ATOM, name)]),
+            encoded(&[(tag::ATOM, name), (tag::PID, pid), (tag::PID, pid)]),
+        ] {
+            assert_eq!(peer.destination_pid(), None, "{:?}", peer.as_bytes());
+        }
+        let mut cut = named.as_bytes().to_vec();
+        cut.pop();
+        assert_eq!(Payload::from_bytes(&cut).destination_pid(), None);
+    }
 
     #[test]
     fn small_payloads_stay_inline_and_large_go_to_heap() {

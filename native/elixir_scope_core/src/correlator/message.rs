@@ -12,8 +12,10 @@
 //! of that channel are patched down to the new `1 / senders` (so a link made
 //! before the ambiguity was visible is never left at 1.0).
 //!
-//! A send not addressed to a pid (a registered name, a process alias as in
-//! a `GenServer.call` reply, a port) has no channel. It waits by (sender,
+//! A send to a registered name counts as one to the pid holding it when
+//! the event says which (the tracer records `{name, pid}`). A send not
+//! addressed to a pid (a name alone, a process alias as in a
+//! `GenServer.call` reply, a port) has no channel. It waits by (sender,
 //! fingerprint) instead, where receives that know their sender also wait
 //! when their channel had nothing for them; a receive registered in both
 //! places leaves both when it is matched. Its confidence is `1 / n` when `n`
@@ -110,7 +112,7 @@ fn receives_link(send_id: u64) -> Link {
 impl Messages {
     pub fn send(&mut self, e: &Event, stats: &mut CorrelatorStats, patches: &mut Vec<Patch>) {
         let fp = fingerprint(e.data.as_bytes());
-        match e.peer.as_pid() {
+        match e.peer.destination_pid() {
             Some(receiver) => self.addressed_send(e, receiver, fp, stats, patches),
             None => self.unaddressed_send(e, fp, stats, patches),
         }

@@ -281,6 +281,32 @@ fn sends_to_an_alias_or_name_match_receives_that_know_their_sender() {
     );
 }
 
+/// A process sends the same message by name to two processes (the
+/// tracer records `{name, holder}`): each receive takes the send to its
+/// own process, certain, in whatever order the receives come. (By sender
+/// alone, the first receive would take the first send.)
+#[test]
+fn a_send_to_a_name_pairs_with_the_receive_of_the_name_holder() {
+    let (mut cor, mut sink) = (Correlator::new(Default::default()), Sink::default());
+    let to_name = |id, name: u64, holder: u64| {
+        let mut b = vec![crate::payload::tag::TUPLE, 2, crate::payload::tag::ATOM];
+        crate::payload::varint::push(&mut b, name);
+        b.push(crate::payload::tag::PID);
+        crate::payload::varint::push(&mut b, holder);
+        Event {
+            peer: Payload::from_bytes(&b),
+            ..msg(id, 10, K::MessageSend, 0, b"tick")
+        }
+    };
+    sink.feed(&mut cor, &to_name(1, 0x80b, 30));
+    sink.feed(&mut cor, &to_name(2, 0x90b, 40));
+    let at_40 = sink.feed(&mut cor, &msg(3, 40, K::MessageReceive, 10, b"tick"));
+    let at_30 = sink.feed(&mut cor, &msg(4, 30, K::MessageReceive, 10, b"tick"));
+    assert_eq!((at_40.correlation_id, at_40.confidence), (2, 1.0));
+    assert_eq!((at_30.correlation_id, at_30.confidence), (1, 1.0));
+    assert_eq!(cor.stats().unaddressed_sends, 0);
+}
+
 /// Halves wait alone (a lone map entry) until a second half, a second
 /// sender or a blind match must be kept with them (a full entry): both
 /// forms pair the same, and leave nothing behind once matched.

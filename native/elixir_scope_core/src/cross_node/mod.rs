@@ -197,17 +197,10 @@ pub fn external_bytes(payload: &[u8]) -> Option<&[u8]> {
 
 /// The atom words of a payload that is `{atom, atom}`.
 pub fn tuple_of_two_atoms(payload: &[u8]) -> Option<(u64, u64)> {
-    let mut at = 1;
-    if payload.first() != Some(&tag::TUPLE) || varint::decode(payload, &mut at)? != 2 {
-        return None;
+    match crate::payload::word_pair(payload)? {
+        [(tag::ATOM, a), (tag::ATOM, b)] => Some((a, b)),
+        _ => None,
     }
-    let mut atom = || {
-        (payload.get(at) == Some(&tag::ATOM)).then_some(())?;
-        at += 1;
-        varint::decode(payload, &mut at)
-    };
-    let (a, b) = (atom()?, atom()?);
-    (at == payload.len()).then_some((a, b))
 }
 
 /// External term format tags (erts' external.h) this module reads.

@@ -5,7 +5,7 @@
 //! | `call` | `{M, F, Args}` | | `:function_call`, data = args |
 //! | `return_from` | `{M, F, Arity}` | extra = value | `:function_return` |
 //! | `exception_from` | `{M, F, Arity}` | extra = `{Class, Value}` | `:function_exception` |
-//! | `send`, `send_to_non_existing_process` | Msg | extra = To | `:message_send`, peer = To |
+//! | `send`, `send_to_non_existing_process` | Msg | extra = To | `:message_send`, peer = To (`{To, Pid}` for a registered name, see [`with_holder`]) |
 //! | `receive` | Msg | match_spec_result = Sender or its node | `:message_receive`, peer = Sender or its node |
 //! | `spawn` | Child | extra = `{M, F, Args}` | `:process_spawn`, peer = Child |
 //! | `exit` | Reason | | `:process_exit` |
@@ -19,7 +19,7 @@
 use std::sync::OnceLock;
 
 use rustler::sys::ErlNifTerm;
-use rustler::{Atom, Term};
+use rustler::{Atom, Encoder, Term};
 
 use elixir_scope_core::event::{EventHeader, EventKind, NO_ARITY};
 use elixir_scope_core::payload::Payload;
@@ -179,7 +179,7 @@ pub fn event(m: &TraceMessage, p: PayloadLimits) -> Option<Translated> {
             peer: None,
         }
     } else if tag == w.send || tag == w.send_to_non_existing_process {
-        let to = m.opt(w.extra)?;
+        let to = with_holder(m.opt(w.extra)?);
         plain(EventKind::MessageSend, p.of(m.message), p.always(to))
     } else if tag == w.receive {
         // The sender's pid, or for a remote sender the VM does not name,
@@ -209,6 +209,22 @@ pub fn event(m: &TraceMessage, p: PayloadLimits) -> Option<Translated> {
         return None;
     };
     Some(t)
+}
+
+/// A send's destination as recorded: a registered name as `{name, pid}`
+/// with the process that holds it (the one the message just went to),
+/// so that its receive pairs with it as with a send to that pid (several
+/// processes sent the same message by name cannot be told apart by the
+/// sender alone); anything else as it is.
+fn with_holder(to: Term) -> Term {
+    if !to.is_atom() {
+        return to;
+    }
+    let env = to.get_env();
+    match env.whereis_pid(to) {
+        Some(pid) => (to, pid).encode(env),
+        None => to,
+    }
 }
 
 #[inline(always)]
