@@ -20,9 +20,10 @@ defmodule ElixirScope.Event do
   | `:state_change`        | `%{old: old, new: new}`   | —                            |
   | `:error`, `:custom`    | anything                  | anything                     |
 
-  (1) A traced send to a registered name has `{name, pid}`: the name and
-  the process that held it when the message was sent, which is the one
-  its receive is paired with.
+  (1) A traced send to a name registered on this node (`name` or
+  `{name, node()}`) has `{name, pid}`: the name and the process that held
+  it when the message was sent, which is the one its receive is paired
+  with.
 
   Payloads (`data`, `peer`) larger than `max_payload_bytes` are stored as
   `{:truncated, byte_size, hint}`.

@@ -116,7 +116,10 @@ defmodule ElixirScope.TracerTest do
     holders = for _ <- 1..3, do: spawn(fn -> sink_loop() end)
     names = for h <- holders, do: register_unique(h)
     {:ok, session} = ElixirScope.trace(pids: [sender | holders], messages: true)
-    Traced.run(sender, fn -> for _ <- 1..5, n <- names, do: send(n, :tick) end)
+
+    Traced.run(sender, fn ->
+      for _ <- 1..5, n <- names, do: {send(n, :tick), send({n, node()}, :tock)}
+    end)
 
     eventually(
       fn ->
@@ -127,19 +130,28 @@ defmodule ElixirScope.TracerTest do
 
     {:ok, _} = ElixirScope.stop_trace(session)
     events = events_of([sender | holders])
-    sends = for e <- events, e.event.data == :tick, e.event.type == :message_send, do: e
     holder_of = Map.new(Enum.zip(names, holders))
-    # The send records the name and the process that held it.
-    assert length(sends) == 15
-    for s <- sends, do: assert({name, pid} = s.event.peer) && holder_of[name] == pid
-    sent_to = Map.new(sends, &{&1.event.id, elem(&1.event.peer, 1)})
 
-    receives = for e <- events, e.event.data == :tick, e.event.type == :message_receive, do: e
-    assert length(receives) == 15
+    # By name or by {name, node()}, the send records the name and the
+    # process that held it, and its receive is that process's.
+    for message <- [:tick, :tock] do
+      of = fn type -> for e <- events, e.event.data == message, e.event.type == type, do: e end
+      sends = of.(:message_send)
+      assert length(sends) == 15
 
-    for r <- receives do
-      assert [receives: send_id] = r.links
-      assert {sent_to[send_id], r.correlation_confidence} == {r.event.pid, 1.0}
+      for s <- sends do
+        assert {name, pid} = s.event.peer
+        assert holder_of[name] == pid
+      end
+
+      sent_to = Map.new(sends, &{&1.event.id, elem(&1.event.peer, 1)})
+      receives = of.(:message_receive)
+      assert length(receives) == 15
+
+      for r <- receives do
+        assert [receives: send_id] = r.links
+        assert {sent_to[send_id], r.correlation_confidence} == {r.event.pid, 1.0}
+      end
     end
   end
 

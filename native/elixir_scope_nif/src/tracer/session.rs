@@ -68,6 +68,8 @@ pub struct TraceSession {
     /// crossing nodes then get their fingerprint here (see
     /// `elixir_scope_core::cross_node`).
     local_node: Option<LocalNode>,
+    /// This node's atom word, as the session started (0 if unnamed).
+    node: u64,
     count_only: bool,
     states: ServerStates,
     /// Events seen in `count_only` mode (written on every event: on its
@@ -92,14 +94,20 @@ impl TraceSession {
         let ms = |v: u64| (v as i64).saturating_mul(1_000_000);
         // Fingerprints of messages crossing nodes, for a cluster session's
         // exchange.
-        let local_node = {
+        let (local_node, node) = {
             let correlator = pipeline.pipeline.store().correlator();
-            (correlator.collecting())
-                .then(|| correlator.local_node().cloned())
-                .flatten()
+            let node = correlator.local_node().map_or(0, |n| n.atom);
+            let collecting = correlator.collecting();
+            (
+                collecting
+                    .then(|| correlator.local_node().cloned())
+                    .flatten(),
+                node,
+            )
         };
         TraceSession {
             local_node,
+            node,
             pipeline,
             owner,
             limits: Limits::new(
@@ -190,6 +198,7 @@ impl TraceSession {
             tag: word(tag.as_c_arg()),
             words: Words::get(),
             pid: word(tracee.as_c_arg()),
+            node: self.node,
             message,
             opts,
             stamp,

@@ -72,6 +72,8 @@ pub struct TraceMessage<'a> {
     pub tag: u64,
     pub words: &'static Words,
     pub pid: u64,
+    /// This node's atom word (0 if unknown).
+    pub node: u64,
     pub message: Term<'a>,
     pub opts: Term<'a>,
     pub stamp: Stamp,
@@ -179,7 +181,7 @@ pub fn event(m: &TraceMessage, p: PayloadLimits) -> Option<Translated> {
             peer: None,
         }
     } else if tag == w.send || tag == w.send_to_non_existing_process {
-        let to = with_holder(m.opt(w.extra)?);
+        let to = with_holder(m.opt(w.extra)?, m.node);
         plain(EventKind::MessageSend, p.of(m.message), p.always(to))
     } else if tag == w.receive {
         // The sender's pid, or for a remote sender the VM does not name,
@@ -211,18 +213,24 @@ pub fn event(m: &TraceMessage, p: PayloadLimits) -> Option<Translated> {
     Some(t)
 }
 
-/// A send's destination as recorded: a registered name as `{name, pid}`
-/// with the process that holds it (the one the message just went to),
-/// so that its receive pairs with it as with a send to that pid (several
-/// processes sent the same message by name cannot be told apart by the
-/// sender alone); anything else as it is.
-fn with_holder(to: Term) -> Term {
-    if !to.is_atom() {
+/// A send's destination as recorded: a name registered here (`name`, or
+/// `{name, node}` for this node) as `{name, pid}` with the process that
+/// holds it (the one the message just went to), so that its receive
+/// pairs with it as with a send to that pid (several processes sent the
+/// same message by name cannot be told apart by the sender alone);
+/// anything else as it is.
+fn with_holder(to: Term, node: u64) -> Term {
+    let name = match tuple::<2>(to) {
+        Some([name, at]) if word(at.as_c_arg()) == node && node != 0 => name,
+        Some(_) => return to,
+        None => to,
+    };
+    if !name.is_atom() {
         return to;
     }
     let env = to.get_env();
-    match env.whereis_pid(to) {
-        Some(pid) => (to, pid).encode(env),
+    match env.whereis_pid(name) {
+        Some(pid) => (name, pid).encode(env),
         None => to,
     }
 }
