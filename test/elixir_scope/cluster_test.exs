@@ -299,6 +299,9 @@ defmodule ElixirScope.ClusterTest do
        %{b: b} do
     server = remote_counter(b)
     client = Traced.runner()
+    # One bump before the session: code the bumps load (a first call's
+    # module load) would add a message with the code server.
+    Traced.run(client, fn -> Traced.Client.bump(server) end)
     # A pipeline of its own: no cluster session ever named its node.
     opts = [pipeline: ElixirScope.TestEvents.private_pipeline()]
     {:ok, s} = ElixirScope.trace([pids: [client], messages: true] ++ opts)

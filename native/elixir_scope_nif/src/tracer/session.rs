@@ -92,18 +92,14 @@ impl TraceSession {
         clock::calibrate();
         let now = Stamp::now();
         let ms = |v: u64| (v as i64).saturating_mul(1_000_000);
-        // Fingerprints of messages crossing nodes, for a cluster session's
-        // exchange.
+        // This node (named by trace_session_new), to resolve sends to its
+        // names; and for a cluster session's exchange, fingerprints of
+        // messages crossing nodes.
         let (local_node, node) = {
             let correlator = pipeline.pipeline.store().correlator();
-            let node = correlator.local_node().map_or(0, |n| n.atom);
-            let collecting = correlator.collecting();
-            (
-                collecting
-                    .then(|| correlator.local_node().cloned())
-                    .flatten(),
-                node,
-            )
+            let named = correlator.local_node().cloned();
+            let node = named.as_ref().map_or(0, |n| n.atom);
+            (named.filter(|_| correlator.collecting()), node)
         };
         TraceSession {
             local_node,
