@@ -155,6 +155,28 @@ defmodule ElixirScope.TracerTest do
     end
   end
 
+  test "a name that passes to another process is followed" do
+    sender = Traced.runner()
+    [first, second] = for _ <- 1..2, do: spawn(fn -> sink_loop() end)
+    name = register_unique(first)
+    {:ok, session} = ElixirScope.trace(pids: [sender], messages: true)
+    Traced.run(sender, fn -> send(name, :one) end)
+    Process.unregister(name)
+    Process.register(second, name)
+    # Holders looked up from a trace callback are kept for a millisecond.
+    Process.sleep(5)
+    Traced.run(sender, fn -> send(name, :two) end)
+    {:ok, _} = ElixirScope.stop_trace(session)
+
+    peers =
+      for e <- events_of([sender]),
+          e.event.type == :message_send,
+          e.event.data in [:one, :two],
+          do: {e.event.data, e.event.peer}
+
+    assert peers == [one: {name, first}, two: {name, second}]
+  end
+
   defp sink_loop do
     receive do
       _ -> sink_loop()

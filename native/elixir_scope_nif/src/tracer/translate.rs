@@ -16,12 +16,14 @@
 //! callback's return so the correlator sees it inside the callback.
 //! Anything of another shape yields no event (never a panic).
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use rustler::sys::ErlNifTerm;
 use rustler::{Atom, Encoder, Term};
 
 use elixir_scope_core::event::{EventHeader, EventKind, NO_ARITY};
+use elixir_scope_core::hash::WordMap;
 use elixir_scope_core::payload::Payload;
 
 use crate::atoms;
@@ -181,7 +183,7 @@ pub fn event(m: &TraceMessage, p: PayloadLimits) -> Option<Translated> {
             peer: None,
         }
     } else if tag == w.send || tag == w.send_to_non_existing_process {
-        let to = with_holder(m.opt(w.extra)?, m.node);
+        let to = with_holder(m.opt(w.extra)?, m.node, m.stamp.mono);
         plain(EventKind::MessageSend, p.of(m.message), p.always(to))
     } else if tag == w.receive {
         // The sender's pid, or for a remote sender the VM does not name,
@@ -218,8 +220,8 @@ pub fn event(m: &TraceMessage, p: PayloadLimits) -> Option<Translated> {
 /// holds it (the one the message just went to), so that its receive
 /// pairs with it as with a send to that pid (several processes sent the
 /// same message by name cannot be told apart by the sender alone);
-/// anything else as it is.
-fn with_holder(to: Term, node: u64) -> Term {
+/// anything else as it is. `now`: the event's monotonic stamp.
+fn with_holder(to: Term, node: u64, now: i64) -> Term {
     let name = match tuple::<2>(to) {
         Some([name, at]) if word(at.as_c_arg()) == node && node != 0 => name,
         Some(_) => return to,
@@ -229,9 +231,50 @@ fn with_holder(to: Term, node: u64) -> Term {
         return to;
     }
     let env = to.get_env();
-    match env.whereis_pid(name) {
-        Some(pid) => (name, pid).encode(env),
+    let holder = HOLDERS.with(|h| h.borrow_mut().of(name, now));
+    match holder {
+        // SAFETY: a local pid's word is environment-independent.
+        Some(pid) => (name, unsafe { Term::new(env, from_word(pid)) }).encode(env),
         None => to,
+    }
+}
+
+/// How long a name's holder, once looked up, is taken as known.
+const HOLDER_TTL_NS: i64 = 1_000_000;
+
+thread_local! {
+    /// Each scheduler thread's recent name lookups: a lookup in the
+    /// registry from a trace callback costs ~100 ns, as much as the rest
+    /// of a traced send, so a name's holder is looked up at most once a
+    /// millisecond per scheduler. (Sends to a name that passed to another
+    /// process within that millisecond are recorded as sent to its former
+    /// holder: they stay unpaired, unless that process gets the same
+    /// message from the same sender some other way.)
+    static HOLDERS: RefCell<Holders> = RefCell::new(Holders::default());
+}
+
+#[derive(Default)]
+struct Holders {
+    /// Start of the window the entries were looked up in.
+    since: i64,
+    /// Name (atom word) -> its holder's pid word.
+    pids: WordMap<u64, u64>,
+}
+
+impl Holders {
+    fn of(&mut self, name: Term, now: i64) -> Option<u64> {
+        if now.wrapping_sub(self.since) > HOLDER_TTL_NS || now < self.since {
+            self.pids.clear();
+            self.since = now;
+        }
+        let key = word(name.as_c_arg());
+        if let Some(&pid) = self.pids.get(&key) {
+            return Some(pid);
+        }
+        let env = name.get_env();
+        let pid = word(env.whereis_pid(name)?.encode(env).as_c_arg());
+        self.pids.insert(key, pid);
+        Some(pid)
     }
 }
 
