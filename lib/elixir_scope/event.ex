@@ -22,8 +22,8 @@ defmodule ElixirScope.Event do
 
   (1) A traced send to a name registered on this node (`name` or
   `{name, node()}`) has `{name, pid}`: the name and the process that held
-  it when the message was sent, which is the one its receive is paired
-  with.
+  it when the message was sent (as looked up at most a millisecond
+  earlier), which is the one its receive is paired with.
 
   Payloads (`data`, `peer`) larger than `max_payload_bytes` are stored as
   `{:truncated, byte_size, hint}`.
