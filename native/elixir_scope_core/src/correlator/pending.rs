@@ -221,18 +221,23 @@ impl Full for Channel {
     }
 
     fn of_send(send: Half) -> Self {
-        let mut ch = Channel::default();
-        ch.senders.push_back(send.sender);
-        ch.waiting = Waiting::of_send(send);
-        ch
+        Channel::holding(Waiting::of_send(send), send.sender)
     }
 
     fn of_receive(receive: Half) -> Self {
-        let mut ch = Channel::default();
-        if receive.sender != 0 {
-            ch.senders.push_back(receive.sender);
-        }
-        ch.waiting = Waiting::of_receive(receive);
+        Channel::holding(Waiting::of_receive(receive), receive.sender)
+    }
+}
+
+impl Channel {
+    /// A channel with `waiting`, its half's `sender` seen as
+    /// [`Channel::saw_sender`] notes one (none when 0).
+    fn holding(waiting: Waiting<Half>, sender: u64) -> Self {
+        let mut ch = Channel {
+            waiting,
+            ..Channel::default()
+        };
+        ch.saw_sender(sender, &mut Vec::new());
         ch
     }
 }
